@@ -1,0 +1,222 @@
+"""Typed, frozen job configs: YAML files plus dotted command-line overrides.
+
+Each job has one config class built from nested sub-configs. They are pydantic
+models (frozen, unknown keys forbidden) rather than plain dataclasses because
+pydantic already does what a config loader needs: type coercion from YAML/CLI
+strings, and errors that name the field and the allowed values. ``ConfigError``
+re-words those errors into one line per field.
+
+Loading order: class defaults < YAML file < ``key.sub=value`` overrides.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+SAMPLE_ULTRAFEEDBACK = "data/samples/ultrafeedback/train_1k.jsonl"
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the field and what is allowed."""
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+
+class StorageConfig(Frozen):
+    """Where run folders live."""
+
+    root: str = Field(
+        "runs",
+        description="Local folder or s3://bucket/prefix under which run folders are made.",
+    )
+    endpoint_url: str | None = Field(
+        None,
+        description="S3-compatible endpoint (MinIO, moto, R2...). Unset: AWS_ENDPOINT_URL or AWS.",
+    )
+    region: str | None = Field(None, description="S3 region; unset: the AWS default chain.")
+
+    @field_validator("root")
+    @classmethod
+    def _root_not_empty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must be a folder path or s3://bucket/prefix, not empty")
+        return v.rstrip("/") if v not in ("/",) else v
+
+
+SourceFormat = Literal[
+    "auto",
+    "ultrafeedback_binarized",
+    "ultrafeedback_raw",
+    "rewardbench",
+    "llmbar",
+    "xstest",
+    "pairs",
+]
+
+
+class RawBinarizeConfig(Frozen):
+    """How raw openbmb/UltraFeedback rows (4 rated completions) become one pair."""
+
+    score: Literal["overall_score", "mean_rating"] = Field(
+        "overall_score",
+        description="overall_score: the critique score; mean_rating: mean of the four "
+        "fine-grained ratings (helpfulness, honesty, instruction following, truthfulness).",
+    )
+    rejected: Literal["random", "lowest"] = Field(
+        "random",
+        description="random: a seeded random pick among the lower-scored completions "
+        "(the HuggingFaceH4 rule); lowest: the lowest-scored one.",
+    )
+    seed: int = 42
+
+
+class SourceConfig(Frozen):
+    """One input data set."""
+
+    path: str = Field(
+        SAMPLE_ULTRAFEEDBACK,
+        description="File, folder or glob; local, s3://, or hf://datasets/<org>/<name>/...",
+    )
+    format: SourceFormat = "ultrafeedback_binarized"
+    name: str | None = Field(
+        None, description="Data-set name written into each row's `source`; default from format."
+    )
+    subset: str | None = Field(
+        None, description="Subset label for every row (e.g. llmbar-natural); default per format."
+    )
+    limit: int | None = Field(None, gt=0, description="Stop after this many pairs are written.")
+    max_text_chars: int = Field(
+        100_000, gt=0, description="Rows with a longer prompt or answer go to quarantine."
+    )
+    ties: Literal["drop", "keep"] = Field(
+        "drop",
+        description="Rows whose chosen and rejected scores are equal: drop them (counted) or "
+        "keep them as tie-labelled pairs.",
+    )
+    binarize: RawBinarizeConfig = RawBinarizeConfig()
+
+
+class IngestConfig(Frozen):
+    """`crome-ray ingest` / jobs/ingest.py: one source into a committed pairs table."""
+
+    job: Literal["ingest"] = "ingest"
+    run_name: str | None = Field(
+        None, description="Run folder name; default <source name>-<config fingerprint>."
+    )
+    source: SourceConfig = SourceConfig()
+    storage: StorageConfig = StorageConfig()
+    rows_per_file: int = Field(50_000, gt=0, description="Rows per Parquet part file.")
+
+    @field_validator("run_name")
+    @classmethod
+    def _safe_run_name(cls, v: str | None) -> str | None:
+        if v is not None and (not v or "/" in v or v in (".", "..")):
+            raise ValueError("must be a non-empty name without '/'")
+        return v
+
+    def fingerprint(self) -> str:
+        """Hash of what determines the output (not where it is written)."""
+        return config_fingerprint(self.source)
+
+
+C = TypeVar("C", bound=Frozen)
+
+
+def config_fingerprint(*parts: BaseModel) -> str:
+    payload = json.dumps([p.model_dump(mode="json") for p in parts], sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"source.limit=100"`` -> (["source", "limit"], 100). Values are read as YAML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r} is not of the form key.sub=value")
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    return [k.strip() for k in key.split(".")], value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str], cls: type[Frozen]) -> dict:
+    out = json.loads(json.dumps(data))  # deep copy of plain YAML data
+    for text in overrides:
+        keys, value = parse_override(text)
+        _check_keys(cls, keys)
+        node = out
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {text!r}: {k!r} is not a section")
+        node[keys[-1]] = value
+    return out
+
+
+def _check_keys(cls: type[BaseModel], keys: list[str]) -> None:
+    """Name unknown override keys with the known ones (and a close match)."""
+    model: type[BaseModel] | None = cls
+    for depth, key in enumerate(keys):
+        if model is None:
+            raise ConfigError(f"{'.'.join(keys[:depth])} is a value, not a section")
+        fields = model.model_fields
+        if key not in fields:
+            where = ".".join(keys[:depth]) or "the top level"
+            close = difflib.get_close_matches(key, fields, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(
+                f"unknown config key {'.'.join(keys[: depth + 1])!r}{hint}; "
+                f"known keys at {where}: {', '.join(fields)}"
+            )
+        ann = fields[key].annotation
+        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+
+
+def build_config(cls: type[C], data: dict[str, Any] | None = None) -> C:
+    try:
+        return cls.model_validate(data or {})
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            got = f" (got {err['input']!r})" if err["type"] != "missing" else ""
+            lines.append(f"{loc}: {err['msg']}{got}")
+        raise ConfigError(f"invalid {cls.__name__}:\n  " + "\n  ".join(lines)) from None
+
+
+def load_config(cls: type[C], path: str | Path | None = None, overrides: list[str] = ()) -> C:
+    """Defaults, then the YAML file (if any), then ``key.sub=value`` overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {str(p)!r} does not exist")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {str(p)!r} is not valid YAML: {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {str(p)!r} must hold a mapping at the top level")
+    return build_config(cls, apply_overrides(data, list(overrides), cls))
+
+
+JOB_CONFIGS: dict[str, type[Frozen]] = {"ingest": IngestConfig}
+
+
+def load_job_config(path: str | Path, overrides: list[str] = ()) -> Frozen:
+    """Load a shipped job YAML; its ``job:`` key picks the config class."""
+    p = Path(path)
+    head = yaml.safe_load(p.read_text()) if p.is_file() else None
+    job = head.get("job") if isinstance(head, dict) else None
+    if job not in JOB_CONFIGS:
+        raise ConfigError(
+            f"config file {str(p)!r} must name its job as 'job: <name>' with one of: "
+            f"{', '.join(JOB_CONFIGS)} (got {job!r})"
+        )
+    return load_config(JOB_CONFIGS[job], p, overrides)

@@ -1,0 +1,1 @@
+"""Loading preference data: source formats, file readers and the ingest step."""

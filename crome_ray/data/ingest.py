@@ -1,0 +1,225 @@
+"""Ingest: one source data set -> a committed run folder with ``pairs`` and ``quarantine``.
+
+Runs in one process (the driver of ``jobs/ingest.py``): it is a single streaming
+pass of parsing and hashing, seconds for UltraFeedback's 61k pairs, so a Ray Data
+pipeline would only add start-up. The tables it writes are Parquet that Ray Data
+reads in parallel for the expensive stages after it.
+
+Per record: read (``readers``) -> parse (``formats``) -> tie policy -> de-duplicate
+by content id -> write. Every record that gives no pair is either quarantined with
+its reason or, when it is not bad input (a dropped score tie, an unpairable XSTest
+prompt), counted.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from crome_ray.config import IngestConfig
+from crome_ray.data.formats import (
+    DEFAULT_NAMES,
+    ROW_PARSERS,
+    RowContext,
+    RowError,
+    RowProblem,
+    SourceRecord,
+    detect_format,
+    xstest_pairs,
+)
+from crome_ray.data.readers import read_source
+from crome_ray.records import (
+    PAIR_SCHEMA,
+    PAIRS_SCHEMA_VERSION,
+    QUARANTINE_SCHEMA,
+    PreferencePair,
+    QuarantineRow,
+    Reason,
+    excerpt,
+)
+from crome_ray.storage import PartWriter, RunFolder, check_root, library_versions, split_uri
+
+JOB = "ingest"
+STAGE = "ingest"
+Progress = Callable[["IngestCounts"], None]
+
+
+class IngestError(RuntimeError):
+    """The ingest produced nothing usable; the message says what the rows looked like."""
+
+
+@dataclass
+class IngestCounts:
+    records_read: int = 0
+    pairs_written: int = 0
+    ties_kept: int = 0
+    ties_dropped: int = 0
+    unpaired: int = 0
+    quarantined: Counter = field(default_factory=Counter)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "records_read": self.records_read,
+            "pairs_written": self.pairs_written,
+            "ties_kept": self.ties_kept,
+            "ties_dropped": self.ties_dropped,
+            "unpaired": self.unpaired,
+            "quarantined": sum(self.quarantined.values()),
+            "quarantined_by_reason": dict(sorted(self.quarantined.items())),
+        }
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    run: RunFolder
+    skipped: bool  # True: a committed run with the same fingerprint was already there
+    manifest: dict[str, Any]
+
+    @property
+    def counts(self) -> dict[str, Any]:
+        return self.manifest["counts"]
+
+
+def default_run_name(cfg: IngestConfig) -> str:
+    name = cfg.source.name or DEFAULT_NAMES.get(cfg.source.format, "source")
+    return f"{name}-{cfg.fingerprint()[:8]}"
+
+
+def run_ingest(cfg: IngestConfig, *, force: bool = False, progress: Progress | None = None) -> IngestResult:
+    check_root(cfg.storage.root, cfg.storage)
+    if split_uri(cfg.source.path)[0] in ("s3", "s3a"):
+        check_root(cfg.source.path, cfg.storage)
+    run = RunFolder.at(cfg.storage.root, JOB, cfg.run_name or default_run_name(cfg), cfg.storage)
+    fingerprint = cfg.fingerprint()
+    if not run.prepare(fingerprint, force=force):
+        return IngestResult(run=run, skipped=True, manifest=run.manifest())
+
+    started = time.time()
+    counts = IngestCounts()
+    pairs = PartWriter(run, "pairs", PAIR_SCHEMA, cfg.rows_per_file)
+    quarantine = PartWriter(run, "quarantine", QUARANTINE_SCHEMA, cfg.rows_per_file)
+    seen: dict[str, str] = {}
+    source_name = cfg.source.name or DEFAULT_NAMES.get(cfg.source.format, "source")
+
+    def put_problem(p: RowProblem) -> None:
+        if not p.bad:
+            counts.unpaired += 1
+            return
+        counts.quarantined[p.error.reason] += 1
+        quarantine.add(
+            QuarantineRow(
+                source=source_name,
+                location=p.location,
+                stage=STAGE,
+                reason=p.error.reason,
+                detail=p.error.detail,
+                excerpt=excerpt(p.raw),
+            ).to_row()
+        )
+
+    for item in _pairs_and_problems(cfg, source_name, counts):
+        if isinstance(item, RowProblem):
+            put_problem(item)
+            continue
+        pair = item
+        if pair.label == "chosen" and _is_score_tie(pair):
+            if cfg.source.ties == "drop":
+                counts.ties_dropped += 1
+                continue
+            pair = replace(pair, label="tie")
+        first = seen.get(pair.pair_id)
+        if first is not None:
+            err = RowError(
+                Reason.DUPLICATE_PAIR,
+                f"same prompt, chosen and rejected as {first} (pair_id {pair.pair_id})",
+            )
+            put_problem(RowProblem(pair.source_id, err, pair.to_row()))
+            continue
+        seen[pair.pair_id] = pair.source_id
+        pairs.add(pair.to_row())
+        counts.pairs_written += 1
+        counts.ties_kept += pair.label == "tie"
+        if progress and counts.pairs_written % 1000 == 0:
+            progress(counts)
+        if cfg.source.limit and counts.pairs_written >= cfg.source.limit:
+            break
+
+    pair_files, quarantine_files = pairs.close(), quarantine.close()
+    if progress:
+        progress(counts)
+    if counts.pairs_written == 0:
+        reasons = ", ".join(f"{k}: {v}" for k, v in counts.quarantined.most_common(3)) or "none"
+        raise IngestError(
+            f"no pairs from {cfg.source.path!r} as format {cfg.source.format!r} "
+            f"({counts.records_read} records read; quarantined by reason: {reasons}). Check "
+            f"source.format; the quarantine table is in the uncommitted folder {run.uri}"
+        )
+    manifest = {
+        "job": JOB,
+        "run_name": run.uri.rsplit("/", 1)[-1],
+        "fingerprint": fingerprint,
+        "config": cfg.model_dump(mode="json"),
+        "counts": counts.as_dict(),
+        "tables": {"pairs": pair_files, "quarantine": quarantine_files},
+        "schema_version": {"pairs": PAIRS_SCHEMA_VERSION},
+        "versions": library_versions(),
+        "timings": {"started_at": started, "seconds": round(time.time() - started, 3)},
+    }
+    run.commit(manifest)
+    return IngestResult(run=run, skipped=False, manifest=manifest)
+
+
+def _pairs_and_problems(
+    cfg: IngestConfig, source_name: str, counts: IngestCounts
+) -> Iterator[PreferencePair | RowProblem]:
+    """Parse every record of the source with the configured (or detected) format."""
+    src = cfg.source
+
+    def ctx(location: str) -> RowContext:
+        return RowContext(
+            source=source_name,
+            location=location,
+            max_text_chars=src.max_text_chars,
+            subset=src.subset,
+            binarize=src.binarize,
+        )
+
+    records = _counted(read_source(src.path, cfg.storage), counts)
+    if src.format == "xstest":
+        good = []
+        for item in records:
+            if isinstance(item, RowProblem):
+                yield item
+            else:
+                good.append(item)
+        yield from xstest_pairs(good, ctx("xstest"))
+        return
+
+    fmt = None if src.format == "auto" else src.format
+    for item in records:
+        if isinstance(item, RowProblem):
+            yield item
+            continue
+        if fmt is None:
+            fmt = detect_format(item.value)
+            if fmt is None:
+                err = RowError(Reason.UNKNOWN_FORMAT, f"fields {sorted(item.value)} match no known format")
+                yield RowProblem(item.location, err, item.value)
+                continue
+        try:
+            yield from ROW_PARSERS[fmt](item.value, ctx(item.location))
+        except RowError as e:
+            yield RowProblem(item.location, e, item.value)
+
+
+def _counted(records: Iterator[SourceRecord | RowProblem], counts: IngestCounts) -> Iterator:
+    for r in records:
+        counts.records_read += 1
+        yield r
+
+
+def _is_score_tie(pair: PreferencePair) -> bool:
+    return pair.score_chosen is not None and pair.score_chosen == pair.score_rejected

@@ -1,0 +1,144 @@
+"""Every table crome-ray writes: Arrow schemas plus the dataclasses that fill them.
+
+A preference pair says ``chosen`` is better than ``rejected`` for ``prompt``
+(``label="chosen"``) or that neither is better (``label="tie"``). ``kind`` says
+where it came from: ``original`` rows come from a source data set; later stages
+add their own kinds (counterfactual rewrites, neutral pairs).
+
+A quarantine row keeps a bad input row with the reason it was set aside, so no
+input is ever silently dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+PAIRS_SCHEMA_VERSION = 1
+LABELS = ("chosen", "tie")
+EXCERPT_CHARS = 300
+
+PAIR_SCHEMA = pa.schema(
+    [
+        pa.field("pair_id", pa.string(), nullable=False),
+        pa.field("prompt", pa.string(), nullable=False),
+        pa.field("chosen", pa.string(), nullable=False),
+        pa.field("rejected", pa.string(), nullable=False),
+        pa.field("label", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("source_id", pa.string(), nullable=False),
+        pa.field("subset", pa.string()),
+        pa.field("score_chosen", pa.float64()),
+        pa.field("score_rejected", pa.float64()),
+        pa.field("metadata", pa.string()),  # JSON object: whatever else the source had
+        pa.field("schema_version", pa.int16(), nullable=False),
+    ],
+    metadata={"crome_ray.table": "pairs", "crome_ray.schema_version": str(PAIRS_SCHEMA_VERSION)},
+)
+
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("source_id", pa.string()),
+        pa.field("location", pa.string(), nullable=False),  # file:line, file#row, or file
+        pa.field("stage", pa.string(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),  # a stable code, see Reason
+        pa.field("detail", pa.string(), nullable=False),  # a sentence for a person
+        pa.field("excerpt", pa.string(), nullable=False),
+    ],
+    metadata={"crome_ray.table": "quarantine"},
+)
+
+
+class Reason:
+    """Stable quarantine reason codes (tables are grouped and counted by these)."""
+
+    MISSING_FIELD = "missing_field"
+    EMPTY_FIELD = "empty_field"
+    WRONG_TYPE = "wrong_type"
+    INVALID_JSON = "invalid_json"
+    INVALID_UTF8 = "invalid_utf8"
+    TEXT_TOO_LONG = "text_too_long"
+    IDENTICAL_RESPONSES = "identical_responses"
+    DUPLICATE_PAIR = "duplicate_pair"
+    INVALID_LABEL = "invalid_label"
+    BAD_MESSAGES = "bad_messages"
+    PROMPT_MISMATCH = "prompt_mismatch"
+    UNSUPPORTED_SCHEMA_VERSION = "unsupported_schema_version"
+    UNREADABLE_FILE = "unreadable_file"
+    UNKNOWN_FORMAT = "unknown_format"
+    TOO_FEW_COMPLETIONS = "too_few_completions"
+    UNKNOWN_PROMPT = "unknown_prompt"
+
+
+def pair_id(prompt: str, chosen: str, rejected: str) -> str:
+    """Stable id from content: the same pair gets the same id in any run."""
+    digest = hashlib.sha256(json.dumps([prompt, chosen, rejected]).encode("utf-8"))
+    return digest.hexdigest()[:20]
+
+
+def excerpt(raw: Any, limit: int = EXCERPT_CHARS) -> str:
+    if isinstance(raw, bytes):
+        text = raw[: limit * 4].decode("utf-8", errors="backslashreplace")
+    elif isinstance(raw, str):
+        text = raw
+    else:
+        try:
+            text = json.dumps(raw, ensure_ascii=False, default=repr)
+        except (TypeError, ValueError):
+            text = repr(raw)
+    text = text.encode("utf-8", errors="backslashreplace").decode("utf-8")
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+@dataclass(frozen=True)
+class PreferencePair:
+    prompt: str
+    chosen: str
+    rejected: str
+    source: str
+    source_id: str
+    label: str = "chosen"
+    kind: str = "original"
+    subset: str | None = None
+    score_chosen: float | None = None
+    score_rejected: float | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = PAIRS_SCHEMA_VERSION
+
+    @property
+    def pair_id(self) -> str:
+        return pair_id(self.prompt, self.chosen, self.rejected)
+
+    def to_row(self) -> dict[str, Any]:
+        row = asdict(self)
+        row["pair_id"] = self.pair_id
+        row["metadata"] = json.dumps(self.metadata, sort_keys=True, default=str)
+        return row
+
+
+@dataclass(frozen=True)
+class QuarantineRow:
+    source: str
+    location: str
+    stage: str
+    reason: str
+    detail: str
+    excerpt: str
+    source_id: str | None = None
+
+    def to_row(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def pairs_table(pairs: list[PreferencePair]) -> pa.Table:
+    return pa.Table.from_pylist([p.to_row() for p in pairs], schema=PAIR_SCHEMA)
+
+
+def quarantine_table(rows: list[QuarantineRow]) -> pa.Table:
+    return pa.Table.from_pylist([r.to_row() for r in rows], schema=QUARANTINE_SCHEMA)
