@@ -33,8 +33,8 @@ runs_app = typer.Typer(help="Inspect run folders.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(runs_app, name="runs")
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)  # paths and URIs stay whole for copy and paste
+err_console = Console(stderr=True, soft_wrap=True)
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="Job YAML (jobs/configs/*.yaml).")]
 Overrides = Annotated[

@@ -134,7 +134,8 @@ def run_ingest(cfg: IngestConfig, *, force: bool = False, progress: Progress | N
         if first is not None:
             err = RowError(
                 Reason.DUPLICATE_PAIR,
-                f"same prompt, chosen and rejected as {first} (pair_id {pair.pair_id})",
+                f"same prompt, chosen and rejected as the pair with source_id {first!r} "
+                f"(pair_id {pair.pair_id})",
             )
             put_problem(RowProblem(pair.source_id, err, pair.to_row()))
             continue

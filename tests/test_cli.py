@@ -1,0 +1,114 @@
+"""The crome-ray command line and the job entrypoint, as a user runs them."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from crome_ray.cli import app
+
+REPO = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+def test_ingest_prints_a_summary_and_where_the_results_are(tmp_path, samples):
+    res = runner.invoke(
+        app,
+        [
+            "ingest",
+            "--source",
+            str(samples / "ultrafeedback" / "eval_200.jsonl"),
+            "--output",
+            str(tmp_path),
+            "--run-name",
+            "eval",
+            "--ties",
+            "keep",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "pairs written" in res.output and "of which ties" in res.output
+    assert f"{tmp_path}/ingest/eval/pairs/" in res.output
+    again = runner.invoke(
+        app,
+        [
+            "ingest",
+            "--source",
+            str(samples / "ultrafeedback" / "eval_200.jsonl"),
+            "--output",
+            str(tmp_path),
+            "--run-name",
+            "eval",
+            "--ties",
+            "keep",
+        ],
+    )
+    assert again.exit_code == 0 and "already committed with the same config" in again.output
+
+
+def test_a_bad_override_exits_2_naming_the_field(tmp_path):
+    res = runner.invoke(app, ["ingest", "source.format=csv", "--output", str(tmp_path)])
+    assert res.exit_code == 2
+    assert "source.format" in res.output and "ultrafeedback_raw" in res.output
+
+
+def test_a_conflicting_run_exits_1_and_says_how_to_proceed(tmp_path, samples):
+    args = [
+        "ingest",
+        "--source",
+        str(samples / "ultrafeedback" / "eval_200.jsonl"),
+        "--output",
+        str(tmp_path),
+        "--run-name",
+        "x",
+    ]
+    assert runner.invoke(app, args).exit_code == 0
+    res = runner.invoke(app, [*args, "--ties", "keep"])
+    assert res.exit_code == 1 and "different config" in res.output
+    assert runner.invoke(app, [*args, "--ties", "keep", "--force"]).exit_code == 0
+
+
+def test_runs_show_refuses_an_uncommitted_folder(tmp_path):
+    (tmp_path / "ingest" / "half").mkdir(parents=True)
+    res = runner.invoke(app, ["runs", "show", str(tmp_path / "ingest" / "half")])
+    assert res.exit_code == 1 and "not committed" in res.output
+
+
+def test_demo_ingests_the_sample_into_a_committed_run(tmp_path):
+    res = runner.invoke(app, ["demo", "--output", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "ingest" / "demo-ultrafeedback" / "_COMMITTED").exists()
+    shown = runner.invoke(app, ["runs", "show", str(tmp_path / "ingest" / "demo-ultrafeedback")])
+    assert '"pairs_written"' in shown.output
+
+
+def test_every_command_has_help():
+    for args in (
+        ["--help"],
+        ["ingest", "--help"],
+        ["demo", "--help"],
+        ["models", "--help"],
+        ["models", "pull", "--help"],
+        ["runs", "show", "--help"],
+    ):
+        res = runner.invoke(app, args)
+        assert res.exit_code == 0 and "Usage" in res.output
+
+
+def test_the_job_entrypoint_runs_a_shipped_config(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "jobs/ingest.py",
+            "--config",
+            "jobs/configs/ingest_eval_sets.yaml",
+            f"storage.root={tmp_path}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "xstest" in proc.stdout and "pairs written" in proc.stdout

@@ -1,0 +1,125 @@
+"""Ingest of the real sample data sets into committed run folders."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from crome_ray.config import IngestConfig, load_config
+from crome_ray.data.ingest import default_run_name, run_ingest
+from crome_ray.storage import RunFolder
+
+
+def cfg_for(tmp_path, *overrides):
+    return load_config(IngestConfig, None, [f"storage.root={tmp_path}", *overrides])
+
+
+def expected_ultrafeedback(path):
+    """Counted independently of the loader: plain json over the sample file."""
+    rows = [json.loads(x) for x in path.read_text().splitlines()]
+    ties = identical = empty = 0
+    for r in rows:
+        if not r["chosen"].strip() or not r["rejected"].strip():
+            empty += 1
+        elif r["chosen"].strip() == r["rejected"].strip():
+            identical += 1
+        elif r["metadata"]["score_chosen"] == r["metadata"]["score_rejected"]:
+            ties += 1
+    return len(rows), ties, identical, empty
+
+
+def test_ultrafeedback_sample_with_ties_dropped(tmp_path, samples):
+    path = samples / "ultrafeedback" / "train_1k.jsonl"
+    n, ties, identical, empty = expected_ultrafeedback(path)
+    result = run_ingest(cfg_for(tmp_path, f"source.path={path}"))
+    c = result.counts
+    assert (c["records_read"], c["ties_dropped"], c["ties_kept"]) == (n, ties, 0)
+    assert c["quarantined_by_reason"] == {"identical_responses": identical, "empty_field": empty}
+    assert c["pairs_written"] == n - ties - identical - empty
+    pairs = RunFolder.from_uri(result.run.uri).read_table("pairs")
+    assert pairs.num_rows == c["pairs_written"]
+    assert set(pairs.column("label").to_pylist()) == {"chosen"}
+    assert len(set(pairs.column("pair_id").to_pylist())) == pairs.num_rows
+
+
+def test_ultrafeedback_sample_with_ties_kept_labels_them_tie(tmp_path, samples):
+    path = samples / "ultrafeedback" / "train_1k.jsonl"
+    n, ties, identical, empty = expected_ultrafeedback(path)
+    result = run_ingest(cfg_for(tmp_path, f"source.path={path}", "source.ties=keep"))
+    pairs = RunFolder.from_uri(result.run.uri).read_table("pairs").to_pylist()
+    tie_rows = [p for p in pairs if p["label"] == "tie"]
+    assert len(tie_rows) == ties == result.counts["ties_kept"]
+    assert all(p["score_chosen"] == p["score_rejected"] for p in tie_rows)
+    assert result.counts["pairs_written"] == n - identical - empty
+
+
+def test_a_second_run_with_the_same_config_skips_and_a_forced_one_redoes(tmp_path, samples):
+    cfg = cfg_for(tmp_path, f"source.path={samples / 'ultrafeedback' / 'eval_200.jsonl'}")
+    first = run_ingest(cfg)
+    marker = Path(RunFolder.from_uri(first.run.uri).file("_COMMITTED"))
+    stamp = marker.read_text()
+    again = run_ingest(cfg)
+    assert again.skipped and again.manifest == first.manifest and marker.read_text() == stamp
+    assert first.run.uri.endswith(default_run_name(cfg))
+    forced = run_ingest(cfg, force=True)
+    assert not forced.skipped and forced.counts == first.counts
+
+
+def test_limit_stops_after_that_many_pairs(tmp_path, samples):
+    cfg = cfg_for(
+        tmp_path,
+        f"source.path={samples / 'ultrafeedback' / 'train_1k.jsonl'}",
+        "source.limit=50",
+        "rows_per_file=20",
+    )
+    result = run_ingest(cfg)
+    assert result.counts["pairs_written"] == 50
+    assert result.manifest["tables"]["pairs"] == [f"pairs/part-0000{i}.parquet" for i in range(3)]
+
+
+def test_llmbar_natural(tmp_path, samples):
+    path = samples / "eval" / "llmbar_natural" / "dataset.json"
+    raw = json.loads(path.read_text())
+    result = run_ingest(
+        cfg_for(tmp_path, f"source.path={path}", "source.format=llmbar", "source.subset=llmbar-natural")
+    )
+    pairs = RunFolder.from_uri(result.run.uri).read_table("pairs").to_pylist()
+    assert len(pairs) == len(raw) == 100
+    first = raw[0]
+    better = first["output_1"] if first["label"] == 1 else first["output_2"]
+    assert pairs[0]["chosen"] == better and pairs[0]["subset"] == "llmbar-natural"
+
+
+def test_xstest_pairs_from_the_five_completion_files(tmp_path, samples):
+    import csv
+
+    result = run_ingest(
+        cfg_for(tmp_path, f"source.path={samples / 'eval' / 'xstest'}", "source.format=xstest")
+    )
+    pairs = RunFolder.from_uri(result.run.uri).read_table("pairs").to_pylist()
+    # independent count: prompts with at least one full compliance and one full refusal
+    labels: dict[str, set] = {}
+    for f in sorted((samples / "eval" / "xstest").glob("xstest_v2_completions_*.csv")):
+        for row in csv.DictReader(f.read_text().splitlines()):
+            labels.setdefault(row["id"].removeprefix("v2-"), set()).add(row["final_label"])
+    pairable = sum({"1_full_compliance", "2_full_refusal"} <= s for s in labels.values())
+    assert len(pairs) == pairable and result.counts["unpaired"] == 450 - pairable
+    subsets = {p["subset"] for p in pairs}
+    assert subsets == {"xstest-should-respond", "xstest-should-refuse"}
+    refuse = next(p for p in pairs if p["subset"] == "xstest-should-refuse")
+    assert refuse["metadata"] and json.loads(refuse["metadata"])["type"].startswith("contrast")
+
+
+@pytest.mark.parametrize("fmt", ["pairs", "auto"])
+def test_reading_our_own_parquet_back_gives_the_same_pairs(tmp_path, samples, fmt):
+    first = run_ingest(cfg_for(tmp_path, f"source.path={samples / 'ultrafeedback' / 'eval_200.jsonl'}"))
+    pairs_dir = f"{first.run.uri}/pairs"
+    again = run_ingest(
+        cfg_for(
+            tmp_path / "b", f"source.path={pairs_dir}", f"source.format={fmt}", "source.name=ultrafeedback"
+        )
+    )
+    a = RunFolder.from_uri(first.run.uri).read_table("pairs").to_pylist()
+    b = RunFolder.from_uri(again.run.uri).read_table("pairs").to_pylist()
+    assert [r["pair_id"] for r in a] == [r["pair_id"] for r in b]
+    assert a == b

@@ -1,0 +1,104 @@
+"""Ingest to and from s3:// against moto's S3 server (the real HTTP protocol on 127.0.0.1)."""
+
+import pyarrow.parquet as pq
+import pytest
+
+from crome_ray.config import IngestConfig, load_config
+from crome_ray.data.ingest import run_ingest
+from crome_ray.storage import RunFolder, StorageConfig, StorageError, UncommittedRunError
+
+
+def s3_cfg(s3, root, *overrides, source=None):
+    extra = [f"source.path={source}"] if source else []
+    return load_config(
+        IngestConfig,
+        None,
+        [f"storage.root={root}", f"storage.endpoint_url={s3.endpoint}", *extra, *overrides],
+    )
+
+
+@pytest.fixture()
+def ingested(s3, samples):
+    bucket = s3.new_bucket()
+    cfg = s3_cfg(
+        s3, f"s3://{bucket}/crome", "run_name=uf", source=samples / "ultrafeedback" / "eval_200.jsonl"
+    )
+    return bucket, run_ingest(cfg)
+
+
+def test_ingest_writes_a_committed_run_to_s3_that_pyarrow_reads_back(s3, ingested):
+    bucket, result = ingested
+    keys = sorted(o["Key"] for o in s3.client().list_objects_v2(Bucket=bucket)["Contents"])
+    assert keys == [
+        "crome/ingest/uf/_COMMITTED",
+        "crome/ingest/uf/manifest.json",
+        "crome/ingest/uf/pairs/part-00000.parquet",
+        "crome/ingest/uf/quarantine/part-00000.parquet",
+    ]
+    table = pq.read_table(f"{bucket}/crome/ingest/uf/pairs", filesystem=s3.pyarrow_fs())
+    assert table.num_rows == result.counts["pairs_written"] > 150
+    run = RunFolder.from_uri(result.run.uri, StorageConfig(endpoint_url=s3.endpoint))
+    assert run.manifest()["counts"] == result.counts
+
+
+@pytest.mark.ray
+def test_ray_data_reads_the_pairs_table_from_s3(s3, ingested, ray_cluster):
+    import ray
+    from ray.data.expressions import col
+
+    bucket, result = ingested
+    ds = ray.data.read_parquet(f"s3://{bucket}/crome/ingest/uf/pairs", filesystem=s3.pyarrow_fs())
+    assert ds.count() == result.counts["pairs_written"]
+    rows = ds.filter(expr=col("label") == "chosen").take(3)
+    assert len(rows) == 3 and all(r["prompt"] and r["pair_id"] for r in rows)
+
+
+def test_a_source_on_s3_found_through_aws_endpoint_url(s3, samples, monkeypatch, tmp_path):
+    bucket = s3.new_bucket()
+    s3.client().upload_file(
+        str(samples / "eval" / "llmbar_natural" / "dataset.json"), bucket, "in/llmbar.json"
+    )
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3.endpoint)  # the variable Ray and boto read, no config needed
+    cfg = load_config(
+        IngestConfig,
+        None,
+        [
+            f"source.path=s3://{bucket}/in/llmbar.json",
+            "source.format=llmbar",
+            f"storage.root=s3://{bucket}/out",
+        ],
+    )
+    result = run_ingest(cfg)
+    assert result.counts["pairs_written"] == 100 and result.run.uri.startswith(f"s3://{bucket}/out/ingest/")
+
+
+def test_an_uncommitted_s3_run_is_refused(s3, ingested):
+    bucket, result = ingested
+    s3.client().delete_object(Bucket=bucket, Key="crome/ingest/uf/_COMMITTED")  # as if it crashed
+    run = RunFolder.from_uri(result.run.uri, StorageConfig(endpoint_url=s3.endpoint))
+    with pytest.raises(UncommittedRunError, match="not committed"):
+        run.read_table("pairs")
+
+
+def test_a_wrong_bucket_fails_fast_and_says_so(s3, samples):
+    cfg = s3_cfg(s3, "s3://no-such-bucket/crome", source=samples / "ultrafeedback" / "eval_200.jsonl")
+    with pytest.raises(StorageError, match=r"bucket 'no-such-bucket' does not exist at http://127\.0\.0\.1"):
+        run_ingest(cfg)
+
+
+def test_a_wrong_source_bucket_fails_fast_and_says_so(s3):
+    bucket = s3.new_bucket()
+    cfg = s3_cfg(s3, f"s3://{bucket}/out", source="s3://missing-input/uf.jsonl")
+    with pytest.raises(StorageError, match="bucket 'missing-input' does not exist"):
+        run_ingest(cfg)
+
+
+def test_missing_credentials_fail_fast_naming_the_variables(s3, samples, monkeypatch, tmp_path):
+    bucket = s3.new_bucket()
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    cfg = s3_cfg(s3, f"s3://{bucket}/crome", source=samples / "ultrafeedback" / "eval_200.jsonl")
+    with pytest.raises(StorageError, match=r"no AWS credentials found .* AWS_ACCESS_KEY_ID"):
+        run_ingest(cfg)
