@@ -63,3 +63,19 @@ def test_a_half_written_folder_from_a_crash_is_cleared_before_writing(tmp_path):
     (tmp_path / "ingest" / "r1" / "partial.parquet").write_text("half")  # crash: no commit
     assert run.prepare("fp1") is True
     assert list((tmp_path / "ingest" / "r1").iterdir()) == []
+
+
+def test_uris_route_to_the_filesystem_of_their_scheme(monkeypatch):
+    from huggingface_hub import HfFileSystem
+    from s3fs import S3FileSystem
+
+    from crome_ray.config import StorageConfig
+    from crome_ray.storage import filesystem
+
+    fs, path = filesystem("hf://datasets/HuggingFaceH4/ultrafeedback_binarized/data/train_prefs-*.parquet")
+    assert isinstance(fs, HfFileSystem) and path.startswith("datasets/HuggingFaceH4/")
+    fs, path = filesystem("s3://bucket/key", StorageConfig(endpoint_url="http://127.0.0.1:9"))
+    assert isinstance(fs, S3FileSystem) and path == "bucket/key"
+    assert fs.client_kwargs["endpoint_url"] == "http://127.0.0.1:9"
+    with pytest.raises(StorageError, match="unsupported storage scheme 'gs'"):
+        filesystem("gs://bucket/key")
