@@ -1,5 +1,6 @@
 """The cluster path: cluster and infra definitions are valid, and `ray job submit` runs a job."""
 
+import contextlib
 import os
 import re
 import shutil
@@ -142,8 +143,6 @@ def stop_cluster(temp_dir: str) -> None:
             roots.append(proc)
     victims = {p.pid: p for root in roots for p in [root, *root.children(recursive=True)]}
     for p in victims.values():
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             p.kill()
-        except psutil.NoSuchProcess:
-            pass
     psutil.wait_procs(list(victims.values()), timeout=30)
