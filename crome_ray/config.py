@@ -128,6 +128,91 @@ class IngestConfig(Frozen):
         return config_fingerprint(self.source)
 
 
+class ModelPrice(Frozen):
+    """USD per million tokens (public price pages; check them before a paid run)."""
+
+    input_per_m: float = Field(ge=0)
+    output_per_m: float = Field(ge=0)  # thinking tokens are billed as output
+    cached_input_per_m: float | None = Field(None, ge=0)
+    batch_discount: float = Field(0.5, gt=0, le=1, description="Batch API price as a fraction of online.")
+
+
+DEFAULT_PRICES: dict[str, ModelPrice] = {
+    "gemini-2.5-flash": ModelPrice(input_per_m=0.30, output_per_m=2.50, cached_input_per_m=0.075),
+    "gemini-2.5-flash-lite": ModelPrice(input_per_m=0.10, output_per_m=0.40, cached_input_per_m=0.025),
+    "gemini-2.0-flash": ModelPrice(input_per_m=0.10, output_per_m=0.40, cached_input_per_m=0.025),
+}
+
+
+class QuotaConfig(Frozen):
+    """The provider quota this run may use, shared by every worker (see oracle.limits)."""
+
+    rpm: int = Field(1_000, gt=0, description="Requests per minute (Gemini Tier 1: 1,000).")
+    input_tpm: int = Field(1_000_000, gt=0, description="Input tokens per minute (Tier 1: 1M).")
+    output_tpm: int | None = Field(None, gt=0, description="Output tokens per minute, if limited.")
+    max_in_flight: int = Field(128, gt=0, description="Concurrent calls across the cluster.")
+    window_s: float = Field(60.0, gt=0, description="The provider's quota window.")
+    window_slack_s: float = Field(
+        1.0,
+        ge=0,
+        description="Our window is this much longer, so network jitter never puts one "
+        "request too many into the provider's window.",
+    )
+    backoff: float = Field(
+        0.7, gt=0, lt=1, description="Rate factor after a 429 that our pacing did not prevent."
+    )
+    recovery_s: float = Field(60.0, gt=0, description="Seconds to climb back to the full rate after a 429.")
+
+
+class RetryConfig(Frozen):
+    max_attempts: int = Field(
+        6, ge=1, description="Attempts per call for 429/5xx/timeouts/connection errors."
+    )
+    initial_backoff_s: float = Field(1.0, gt=0)
+    max_backoff_s: float = Field(60.0, gt=0)
+    invalid_output_attempts: int = Field(
+        2, ge=1, description="Attempts when the answer is not the asked-for JSON."
+    )
+    timeout_s: float = Field(120.0, gt=0, description="Per-attempt HTTP timeout.")
+
+
+class BudgetConfig(Frozen):
+    cap_usd: float = Field(5.0, ge=0, description="Hard cap on oracle spend for the run; never exceeded.")
+    allocation_usd: float | None = Field(
+        None,
+        gt=0,
+        description="Spend allowance persisted ahead of use (default 1% of the cap); a crash "
+        "counts at most this much unused allowance as spent.",
+    )
+
+
+class OracleConfig(Frozen):
+    backend: Literal["gemini"] = "gemini"
+    model: str = "gemini-2.5-flash"
+    base_url: str | None = Field(None, description="API endpoint override (the simulator, a proxy).")
+    api_key_env: tuple[str, ...] = Field(
+        ("GEMINI_API_KEY", "GOOGLE_API_KEY"), description="Environment variables searched for the key."
+    )
+    thinking_budget: int = Field(0, ge=0, description="Thinking tokens per call (billed as output).")
+    mode: Literal["online", "batch"] = "online"
+    batch_poll_s: float = Field(10.0, gt=0)
+    quota: QuotaConfig = QuotaConfig()
+    retry: RetryConfig = RetryConfig()
+    budget: BudgetConfig = BudgetConfig()
+    prices: dict[str, ModelPrice] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
+    cache: str | None = Field(
+        None, description="Response cache folder (local or s3://); default <storage.root>/oracle-cache."
+    )
+
+    def price(self) -> ModelPrice:
+        if self.model not in self.prices:
+            raise ConfigError(
+                f"oracle.model {self.model!r} has no price in oracle.prices (known: "
+                f"{', '.join(self.prices)}); add one so the dollar cap can be enforced"
+            )
+        return self.prices[self.model]
+
+
 C = TypeVar("C", bound=Frozen)
 
 

@@ -1,0 +1,148 @@
+"""One worker's oracle calls: cache, then governor, then backend; retries; validation; cache write.
+
+Per request: ask the governor (a cache hit costs nothing; a lease reserves quota and
+the worst-case cost), make one attempt, and tell the governor how it went. Transient
+failures (429, 5xx, timeouts, connection errors) are retried by tenacity with jittered
+exponential backoff that waits at least the server's ``retryDelay``; each attempt goes
+through the governor again, because each one can be billed. Answers that are not the
+asked-for JSON are billed, recorded and asked again a bounded number of times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import uuid
+from dataclasses import replace
+
+import tenacity
+
+from crome_ray.config import OracleConfig
+from crome_ray.oracle.cache import ResponseCache
+from crome_ray.oracle.gemini import parse_json_answer
+from crome_ray.oracle.governor import BUDGET, HIT
+from crome_ray.oracle.pricing import call_cost, worst_case_cost
+from crome_ray.oracle.protocol import ErrorKind, OracleError, OracleRequest, OracleResult
+
+
+class _WaitAtLeastRetryDelay(tenacity.wait.wait_base):
+    """Jittered exponential backoff, but never shorter than the server asked for."""
+
+    def __init__(self, initial: float, maximum: float):
+        self.exp = tenacity.wait_exponential_jitter(initial=initial, max=maximum)
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        base = self.exp(retry_state)
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        asked = getattr(exc, "retry_after", None)
+        return max(base, asked * 1.05) if asked else base
+
+
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, OracleError) and exc.kind == ErrorKind.RETRYABLE
+
+
+class OracleClient:
+    def __init__(
+        self, config: OracleConfig, backend, governor, cache: ResponseCache, owner: str | None = None
+    ):
+        self.config, self.backend, self.governor, self.cache = config, backend, governor, cache
+        self.price = config.price()
+        self.owner = owner or uuid.uuid4().hex[:12]
+        self._calls = itertools.count()
+
+    def _sizes(self, req: OracleRequest) -> tuple[int, int, float]:
+        schema = json.dumps(req.json_schema) if req.json_schema else ""
+        # Upper bound for the cap: a token is at least one byte of UTF-8, plus framing per message.
+        worst_in = len((req.prompt + (req.system or "") + schema).encode("utf-8")) + 64
+        max_out = req.params.max_output_tokens + self.config.thinking_budget
+        return req.estimated_input_tokens(), max_out, worst_case_cost(worst_in, max_out, self.price)
+
+    async def call(self, req: OracleRequest) -> OracleResult | OracleError:
+        """The answer, or the error it ended with (never raises for a request's own failure)."""
+        key = req.key(self.backend.name, self.config.model)
+        owner = f"{self.owner}-{next(self._calls)}"  # one call's attempts share a lease; twin calls wait
+        est_in, max_out, worst = self._sizes(req)
+        retry = self.config.retry
+        invalid: OracleError | None = None
+        for round_ in range(retry.invalid_output_attempts):
+            last_round = round_ == retry.invalid_output_attempts - 1
+            attempts = tenacity.AsyncRetrying(
+                stop=tenacity.stop_after_attempt(retry.max_attempts),
+                wait=_WaitAtLeastRetryDelay(retry.initial_backoff_s, retry.max_backoff_s),
+                retry=tenacity.retry_if_exception(_retryable),
+                reraise=True,
+            )
+            try:
+                async for attempt in attempts:
+                    with attempt:
+                        n = attempt.retry_state.attempt_number
+                        outcome = await self._attempt(
+                            req,
+                            key,
+                            owner,
+                            est_in,
+                            max_out,
+                            worst,
+                            n,
+                            last=n == retry.max_attempts,
+                            last_round=last_round,
+                        )
+            except OracleError as e:
+                if e.kind == ErrorKind.RETRYABLE:  # out of attempts
+                    kind = ErrorKind.QUOTA_EXHAUSTED if e.status == 429 else ErrorKind.RETRYABLE
+                    return OracleError(
+                        kind, f"gave up after {retry.max_attempts} attempts: {e}", status=e.status
+                    )
+                return e
+            if isinstance(outcome, OracleError):  # invalid output: billed, asked again
+                invalid = outcome
+                continue
+            return outcome
+        assert invalid is not None
+        return invalid
+
+    async def _attempt(self, req, key, owner, est_in, max_out, worst, attempt, last, last_round):
+        kind, value = await self.governor.begin(key, owner, est_in, max_out, worst)
+        if kind == HIT:
+            return replace(self.cache.read(value), cached=True, cost_usd=0.0, attempts=0)
+        if kind == BUDGET:
+            raise OracleError(
+                ErrorKind.BUDGET_EXHAUSTED,
+                f"the next call could cross the ${self.config.budget.cap_usd:.2f} cap",
+            )
+        grant = value
+        try:
+            answer = await self.backend.generate(req)
+        except OracleError as e:
+            final = e.kind != ErrorKind.RETRYABLE or last
+            await self.governor.fail(grant, e.status == 429, final, e.status is None)
+            raise
+        except BaseException:
+            await self.governor.fail(grant, False, True, True)
+            raise
+        cost = call_cost(answer.usage, self.price, batch=False)
+        billed_out = answer.usage.billed_output_tokens
+        try:
+            parsed = parse_json_answer(answer.text, req.json_schema)
+        except OracleError as e:
+            await self.governor.finish(grant, cost, answer.usage.input_tokens, billed_out, None, last_round)
+            return e
+        result = OracleResult(
+            key=key,
+            text=answer.text,
+            parsed=parsed,
+            usage=answer.usage,
+            cost_usd=cost,
+            latency_s=answer.latency_s,
+            backend=self.backend.name,
+            model=self.config.model,
+            attempts=attempt,
+        )
+        location = self.cache.append(result)  # persisted before anyone is told it exists
+        await self.governor.finish(grant, cost, answer.usage.input_tokens, billed_out, location, True)
+        return result
+
+    async def call_many(self, requests: list[OracleRequest]) -> list[OracleResult | OracleError]:
+        return list(await asyncio.gather(*(self.call(r) for r in requests)))

@@ -1,0 +1,188 @@
+"""Gemini through the google-genai async client: one attempt per call, every failure sorted.
+
+Retries are not the SDK's: its retry options ignore ``retryDelay`` and would hide
+attempts from the governor, which must see each one (each can be billed). So the SDK
+makes one attempt, failures become ``OracleError`` of a kind (``classify``), and
+``oracle.client`` retries with tenacity, honouring ``retryDelay`` / ``Retry-After``.
+
+Answers are validated here with ``jsonschema``: with a bad answer the SDK's
+``response.parsed`` is silently ``None``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import jsonschema
+
+from crome_ray.config import OracleConfig
+from crome_ray.oracle.protocol import ErrorKind, OracleError, OracleRequest, Usage
+
+_DELAY = re.compile(r"^\s*([0-9]*\.?[0-9]+)s\s*$")
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str
+    usage: Usage
+    finish_reason: str | None
+    latency_s: float
+
+
+def retry_delay(details: Any, headers: Any = None) -> float | None:
+    """Seconds from a 429 body's ``RetryInfo.retryDelay`` ("12s", "0.5s") or ``Retry-After``."""
+    try:
+        for d in (details or {}).get("error", {}).get("details", []) or []:
+            m = _DELAY.match(str(d.get("retryDelay", "")))
+            if m:
+                return float(m.group(1))
+    except AttributeError:
+        pass
+    if headers is not None:
+        value = headers.get("retry-after") if hasattr(headers, "get") else None
+        try:
+            return float(value) if value is not None else None
+        except ValueError:
+            return None
+    return None
+
+
+def classify(exc: BaseException) -> OracleError:
+    """Sort an exception from the SDK or its HTTP stack into an ``ErrorKind``. Never leaks the key:
+    messages are built from status codes and the server's error text only."""
+    from google.genai import errors
+
+    if isinstance(exc, OracleError):
+        return exc
+    if isinstance(exc, errors.APIError):
+        code = int(getattr(exc, "code", 0) or 0)
+        text = f"Gemini answered {code} {exc.status or ''}: {exc.message or ''}".strip()
+        if code == 429:
+            headers = getattr(getattr(exc, "response", None), "headers", None)
+            return OracleError(
+                ErrorKind.RETRYABLE, text, retry_after=retry_delay(exc.details, headers), status=429
+            )
+        if code in (408, 409) or code >= 500:
+            return OracleError(ErrorKind.RETRYABLE, text, status=code)
+        return OracleError(ErrorKind.FATAL, text, status=code)
+    name = type(exc).__name__
+    module = type(exc).__module__ or ""
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)) or "Timeout" in name:
+        return OracleError(ErrorKind.RETRYABLE, f"timed out ({name})")
+    if isinstance(exc, (ConnectionError, OSError)) or module.split(".")[0] in (
+        "httpx",
+        "httpx2",
+        "aiohttp",
+        "httpcore",
+    ):
+        return OracleError(ErrorKind.RETRYABLE, f"connection failed ({name}: {exc})")
+    return OracleError(ErrorKind.FATAL, f"unexpected {name}: {exc}")
+
+
+def parse_json_answer(text: str, schema: dict[str, Any] | None) -> Any:
+    """The answer as JSON that satisfies ``schema``, or an INVALID_OUTPUT error with an excerpt."""
+    if schema is None:
+        return None
+    try:
+        value = json.loads(text)
+    except (json.JSONDecodeError, TypeError) as e:
+        raise OracleError(
+            ErrorKind.INVALID_OUTPUT,
+            f"the answer is not JSON ({e.msg if hasattr(e, 'msg') else e})",
+            raw=(text or "")[:300],
+        ) from None
+    try:
+        jsonschema.validate(value, schema)
+    except jsonschema.ValidationError as e:
+        raise OracleError(
+            ErrorKind.INVALID_OUTPUT, f"the answer does not match the schema: {e.message}", raw=text[:300]
+        ) from None
+    return value
+
+
+class GeminiBackend:
+    name = "gemini"
+
+    def __init__(self, config: OracleConfig, api_key: str):
+        from google import genai
+        from google.genai import types
+
+        self.config, self.model = config, config.model
+        self._types = types
+        options = types.HttpOptions(timeout=int(config.retry.timeout_s * 1000))
+        if config.base_url:
+            options = types.HttpOptions(base_url=config.base_url, timeout=int(config.retry.timeout_s * 1000))
+        self._client = genai.Client(api_key=api_key, http_options=options)
+
+    @property
+    def client(self):
+        return self._client
+
+    async def check_model(self) -> None:
+        """Fail before any paid call if the model id is unknown or retired."""
+        try:
+            await self._client.aio.models.get(model=self.model)
+        except Exception as e:
+            err = classify(e)
+            if err.status == 404:
+                raise OracleError(
+                    ErrorKind.FATAL,
+                    f"Gemini model {self.model!r} is not available (retired or "
+                    "misspelled): set oracle.model to a current model id",
+                    status=404,
+                ) from None
+            raise err from None
+
+    def generation_config(self, req: OracleRequest):
+        t = self._types
+        kwargs: dict[str, Any] = {
+            "temperature": req.params.temperature,
+            "max_output_tokens": req.params.max_output_tokens,
+        }
+        if req.system:
+            kwargs["system_instruction"] = req.system
+        if req.params.top_p is not None:
+            kwargs["top_p"] = req.params.top_p
+        if req.params.seed is not None:
+            kwargs["seed"] = req.params.seed
+        if req.json_schema is not None:
+            kwargs["response_mime_type"] = "application/json"
+            kwargs["response_json_schema"] = req.json_schema
+        if self.config.thinking_budget is not None and self.model.startswith("gemini-2.5"):
+            kwargs["thinking_config"] = t.ThinkingConfig(thinking_budget=self.config.thinking_budget)
+        return t.GenerateContentConfig(**kwargs)
+
+    async def generate(self, req: OracleRequest) -> Answer:
+        """One attempt. Raises OracleError (classified) on any failure."""
+        start = time.perf_counter()
+        try:
+            response = await self._client.aio.models.generate_content(
+                model=self.model, contents=req.prompt, config=self.generation_config(req)
+            )
+        except Exception as e:
+            raise classify(e) from None
+        return answer_from_response(response, time.perf_counter() - start)
+
+
+def answer_from_response(response: Any, latency_s: float) -> Answer:
+    meta = getattr(response, "usage_metadata", None)
+    usage = Usage(
+        input_tokens=int(getattr(meta, "prompt_token_count", 0) or 0),
+        output_tokens=int(getattr(meta, "candidates_token_count", 0) or 0),
+        thinking_tokens=int(getattr(meta, "thoughts_token_count", 0) or 0),
+        cached_tokens=int(getattr(meta, "cached_content_token_count", 0) or 0),
+    )
+    candidates = getattr(response, "candidates", None) or []
+    finish = None
+    text = ""
+    if candidates:
+        reason = getattr(candidates[0], "finish_reason", None)
+        finish = getattr(reason, "name", None) or (str(reason) if reason else None)
+        parts = getattr(getattr(candidates[0], "content", None), "parts", None) or []
+        text = "".join(p.text for p in parts if getattr(p, "text", None))
+    return Answer(text=text, usage=usage, finish_reason=finish, latency_s=latency_s)

@@ -1,0 +1,261 @@
+"""The cluster-wide governor: one named Ray actor per run that every oracle worker asks first.
+
+Written by hand because nothing in the field does this across a cluster: Ray Data
+LLM's HTTP stage paces each actor on its own (N actors overshoot N-fold), curator
+limits one process, distilabel has no limiter. The governor holds, for the whole run:
+
+- the quota (``limits.RateLimiter``): a call starts only when it fits the provider's
+  RPM / input-TPM / output-TPM windows and the in-flight cap;
+- the dollar cap (``budget.Budget``): the call's worst-case cost is reserved first,
+  with the allowance persisted in the run's ledger before it can be spent;
+- the cache index: a request whose answer is already stored is a hit, never a call;
+- leases on keys in flight: a second worker asking the same question waits for the
+  first answer instead of paying for it again. A lease left by a killed worker
+  expires, and its reservation is then settled at the worst case (it may have been
+  billed).
+
+``GovernorCore`` is plain Python (tested with a fake clock); ``Governor`` is the thin
+async Ray actor around it; ``LocalGovernor`` the same interface in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from crome_ray.config import OracleConfig
+from crome_ray.oracle.budget import Budget, Reservation
+from crome_ray.oracle.cache import LedgerStore, Location
+from crome_ray.oracle.limits import Grant, RateLimiter
+
+HIT, GO, WAIT, BUSY, BUDGET = "hit", "go", "wait", "busy", "budget"
+
+
+@dataclass
+class _Lease:
+    key: str
+    owner: str
+    grant: Grant
+    reservation: Reservation
+    expires: float
+
+
+class GovernorCore:
+    def __init__(
+        self,
+        config: OracleConfig,
+        ledger: LedgerStore | None = None,
+        cached: Iterable[tuple[str, Location, float]] = (),
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.config, self.clock, self.ledger = config, clock, ledger
+        prior = ledger.load() if ledger is not None else None
+        self.resumed_from = float(prior["allocated"]) if prior else 0.0
+        cap = config.budget.cap_usd
+        chunk = config.budget.allocation_usd or max(cap * 0.01, 1e-6)
+        self.budget = Budget(cap, chunk, spent_before=self.resumed_from, persist=self._persist)
+        self.limiter = RateLimiter(config.quota, clock)
+        self.index: dict[str, Location] = {key: loc for key, loc, _ in cached}
+        self.leases: dict[int, _Lease] = {}
+        self.owner_of: dict[str, tuple[str, float]] = {}  # key -> (owner, lease expiry)
+        self.lease_s = config.retry.timeout_s + 10.0
+        self.counts = {
+            "hits": 0,
+            "grants": 0,
+            "throttled": 0,
+            "budget_denied": 0,
+            "expired_leases": 0,
+            "invalid_output": 0,
+            "failed": 0,
+        }
+
+    def _persist(self, allocated: float, spent: float) -> None:
+        if self.ledger is not None:
+            self.ledger.save(
+                {
+                    "allocated": allocated,
+                    "spent": spent,
+                    "cap_usd": self.config.budget.cap_usd,
+                    "model": self.config.model,
+                    "updated_at": time.time(),
+                }
+            )
+
+    def _expire(self, now: float) -> None:
+        for gid, lease in list(self.leases.items()):
+            if lease.expires <= now:
+                # a worker died mid-call: assume the call was billed in full
+                self.budget.settle(lease.reservation, lease.reservation.amount)
+                self.limiter.settle(lease.grant)
+                del self.leases[gid]
+                self.counts["expired_leases"] += 1
+        for key, (_owner, expires) in list(self.owner_of.items()):
+            if expires <= now:
+                del self.owner_of[key]
+
+    def begin(
+        self, key: str, owner: str, est_input: int, max_output: int, worst_cost: float
+    ) -> tuple[str, Any]:
+        """(hit, location) | (go, grant id) | (wait, seconds) | (busy, seconds) | (budget, None)."""
+        now = self.clock()
+        self._expire(now)
+        if key in self.index:
+            self.counts["hits"] += 1
+            return HIT, self.index[key]
+        holder = self.owner_of.get(key)
+        if holder is not None and holder[0] != owner:
+            return BUSY, 0.05
+        if self.budget.committed + worst_cost > self.budget.cap:
+            self.counts["budget_denied"] += 1
+            if holder is not None:
+                del self.owner_of[key]  # this owner gives the key up
+            return BUDGET, None
+        grant = self.limiter.acquire(est_input, max_output)
+        if not isinstance(grant, Grant):
+            return WAIT, grant
+        reservation = self.budget.reserve(worst_cost)
+        if reservation is None:  # unreachable after the check above; kept for safety
+            self.limiter.settle(grant, 0, 0)
+            return BUDGET, None
+        self.leases[grant.id] = _Lease(key, owner, grant, reservation, now + self.lease_s)
+        self.owner_of[key] = (owner, now + self.lease_s)
+        self.counts["grants"] += 1
+        return GO, grant.id
+
+    def finish(
+        self,
+        grant_id: int,
+        cost: float,
+        input_tokens: int,
+        output_tokens: int,
+        location: Location | None,
+        final: bool = True,
+    ) -> None:
+        """An answer came back (billed). ``location`` is where it is cached (None: not usable)."""
+        lease = self.leases.pop(grant_id, None)
+        if lease is None:
+            return  # expired meanwhile and already settled at the worst case
+        self.budget.settle(lease.reservation, cost)
+        self.limiter.settle(lease.grant, input_tokens, output_tokens)
+        if location is not None:
+            self.index[lease.key] = location
+        else:
+            self.counts["invalid_output"] += 1
+        if final:
+            self.owner_of.pop(lease.key, None)
+
+    def fail(
+        self, grant_id: int, throttled: bool = False, final: bool = False, maybe_billed: bool = False
+    ) -> None:
+        """The attempt got no answer. An error answer (429, 5xx) is not billed; a timeout or a
+        broken connection may have been (the provider may finish the call), so it is settled
+        at its worst case."""
+        lease = self.leases.pop(grant_id, None)
+        if lease is None:
+            return
+        self.budget.settle(lease.reservation, lease.reservation.amount if maybe_billed else 0.0)
+        self.limiter.settle(lease.grant)
+        if throttled:
+            self.limiter.throttled()
+            self.counts["throttled"] += 1
+        if final:
+            self.counts["failed"] += 1
+            self.owner_of.pop(lease.key, None)
+
+    def stats(self) -> dict[str, Any]:
+        b = self.budget
+        return {
+            **self.counts,
+            "spent_usd": b.spent,
+            "settled_usd": b.settled,
+            "reserved_usd": b.reserved,
+            "cap_usd": b.cap,
+            "resumed_from_usd": self.resumed_from,
+            "overruns": b.overruns,
+            "cached_keys": len(self.index),
+            "in_flight": len(self.leases),
+            "rate_scale": self.limiter.scale,
+        }
+
+    def close(self) -> dict[str, Any]:
+        self.budget.close()
+        return self.stats()
+
+
+class _AsyncFacade:
+    """begin() waits inside the governor, so workers make one call per permission."""
+
+    core: GovernorCore
+
+    async def begin(self, key: str, owner: str, est_input: int, max_output: int, worst_cost: float):
+        while True:
+            kind, value = self.core.begin(key, owner, est_input, max_output, worst_cost)
+            if kind in (WAIT, BUSY):
+                await asyncio.sleep(min(value, 1.0))
+                continue
+            return kind, value
+
+    async def finish(self, grant_id, cost, input_tokens, output_tokens, location, final=True) -> None:
+        self.core.finish(grant_id, cost, input_tokens, output_tokens, location, final)
+
+    async def fail(self, grant_id, throttled=False, final=False, maybe_billed=False) -> None:
+        self.core.fail(grant_id, throttled, final, maybe_billed)
+
+    async def stats(self) -> dict[str, Any]:
+        return self.core.stats()
+
+    async def close(self) -> dict[str, Any]:
+        return self.core.close()
+
+
+class LocalGovernor(_AsyncFacade):
+    """The governor in this process (one-process runs and tests)."""
+
+    def __init__(self, core: GovernorCore):
+        self.core = core
+
+
+class GovernorActorImpl(_AsyncFacade):
+    def __init__(self, config_json: str, ledger_uri: str | None, cache_root: str, storage_json: str | None):
+        from crome_ray.config import StorageConfig
+        from crome_ray.oracle.cache import ResponseCache
+
+        config = OracleConfig.model_validate_json(config_json)
+        storage = StorageConfig.model_validate_json(storage_json) if storage_json else None
+        cache = ResponseCache(cache_root, config.backend, config.model, storage)
+        ledger = LedgerStore(ledger_uri, storage) if ledger_uri else None
+        self.core = GovernorCore(config, ledger, cache.scan())
+
+    async def ping(self) -> bool:
+        return True
+
+
+def governor_actor(name: str, namespace: str = "crome-ray"):
+    """The Ray actor class, created on demand (importing this module needs no Ray)."""
+    import ray
+
+    return ray.remote(num_cpus=0, max_concurrency=4096, max_restarts=0)(GovernorActorImpl).options(
+        name=name, namespace=namespace, get_if_exists=True
+    )
+
+
+class RemoteGovernor:
+    """The same async interface over a governor actor handle."""
+
+    def __init__(self, handle: Any):
+        self.handle = handle
+
+    async def begin(self, *args):
+        return await self.handle.begin.remote(*args)
+
+    async def finish(self, *args) -> None:
+        await self.handle.finish.remote(*args)
+
+    async def fail(self, *args) -> None:
+        await self.handle.fail.remote(*args)
+
+    async def stats(self) -> dict[str, Any]:
+        return await self.handle.stats.remote()

@@ -1,0 +1,184 @@
+"""Oracle calls through the real google-genai client against the Gemini simulator, in one process:
+retries, retryDelay, invalid output, the cache and the cap."""
+
+import asyncio
+import time
+
+import pytest
+
+from crome_ray.config import OracleConfig, load_config
+from crome_ray.oracle.cache import LedgerStore, ResponseCache
+from crome_ray.oracle.client import OracleClient
+from crome_ray.oracle.gemini import GeminiBackend
+from crome_ray.oracle.governor import GovernorCore, LocalGovernor
+from crome_ray.oracle.pricing import call_cost
+from crome_ray.oracle.protocol import (
+    ErrorKind,
+    GenerationParams,
+    OracleError,
+    OracleRequest,
+    OracleResult,
+    Usage,
+)
+from crome_ray.oracle.simulator import RunningSimulator, SimConfig
+
+KEY = "sk-SECRET-do-not-leak-0123456789"
+SCHEMA = {
+    "type": "object",
+    "properties": {"verdict": {"type": "string", "enum": ["Pass", "Fail"]}, "reason": {"type": "string"}},
+    "required": ["verdict", "reason"],
+}
+
+
+def oracle_config(sim, **over) -> OracleConfig:
+    base = [
+        "retry.initial_backoff_s=0.05",
+        "retry.max_backoff_s=0.5",
+        "retry.timeout_s=5",
+        "quota.window_slack_s=0.0",
+        f"base_url={sim.url}",
+    ]
+    return load_config(OracleConfig, None, [*base, *[f"{k}={v}" for k, v in over.items()]])
+
+
+def make_client(cfg, tmp_path):
+    cache = ResponseCache(str(tmp_path / "cache"), "gemini", cfg.model)
+    core = GovernorCore(cfg, LedgerStore(str(tmp_path / "ledger.json")), cache.scan())
+    return OracleClient(cfg, GeminiBackend(cfg, KEY), LocalGovernor(core), cache), core
+
+
+def requests(n, **kw):
+    return [
+        OracleRequest(
+            f"Check rewrite number {i}.",
+            system="You verify rewrites.",
+            json_schema=SCHEMA,
+            params=GenerationParams(max_output_tokens=256),
+            **kw,
+        )
+        for i in range(n)
+    ]
+
+
+def run(client, reqs):
+    return asyncio.run(client.call_many(reqs))
+
+
+@pytest.fixture()
+def sim():
+    with RunningSimulator(SimConfig(latency_median_s=0.01)) as s:
+        yield s
+
+
+def test_answers_are_parsed_priced_and_a_second_run_pays_for_nothing(sim, tmp_path):
+    cfg = oracle_config(sim)
+    client, core = make_client(cfg, tmp_path)
+    first = run(client, requests(20))
+    assert all(isinstance(r, OracleResult) and r.parsed["verdict"] in ("Pass", "Fail") for r in first)
+    assert (
+        core.resumed_from == 0
+        and LedgerStore(str(tmp_path / "ledger.json")).load()["allocated"] >= core.budget.spent
+    )
+    assert all(r.cost_usd == pytest.approx(call_cost(r.usage, cfg.price())) and r.cost_usd > 0 for r in first)
+    assert sim.stats.answered == 20
+    core.close()  # a clean end persists the exact spend
+
+    client2, core2 = make_client(cfg, tmp_path)  # a new process: cache and ledger from storage
+    again = run(client2, requests(20))
+    assert sim.stats.answered == 20  # nothing asked twice
+    assert [r.parsed for r in again] == [r.parsed for r in first]
+    assert all(r.cached and r.cost_usd == 0 for r in again)
+    assert core2.counts["hits"] == 20
+    assert core2.resumed_from == pytest.approx(sum(r.cost_usd for r in first))
+
+
+def test_identical_requests_in_flight_together_are_paid_once(sim, tmp_path):
+    client, _core = make_client(oracle_config(sim), tmp_path)
+    results = run(client, requests(1) * 8)
+    assert sim.stats.answered == 1 and sum(r.cached for r in results) == 7
+
+
+def test_a_429_retry_delay_is_honoured(tmp_path):
+    with RunningSimulator(SimConfig(rpm=1, window_s=1.5, latency_median_s=0.01)) as sim:
+        cfg = oracle_config(sim)  # our quota (1,000 rpm) is wrong: the server throttles
+        client, core = make_client(cfg, tmp_path)
+        start = time.monotonic()
+        results = run(client, requests(2))
+        elapsed = time.monotonic() - start
+    assert all(isinstance(r, OracleResult) for r in results)
+    assert sim.stats.quota_429 >= 1 and core.counts["throttled"] == sim.stats.quota_429
+    assert elapsed >= 1.4  # the second call waited out the server's retryDelay (~1.5 s)
+    assert core.limiter.scale < 1.0  # and the governor slowed everyone down
+
+
+def test_malformed_json_is_asked_again_a_bounded_number_of_times_then_recorded(tmp_path):
+    with RunningSimulator(SimConfig(p_malformed=1.0, latency_median_s=0.01)) as sim:
+        cfg = oracle_config(sim, **{"retry.invalid_output_attempts": 3})
+        client, core = make_client(cfg, tmp_path)
+        [r] = run(client, requests(1))
+    assert isinstance(r, OracleError) and r.kind == ErrorKind.INVALID_OUTPUT
+    assert "not JSON" in str(r) and r.raw.startswith("Sure! Here is the JSON")
+    assert sim.stats.answered == 3  # billed three times, then given up
+    assert core.budget.spent > 0 and core.counts["invalid_output"] == 3
+
+
+def test_truncated_json_is_invalid_output_too(tmp_path):
+    with RunningSimulator(SimConfig(p_truncated=1.0, latency_median_s=0.01)) as sim:
+        client, _ = make_client(oracle_config(sim, **{"retry.invalid_output_attempts": 1}), tmp_path)
+        [r] = run(client, requests(1))
+    assert isinstance(r, OracleError) and r.kind == ErrorKind.INVALID_OUTPUT
+
+
+def test_server_errors_and_hangs_are_retried_and_nothing_is_answered_twice(tmp_path):
+    sim_cfg = SimConfig(p_500=0.25, p_503=0.15, p_hang=0.1, hang_s=3, latency_median_s=0.01, seed=3)
+    with RunningSimulator(sim_cfg) as sim:
+        cfg = oracle_config(sim, **{"retry.timeout_s": 0.5, "retry.max_attempts": 10})
+        client, core = make_client(cfg, tmp_path)
+        results = run(client, requests(30))
+        stats = sim.stats.summary()
+    assert all(isinstance(r, OracleResult) for r in results), [
+        str(r) for r in results if isinstance(r, OracleError)
+    ]
+    assert stats["server_errors"] > 0 and stats["hangs"] > 0
+    assert stats["answered_twice"] == 0 and stats["distinct_answered"] == 30
+    # a timed-out call may still be billed: the budget counted each one at its worst case
+    assert stats["abandoned"] <= stats["hangs"]
+    worst = sum(client._sizes(r)[2] for r in requests(30))
+    assert core.budget.spent >= sum(r.cost_usd for r in results)
+    assert core.budget.spent <= sum(r.cost_usd for r in results) + worst
+    assert max(r.attempts for r in results) > 1
+
+
+def test_when_the_cap_is_reached_the_rest_is_marked_budget_exhausted(sim, tmp_path):
+    cfg = oracle_config(sim, **{"budget.cap_usd": 0.004})
+    client, core = make_client(cfg, tmp_path)
+    results = run(client, requests(40))
+    exhausted = [r for r in results if isinstance(r, OracleError) and r.kind == ErrorKind.BUDGET_EXHAUSTED]
+    assert exhausted and len(exhausted) < 40
+    # what the provider would bill, from its own token counts, stays under the cap
+    billed = call_cost(Usage(sim.stats.input_tokens, sim.stats.output_tokens), cfg.price())
+    assert billed <= 0.004 and core.budget.spent <= 0.004
+
+
+def test_a_fatal_error_is_not_retried(tmp_path):
+    with RunningSimulator(SimConfig(api_key="the-right-key", latency_median_s=0.01)) as sim:
+        client, _core = make_client(oracle_config(sim), tmp_path)
+        [r] = run(client, requests(1))
+        assert isinstance(r, OracleError) and r.kind == ErrorKind.FATAL and r.status == 400
+        assert sim.stats.unauthorized == 1 and KEY not in str(r)
+
+
+def test_a_retired_model_fails_before_any_paid_call(sim):
+    cfg = oracle_config(sim, model="gemini-1.0-pro")
+    with pytest.raises(OracleError, match=r"not available \(retired") as e:
+        asyncio.run(GeminiBackend(cfg, KEY).check_model())
+    assert e.value.kind == ErrorKind.FATAL and sim.stats.requests == 0
+
+
+def test_the_key_is_in_nothing_the_oracle_writes(sim, tmp_path):
+    client, core = make_client(oracle_config(sim), tmp_path)
+    run(client, requests(5))
+    core.close()
+    for f in tmp_path.rglob("*"):
+        if f.is_file():
+            assert KEY.encode() not in f.read_bytes(), f
