@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from crome_ray.config import ConfigError, IngestConfig, load_config
+from crome_ray.config import ConfigError, IngestConfig, OracleConfig, OracleJobConfig, load_config
 from crome_ray.models import BUILTIN, ModelError, builtin_name, pull_builtin, resolve_model
 from crome_ray.storage import RunFolder, StorageError
 
@@ -30,8 +30,12 @@ models_app = typer.Typer(
     help="Fetch and locate models (built-in, local, s3://, Hugging Face).", no_args_is_help=True
 )
 runs_app = typer.Typer(help="Inspect run folders.", no_args_is_help=True)
+oracle_app = typer.Typer(
+    help="The oracle LLM: run prompts under quota and cap, probe, simulate.", no_args_is_help=True
+)
 app.add_typer(models_app, name="models")
 app.add_typer(runs_app, name="runs")
+app.add_typer(oracle_app, name="oracle")
 
 console = Console(soft_wrap=True)  # paths and URIs stay whole for copy and paste
 err_console = Console(stderr=True, soft_wrap=True)
@@ -185,5 +189,119 @@ def runs_show(
     console.print_json(json.dumps(manifest, default=str))
 
 
+@oracle_app.command("run")
+def oracle_run(
+    overrides: Overrides = None,
+    config: ConfigOpt = None,
+    input: Annotated[str | None, typer.Option("--input", help="Prompts table (jsonl/parquet).")] = None,
+    output: Annotated[str | None, typer.Option(help="Storage root: a folder or s3://bucket/prefix.")] = None,
+    cap: Annotated[
+        float | None, typer.Option(help="Hard dollar cap for the run (oracle.budget.cap_usd).")
+    ] = None,
+    base_url: Annotated[str | None, typer.Option(help="API endpoint (the simulator, a proxy).")] = None,
+    force: ForceOpt = False,
+) -> None:
+    """Send a table of prompts to the oracle with the cluster-wide quota, the dollar cap and the cache."""
+    from crome_ray.oracle.job import run_oracle_job
+    from crome_ray.oracle.protocol import OracleError
+    from crome_ray.ray_runtime import connect
+    from crome_ray.secrets import MissingSecretError, resolve_api_key
+    from crome_ray.summaries import print_oracle
+
+    extra = _shortcuts(
+        **{"input": input, "storage.root": output, "oracle.budget.cap_usd": cap, "oracle.base_url": base_url}
+    )
+    try:
+        cfg = load_config(OracleJobConfig, config, [*(overrides or []), *extra])
+        key = resolve_api_key(cfg.oracle.api_key_env)  # before Ray starts
+    except ConfigError as e:
+        fail(str(e), 2)
+    except MissingSecretError as e:
+        fail(str(e), 2)
+    connect()
+
+    def progress(s: dict) -> None:
+        console.print(
+            f"  {s['rows']:,}/{s['of']:,} rows | {s['grants']:,} calls, {s['hits']:,} cache hits | "
+            f"${s['spent_usd']:.4f} of ${s['cap_usd']:.2f} | rate x{s['rate_scale']:.2f}"
+        )
+
+    try:
+        result = run_oracle_job(cfg, key, force=force, progress=progress)
+    except (StorageError, OracleError, ConfigError) as e:
+        fail(str(e))
+    print_oracle(console, result)
+
+
+@oracle_app.command("probe")
+def oracle_probe(
+    overrides: Overrides = None,
+    model: Annotated[str | None, typer.Option(help="Model id (oracle.model).")] = None,
+    base_url: Annotated[str | None, typer.Option(help="API endpoint override.")] = None,
+) -> None:
+    """Check key, model and quota with one cheap call. Prints nothing secret."""
+    import asyncio
+
+    from crome_ray.oracle.pricing import call_cost
+    from crome_ray.oracle.protocol import GenerationParams, OracleError, OracleRequest
+    from crome_ray.oracle.stage import make_backend
+    from crome_ray.secrets import MissingSecretError, resolve_api_key
+
+    try:
+        cfg = load_config(
+            OracleConfig, None, [*(overrides or []), *_shortcuts(model=model, base_url=base_url)]
+        )
+        key = resolve_api_key(cfg.api_key_env)
+    except (ConfigError, MissingSecretError) as e:
+        fail(str(e), 2)
+
+    async def probe():
+        backend = make_backend(cfg, key.get_secret_value())
+        await backend.check_model()
+        return await backend.generate(
+            OracleRequest("Reply with the single word OK.", params=GenerationParams(max_output_tokens=8))
+        )
+
+    try:
+        answer = asyncio.run(probe())
+    except OracleError as e:
+        fail(f"probe failed ({e.kind}): {e}")
+    cost = call_cost(answer.usage, cfg.price()) if cfg.model in cfg.prices else float("nan")
+    console.print(
+        f"[green]ok[/]: model {cfg.model} answered {answer.text.strip()[:40]!r} in "
+        f"{answer.latency_s * 1000:.0f} ms; {answer.usage.input_tokens} input / "
+        f"{answer.usage.billed_output_tokens} output tokens; ${cost:.6f}"
+    )
+
+
+@oracle_app.command("sim")
+def oracle_sim(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8787,
+    rpm: Annotated[int | None, typer.Option(help="Requests per window per key (429 beyond).")] = None,
+    tpm: Annotated[int | None, typer.Option(help="Input tokens per window per key.")] = None,
+    window: Annotated[float, typer.Option(help="Quota window in seconds.")] = 60.0,
+    latency: Annotated[float, typer.Option(help="Median latency in seconds (lognormal).")] = 0.5,
+    p_500: Annotated[float, typer.Option(help="Probability of a 500.")] = 0.0,
+    p_malformed: Annotated[float, typer.Option(help="Probability of a non-JSON answer.")] = 0.0,
+) -> None:
+    """Serve the Gemini API simulator (point oracle.base_url at it)."""
+    from crome_ray.oracle.simulator import SimConfig, serve_forever
+
+    console.print(
+        f"Gemini simulator on http://127.0.0.1:{port} (set oracle.base_url=http://127.0.0.1:{port}); "
+        "Ctrl-C to stop; stats at /_sim/stats"
+    )
+    serve_forever(
+        SimConfig(
+            rpm=rpm, tpm=tpm, window_s=window, latency_median_s=latency, p_500=p_500, p_malformed=p_malformed
+        ),
+        port=port,
+    )
+
+
 def main() -> None:  # pragma: no cover - console script shim
     app(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    main()

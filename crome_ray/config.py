@@ -213,6 +213,46 @@ class OracleConfig(Frozen):
         return self.prices[self.model]
 
 
+class OracleJobConfig(Frozen):
+    """`crome-ray oracle run` / jobs/oracle.py: a table of prompts through the oracle, capped and cached."""
+
+    job: Literal["oracle"] = "oracle"
+    run_name: str | None = Field(None, description="Run folder name; default oracle-<fingerprint>.")
+    input: str = Field(
+        "data/samples/oracle/verify_prompts.jsonl",
+        description="Prompts (jsonl/parquet): prompt, optional system, schema (JSON text).",
+    )
+    max_output_tokens: int = Field(1024, gt=0)
+    oracle: OracleConfig = OracleConfig()
+    storage: StorageConfig = StorageConfig()
+    workers: int = Field(2, gt=0, description="Ray Data actors calling the oracle.")
+    worker_cpus: float = Field(0.25, gt=0, description="CPUs per actor (oracle calls are I/O bound).")
+    batch_size: int = Field(32, gt=0, description="Rows per actor call; they run concurrently.")
+    rows_per_file: int = Field(50_000, gt=0)
+
+    def fingerprint(self) -> str:
+        o = self.oracle
+        return config_fingerprint(
+            self.oracle.model_copy(
+                update={
+                    "base_url": None,
+                    "quota": QuotaConfig(),
+                    "retry": RetryConfig(),
+                    "budget": BudgetConfig(),
+                    "batch_poll_s": 10.0,
+                    "cache": None,
+                }
+            ),
+            _Input(path=self.input, max_output_tokens=self.max_output_tokens, backend=o.backend),
+        )
+
+
+class _Input(Frozen):
+    path: str
+    max_output_tokens: int
+    backend: str
+
+
 C = TypeVar("C", bound=Frozen)
 
 
@@ -291,7 +331,7 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: list[st
     return build_config(cls, apply_overrides(data, list(overrides), cls))
 
 
-JOB_CONFIGS: dict[str, type[Frozen]] = {"ingest": IngestConfig}
+JOB_CONFIGS: dict[str, type[Frozen]] = {"ingest": IngestConfig, "oracle": OracleJobConfig}
 
 
 def load_job_config(path: str | Path, overrides: list[str] = ()) -> Frozen:

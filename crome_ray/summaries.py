@@ -40,3 +40,23 @@ def print_ingest(console: Console, result: Any) -> None:
     console.print(f"pairs:      {result.run.uri_of(tables['pairs'][0]).rsplit('/', 1)[0]}/")
     console.print(f"quarantine: {result.run.uri_of(tables['quarantine'][0]).rsplit('/', 1)[0]}/")
     console.print(f"manifest:   {result.run.uri_of('manifest.json')}")
+
+
+def print_oracle(console: Console, result: Any) -> None:
+    """Summary of an ``OracleJobResult``."""
+    m = result.manifest
+    if result.skipped:
+        console.print(f"[cyan]already committed with the same config:[/] {result.run.uri}")
+    table = Table(title=f"oracle: {m['run_name']}", header_style="bold")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    for k, v in m["counts"].items():
+        table.add_row(k.replace("_", " "), f"{v:,}")
+    o = m["oracle"]
+    table.add_row("calls (paid attempts)", f"{o['grants']:,}")
+    table.add_row("cache hits", f"{o['hits']:,}")
+    table.add_row("throttled (429)", f"{o['throttled']:,}")
+    table.add_row("spent", f"${o['spent_usd']:.4f} of ${o['cap_usd']:.2f} cap", style="bold")
+    console.print(table)
+    console.print(f"responses:  {result.run.uri_of('responses')}/")
+    console.print(f"ledger:     {m['ledger']}")

@@ -103,8 +103,14 @@ def s3(s3_server: S3, monkeypatch: pytest.MonkeyPatch) -> S3:
     return s3_server
 
 
+@dataclass(frozen=True)
+class RayCluster:
+    ray: object
+    temp_dir: Path  # the session's logs live here
+
+
 @pytest.fixture(scope="session")
-def ray_cluster() -> Iterator[object]:
+def ray_cluster() -> Iterator[RayCluster]:
     """One local Ray cluster for the session: 2 CPUs pinned, its own temp dir, always shut down."""
     import ray
 
@@ -116,8 +122,9 @@ def ray_cluster() -> Iterator[object]:
         log_to_driver=False,
         configure_logging=False,
     )
+    ray.data.DataContext.get_current().enable_progress_bars = False
     try:
-        yield ray
+        yield RayCluster(ray=ray, temp_dir=Path(temp))
     finally:
         ray.shutdown()
         shutil.rmtree(temp, ignore_errors=True)

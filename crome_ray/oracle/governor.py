@@ -61,7 +61,7 @@ class GovernorCore:
         self.index: dict[str, Location] = {key: loc for key, loc, _ in cached}
         self.leases: dict[int, _Lease] = {}
         self.owner_of: dict[str, tuple[str, float]] = {}  # key -> (owner, lease expiry)
-        self.lease_s = config.retry.timeout_s + 10.0
+        self.lease_s = config.retry.timeout_s * 1.5 + 2.0  # one attempt's longest life, with margin
         self.counts = {
             "hits": 0,
             "grants": 0,

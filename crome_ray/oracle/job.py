@@ -1,0 +1,200 @@
+"""The oracle job (Ray composition): a table of prompts -> answers, under quota, cap and cache.
+
+Driver: read and check the prompts (bad rows to quarantine), check the model id with
+one free call, start the run's governor actor, stream the rows through
+``OracleStage`` actors with Ray Data, write ``responses`` (and oracle failures to
+``quarantine``) as the batches come back, then close the governor (exact spend into
+the ledger) and commit the run folder.
+
+State that must outlive a crash lives beside the run folder, not in it: the ledger
+(``<root>/oracle/<run>.ledger.json``) and the response cache
+(``oracle.cache`` or ``<root>/oracle-cache``). A resumed run pays only for what it
+does not have, and counts what the crashed one may have spent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+from pydantic import SecretStr
+
+from crome_ray.config import OracleJobConfig
+from crome_ray.data.formats import RowError, RowProblem
+from crome_ray.data.readers import read_source
+from crome_ray.oracle.stage import RESULT_COLUMNS, OracleStage, make_backend
+from crome_ray.records import QUARANTINE_SCHEMA, QuarantineRow, Reason, excerpt
+from crome_ray.storage import PartWriter, RunFolder, check_root, join, library_versions
+
+JOB = "oracle"
+INPUT_COLUMNS = {"id": pa.string(), "prompt": pa.string(), "system": pa.string(), "schema": pa.string()}
+RESPONSE_SCHEMA = pa.schema(
+    [pa.field(k, t) for k, t in {**INPUT_COLUMNS, **RESULT_COLUMNS}.items()],
+    metadata={"crome_ray.table": "oracle_responses"},
+)
+Progress = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class OracleJobResult:
+    run: RunFolder
+    skipped: bool
+    manifest: dict[str, Any]
+
+
+def run_name(cfg: OracleJobConfig) -> str:
+    return cfg.run_name or f"oracle-{cfg.fingerprint()[:8]}"
+
+
+def cache_root(cfg: OracleJobConfig) -> str:
+    return cfg.oracle.cache or join(cfg.storage.root, "oracle-cache")
+
+
+def ledger_uri(cfg: OracleJobConfig) -> str:
+    return join(cfg.storage.root, JOB, f"{run_name(cfg)}.ledger.json")
+
+
+def read_prompts(cfg: OracleJobConfig) -> tuple[list[dict[str, Any]], list[QuarantineRow]]:
+    rows, bad = [], []
+    for item in read_source(cfg.input, cfg.storage):
+        problem = item if isinstance(item, RowProblem) else None
+        if problem is None:
+            v = item.value
+            prompt = v.get("prompt")
+            if not isinstance(prompt, str) or not prompt.strip():
+                problem = RowProblem(
+                    item.location,
+                    RowError(Reason.MISSING_FIELD, "a prompt row needs a non-empty 'prompt' string"),
+                    v,
+                )
+            else:
+                rows.append(
+                    {
+                        "id": str(v.get("id", item.location)),
+                        "prompt": prompt,
+                        "system": v.get("system") if isinstance(v.get("system"), str) else None,
+                        "schema": v.get("schema") if isinstance(v.get("schema"), str) else None,
+                    }
+                )
+                continue
+        bad.append(
+            QuarantineRow(
+                source="prompts",
+                location=problem.location,
+                stage="oracle.input",
+                reason=problem.error.reason,
+                detail=problem.error.detail,
+                excerpt=excerpt(problem.raw),
+            )
+        )
+    return rows, bad
+
+
+def check_model(cfg: OracleJobConfig, api_key: SecretStr) -> None:
+    """One free metadata call: a retired or misspelled model fails before anything is spent."""
+
+    async def check() -> None:
+        await make_backend(cfg.oracle, api_key.get_secret_value()).check_model()
+
+    asyncio.run(check())
+
+
+def run_oracle_job(
+    cfg: OracleJobConfig, api_key: SecretStr, *, force: bool = False, progress: Progress | None = None
+) -> OracleJobResult:
+    import ray
+
+    from crome_ray.oracle.governor import governor_actor
+
+    cfg.oracle.price()  # no price, no cap: refuse before anything else
+    check_root(cfg.storage.root, cfg.storage)
+    run = RunFolder.at(cfg.storage.root, JOB, run_name(cfg), cfg.storage)
+    fingerprint = cfg.fingerprint()
+    if run.is_committed() and not force and run.manifest().get("fingerprint") == fingerprint:
+        return OracleJobResult(run, True, run.manifest())
+    rows, bad_input = read_prompts(cfg)
+    check_model(cfg, api_key)
+    run.prepare(fingerprint, force=force)
+
+    started = time.time()
+    storage_json = cfg.storage.model_dump_json()
+    gov_name = f"governor-{run_name(cfg)}-{uuid.uuid4().hex[:6]}"
+    governor = governor_actor(gov_name).remote(
+        cfg.oracle.model_dump_json(), ledger_uri(cfg), cache_root(cfg), storage_json
+    )
+    try:
+        ray.get(governor.ping.remote())
+        responses = PartWriter(run, "responses", RESPONSE_SCHEMA, cfg.rows_per_file)
+        quarantine = PartWriter(run, "quarantine", QUARANTINE_SCHEMA, cfg.rows_per_file)
+        for q in bad_input:
+            quarantine.add(q.to_row())
+        outcome: Counter = Counter()
+        table = pa.Table.from_pylist(
+            rows, schema=pa.schema([pa.field(k, t) for k, t in INPUT_COLUMNS.items()])
+        )
+        # one block per batch, so every actor of the pool gets work
+        blocks = [table.slice(i, cfg.batch_size) for i in range(0, max(table.num_rows, 1), cfg.batch_size)]
+        ds = ray.data.from_arrow(blocks)
+        ds = ds.map_batches(
+            OracleStage,
+            fn_constructor_kwargs={
+                "config_json": cfg.oracle.model_dump_json(),
+                "cache_root": cache_root(cfg),
+                "storage_json": storage_json,
+                "api_key": api_key,
+                "governor_name": gov_name,
+                "max_output_tokens": cfg.max_output_tokens,
+            },
+            compute=ray.data.ActorPoolStrategy(size=cfg.workers),
+            num_cpus=cfg.worker_cpus,
+            batch_size=cfg.batch_size,
+            batch_format="pyarrow",
+        )
+        last = 0.0
+        for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+            for row in batch.to_pylist():
+                kind = row["oracle_error"]
+                outcome[kind or ("cached" if row["cached"] else "answered")] += 1
+                if kind is None:
+                    responses.add(row)
+                else:
+                    quarantine.add(
+                        QuarantineRow(
+                            source="prompts",
+                            location=f"id {row['id']}",
+                            stage="oracle",
+                            reason=kind,
+                            detail=row["oracle_error_detail"] or kind,
+                            excerpt=excerpt(row["prompt"]),
+                            source_id=row["id"],
+                        ).to_row()
+                    )
+            if progress and time.monotonic() - last > 2.0:
+                last = time.monotonic()
+                progress({"rows": sum(outcome.values()), "of": len(rows), **ray.get(governor.stats.remote())})
+        stats = ray.get(governor.close.remote())
+    finally:
+        ray.kill(governor)
+    if progress:
+        progress({"rows": sum(outcome.values()), "of": len(rows), **stats})
+    manifest = {
+        "job": JOB,
+        "run_name": run_name(cfg),
+        "fingerprint": fingerprint,
+        "config": cfg.model_dump(mode="json"),
+        "counts": {"prompts": len(rows) + len(bad_input), "bad_input": len(bad_input), **dict(outcome)},
+        "oracle": stats,
+        "ledger": ledger_uri(cfg),
+        "cache": cache_root(cfg),
+        "tables": {"responses": responses.close(), "quarantine": quarantine.close()},
+        "versions": library_versions(),
+        "timings": {"started_at": started, "seconds": round(time.time() - started, 3)},
+    }
+    run.commit(manifest)
+    return OracleJobResult(run, False, manifest)

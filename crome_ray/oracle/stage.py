@@ -1,0 +1,129 @@
+"""The Ray Data stage that calls the oracle: a callable class for ``map_batches``.
+
+Each actor builds its backend, cache writer and a handle to the run's governor once
+(``__init__``), and runs an asyncio loop on a thread of its own; ``__call__`` sends a
+batch's requests concurrently (the governor decides how many go at once) and adds
+the answers as columns. A request's own failure is a value in the ``oracle_error``
+column, never an exception that would fail the batch.
+
+Input columns: ``prompt``; optional ``system``, ``schema`` (JSON text), ``max_output_tokens``.
+Output columns: see ``RESULT_COLUMNS``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from typing import Any
+
+import pyarrow as pa
+from pydantic import SecretStr
+
+from crome_ray.config import OracleConfig, StorageConfig
+from crome_ray.oracle.cache import ResponseCache
+from crome_ray.oracle.client import OracleClient
+from crome_ray.oracle.governor import RemoteGovernor
+from crome_ray.oracle.protocol import GenerationParams, OracleError, OracleRequest
+
+RESULT_COLUMNS = {
+    "response": pa.string(),
+    "response_json": pa.string(),
+    "oracle_error": pa.string(),  # an ErrorKind, null when answered
+    "oracle_error_detail": pa.string(),
+    "cost_usd": pa.float64(),
+    "cached": pa.bool_(),
+    "attempts": pa.int32(),
+    "input_tokens": pa.int64(),
+    "output_tokens": pa.int64(),
+}
+
+
+def make_backend(config: OracleConfig, api_key: str):
+    if config.backend == "gemini":
+        from crome_ray.oracle.gemini import GeminiBackend
+
+        return GeminiBackend(config, api_key)
+    raise ValueError(f"oracle.backend {config.backend!r} is not available")
+
+
+def request_from_row(row: dict[str, Any], default_max_tokens: int) -> OracleRequest:
+    schema = row.get("schema")
+    return OracleRequest(
+        prompt=row["prompt"],
+        system=row.get("system"),
+        json_schema=json.loads(schema) if isinstance(schema, str) and schema else None,
+        params=GenerationParams(max_output_tokens=int(row.get("max_output_tokens") or default_max_tokens)),
+    )
+
+
+class OracleStage:
+    def __init__(
+        self,
+        config_json: str,
+        cache_root: str,
+        storage_json: str | None,
+        api_key: SecretStr,
+        governor_name: str,
+        namespace: str = "crome-ray",
+        max_output_tokens: int = 1024,
+    ):
+        import ray
+
+        self.config = OracleConfig.model_validate_json(config_json)
+        storage = StorageConfig.model_validate_json(storage_json) if storage_json else None
+        self.cache = ResponseCache(cache_root, self.config.backend, self.config.model, storage)
+        governor = RemoteGovernor(ray.get_actor(governor_name, namespace=namespace))
+        self.max_output_tokens = max_output_tokens
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="oracle-loop")
+        self._thread.start()
+        # the SDK's aiohttp session belongs to the loop it is used on: build the backend there
+        backend = asyncio.run_coroutine_threadsafe(self._make_backend(api_key), self._loop).result()
+        self.client = OracleClient(self.config, backend, governor, self.cache)
+
+    async def _make_backend(self, api_key: SecretStr):
+        return make_backend(self.config, api_key.get_secret_value())
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        rows = batch.to_pylist()
+        requests = [request_from_row(r, self.max_output_tokens) for r in rows]
+        results = asyncio.run_coroutine_threadsafe(self.client.call_many(requests), self._loop).result()
+        cols: dict[str, list] = {k: [] for k in RESULT_COLUMNS}
+        for r in results:
+            if isinstance(r, OracleError):
+                values = [
+                    None,
+                    None,
+                    str(r.kind),
+                    f"{r}" + (f" | raw: {r.raw}" if r.raw else ""),
+                    0.0,
+                    False,
+                    0,
+                    0,
+                    0,
+                ]
+            else:
+                values = [
+                    r.text,
+                    json.dumps(r.parsed) if r.parsed is not None else None,
+                    None,
+                    None,
+                    r.cost_usd,
+                    r.cached,
+                    r.attempts,
+                    r.usage.input_tokens,
+                    r.usage.billed_output_tokens,
+                ]
+            for k, v in zip(RESULT_COLUMNS, values, strict=True):
+                cols[k].append(v)
+        for k, typ in RESULT_COLUMNS.items():
+            batch = batch.append_column(pa.field(k, typ), pa.array(cols[k], type=typ))
+        return batch
+
+    def __del__(self):
+        try:
+            self.cache.close()
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        except Exception:
+            pass
