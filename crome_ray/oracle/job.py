@@ -28,7 +28,7 @@ from pydantic import SecretStr
 from crome_ray.config import OracleJobConfig
 from crome_ray.data.formats import RowError, RowProblem
 from crome_ray.data.readers import read_source
-from crome_ray.oracle.stage import RESULT_COLUMNS, OracleStage, make_backend
+from crome_ray.oracle.stage import RESULT_COLUMNS, OracleStage, make_backend, request_from_row, result_columns
 from crome_ray.records import QUARANTINE_SCHEMA, QuarantineRow, Reason, excerpt
 from crome_ray.storage import PartWriter, RunFolder, check_root, join, library_versions
 
@@ -105,13 +105,13 @@ def check_model(cfg: OracleJobConfig, api_key: SecretStr) -> None:
     asyncio.run(check())
 
 
+def batch_state_uri(cfg: OracleJobConfig) -> str:
+    return join(cfg.storage.root, JOB, f"{run_name(cfg)}.batches.json")
+
+
 def run_oracle_job(
     cfg: OracleJobConfig, api_key: SecretStr, *, force: bool = False, progress: Progress | None = None
 ) -> OracleJobResult:
-    import ray
-
-    from crome_ray.oracle.governor import governor_actor
-
     cfg.oracle.price()  # no price, no cap: refuse before anything else
     check_root(cfg.storage.root, cfg.storage)
     run = RunFolder.at(cfg.storage.root, JOB, run_name(cfg), cfg.storage)
@@ -123,64 +123,38 @@ def run_oracle_job(
     run.prepare(fingerprint, force=force)
 
     started = time.time()
-    storage_json = cfg.storage.model_dump_json()
-    gov_name = f"governor-{run_name(cfg)}-{uuid.uuid4().hex[:6]}"
-    governor = governor_actor(gov_name).remote(
-        cfg.oracle.model_dump_json(), ledger_uri(cfg), cache_root(cfg), storage_json
+    responses = PartWriter(run, "responses", RESPONSE_SCHEMA, cfg.rows_per_file)
+    quarantine = PartWriter(run, "quarantine", QUARANTINE_SCHEMA, cfg.rows_per_file)
+    for q in bad_input:
+        quarantine.add(q.to_row())
+    outcome: Counter = Counter()
+
+    def put(row: dict[str, Any]) -> None:
+        kind = row["oracle_error"]
+        outcome[kind or ("cached" if row["cached"] else "answered")] += 1
+        if kind is None:
+            responses.add(row)
+        else:
+            quarantine.add(
+                QuarantineRow(
+                    source="prompts",
+                    location=f"id {row['id']}",
+                    stage="oracle",
+                    reason=kind,
+                    detail=row["oracle_error_detail"] or kind,
+                    excerpt=excerpt(row["prompt"]),
+                    source_id=row["id"],
+                ).to_row()
+            )
+
+    run_rows = _run_batch if cfg.oracle.mode == "batch" else _run_online
+    stats = run_rows(
+        cfg,
+        api_key,
+        rows,
+        put,
+        lambda s: progress and progress({"rows": sum(outcome.values()), "of": len(rows), **s}),
     )
-    try:
-        ray.get(governor.ping.remote())
-        responses = PartWriter(run, "responses", RESPONSE_SCHEMA, cfg.rows_per_file)
-        quarantine = PartWriter(run, "quarantine", QUARANTINE_SCHEMA, cfg.rows_per_file)
-        for q in bad_input:
-            quarantine.add(q.to_row())
-        outcome: Counter = Counter()
-        table = pa.Table.from_pylist(
-            rows, schema=pa.schema([pa.field(k, t) for k, t in INPUT_COLUMNS.items()])
-        )
-        # one block per batch, so every actor of the pool gets work
-        blocks = [table.slice(i, cfg.batch_size) for i in range(0, max(table.num_rows, 1), cfg.batch_size)]
-        ds = ray.data.from_arrow(blocks)
-        ds = ds.map_batches(
-            OracleStage,
-            fn_constructor_kwargs={
-                "config_json": cfg.oracle.model_dump_json(),
-                "cache_root": cache_root(cfg),
-                "storage_json": storage_json,
-                "api_key": api_key,
-                "governor_name": gov_name,
-                "max_output_tokens": cfg.max_output_tokens,
-            },
-            compute=ray.data.ActorPoolStrategy(size=cfg.workers),
-            num_cpus=cfg.worker_cpus,
-            batch_size=cfg.batch_size,
-            batch_format="pyarrow",
-        )
-        last = 0.0
-        for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-            for row in batch.to_pylist():
-                kind = row["oracle_error"]
-                outcome[kind or ("cached" if row["cached"] else "answered")] += 1
-                if kind is None:
-                    responses.add(row)
-                else:
-                    quarantine.add(
-                        QuarantineRow(
-                            source="prompts",
-                            location=f"id {row['id']}",
-                            stage="oracle",
-                            reason=kind,
-                            detail=row["oracle_error_detail"] or kind,
-                            excerpt=excerpt(row["prompt"]),
-                            source_id=row["id"],
-                        ).to_row()
-                    )
-            if progress and time.monotonic() - last > 2.0:
-                last = time.monotonic()
-                progress({"rows": sum(outcome.values()), "of": len(rows), **ray.get(governor.stats.remote())})
-        stats = ray.get(governor.close.remote())
-    finally:
-        ray.kill(governor)
     if progress:
         progress({"rows": sum(outcome.values()), "of": len(rows), **stats})
     manifest = {
@@ -198,3 +172,75 @@ def run_oracle_job(
     }
     run.commit(manifest)
     return OracleJobResult(run, False, manifest)
+
+
+def _run_online(cfg, api_key, rows, put, report) -> dict[str, Any]:
+    """Ray Data actors call the oracle; one governor actor shares quota, cap and cache index."""
+    import ray
+
+    from crome_ray.oracle.governor import governor_actor
+
+    storage_json = cfg.storage.model_dump_json()
+    gov_name = f"governor-{run_name(cfg)}-{uuid.uuid4().hex[:6]}"
+    governor = governor_actor(gov_name).remote(
+        cfg.oracle.model_dump_json(), ledger_uri(cfg), cache_root(cfg), storage_json
+    )
+    try:
+        ray.get(governor.ping.remote())
+        table = pa.Table.from_pylist(
+            rows, schema=pa.schema([pa.field(k, t) for k, t in INPUT_COLUMNS.items()])
+        )
+        # one block per batch, so every actor of the pool gets work
+        blocks = [table.slice(i, cfg.batch_size) for i in range(0, max(table.num_rows, 1), cfg.batch_size)]
+        ds = ray.data.from_arrow(blocks).map_batches(
+            OracleStage,
+            fn_constructor_kwargs={
+                "config_json": cfg.oracle.model_dump_json(),
+                "cache_root": cache_root(cfg),
+                "storage_json": storage_json,
+                "api_key": api_key,
+                "governor_name": gov_name,
+                "max_output_tokens": cfg.max_output_tokens,
+            },
+            compute=ray.data.ActorPoolStrategy(size=cfg.workers),
+            num_cpus=cfg.worker_cpus,
+            batch_size=cfg.batch_size,
+            batch_format="pyarrow",
+        )
+        last = 0.0
+        for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+            for row in batch.to_pylist():
+                put(row)
+            if time.monotonic() - last > 2.0:
+                last = time.monotonic()
+                report(ray.get(governor.stats.remote()))
+        return ray.get(governor.close.remote())
+    finally:
+        ray.kill(governor)
+
+
+def _run_batch(cfg, api_key, rows, put, report) -> dict[str, Any]:
+    """Gemini Batch API from the driver: no Ray workers needed, the provider does the work."""
+    from crome_ray.oracle.batch import BatchRunner, BatchState
+    from crome_ray.oracle.cache import LedgerStore, ResponseCache
+    from crome_ray.oracle.governor import GovernorCore
+
+    o = cfg.oracle
+    cache = ResponseCache(cache_root(cfg), o.backend, o.model, cfg.storage)
+    core = GovernorCore(o, LedgerStore(ledger_uri(cfg), cfg.storage), cache.scan())
+    requests = [request_from_row(r, cfg.max_output_tokens) for r in rows]
+
+    async def go():
+        runner = BatchRunner(
+            o,
+            make_backend(o, api_key.get_secret_value()),
+            core,
+            cache,
+            BatchState.load(LedgerStore(batch_state_uri(cfg), cfg.storage)),
+        )
+        return await runner.run(requests)
+
+    for row, r in zip(rows, asyncio.run(go()), strict=True):
+        put({**row, **result_columns(r)})
+    cache.close()
+    return core.close()

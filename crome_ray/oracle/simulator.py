@@ -8,8 +8,8 @@ Tests, benchmarks and the demo point the real ``google-genai`` client at it
 - ``POST /{version}/models/{model}:generateContent``: an answer that satisfies the
   request's JSON schema (``responseJsonSchema`` or ``responseSchema``), derived
   deterministically from the request, with ``usageMetadata``.
-- ``POST /{version}/models/{model}:batchGenerateContent`` and
-  ``GET /{version}/batches/{id}``: inline Batch API jobs that finish after a delay.
+- ``POST /{version}/models/{model}:batchGenerateContent``, ``GET /{version}/batches``
+  and ``GET /{version}/batches/{id}``: inline Batch API jobs that finish after a delay.
 - ``GET /_sim/stats``: what it received (no API key in it).
 
 It enforces an RPM and input-TPM quota per API key over a sliding window and answers
@@ -207,6 +207,7 @@ class GeminiSimulator:
         app.router.add_get("/_sim/stats", self._stats)
         app.router.add_get("/{version}/models/{model}", self._get_model)
         app.router.add_post("/{version}/models/{call}", self._post_model)
+        app.router.add_get("/{version}/batches", self._list_batches)
         app.router.add_get("/{version}/batches/{batch}", self._get_batch)
         return app
 
@@ -422,6 +423,11 @@ class GeminiSimulator:
         if done:
             meta["output"] = {"inlinedResponses": {"inlinedResponses": b["responses"]}}
         return {"name": name, "metadata": meta, "done": done}
+
+    async def _list_batches(self, request: web.Request) -> web.Response:
+        if (denied := self._auth(request)) is not None:
+            return denied
+        return web.json_response({"operations": [self._batch_view(name) for name in self._batches]})
 
     async def _get_batch(self, request: web.Request) -> web.Response:
         if (denied := self._auth(request)) is not None:

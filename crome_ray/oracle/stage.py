@@ -24,7 +24,7 @@ from crome_ray.config import OracleConfig, StorageConfig
 from crome_ray.oracle.cache import ResponseCache
 from crome_ray.oracle.client import OracleClient
 from crome_ray.oracle.governor import RemoteGovernor
-from crome_ray.oracle.protocol import GenerationParams, OracleError, OracleRequest
+from crome_ray.oracle.protocol import GenerationParams, OracleError, OracleRequest, OracleResult
 
 RESULT_COLUMNS = {
     "response": pa.string(),
@@ -55,6 +55,35 @@ def request_from_row(row: dict[str, Any], default_max_tokens: int) -> OracleRequ
         json_schema=json.loads(schema) if isinstance(schema, str) and schema else None,
         params=GenerationParams(max_output_tokens=int(row.get("max_output_tokens") or default_max_tokens)),
     )
+
+
+def result_columns(r: OracleResult | OracleError) -> dict[str, Any]:
+    """One outcome as the values of ``RESULT_COLUMNS``."""
+    if isinstance(r, OracleError):
+        values = [
+            None,
+            None,
+            str(r.kind),
+            f"{r}" + (f" | raw: {r.raw}" if r.raw else ""),
+            0.0,
+            False,
+            0,
+            0,
+            0,
+        ]
+    else:
+        values = [
+            r.text,
+            json.dumps(r.parsed) if r.parsed is not None else None,
+            None,
+            None,
+            r.cost_usd,
+            r.cached,
+            r.attempts,
+            r.usage.input_tokens,
+            r.usage.billed_output_tokens,
+        ]
+    return dict(zip(RESULT_COLUMNS, values, strict=True))
 
 
 class OracleStage:
