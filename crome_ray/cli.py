@@ -281,6 +281,7 @@ def oracle_sim(
     tpm: Annotated[int | None, typer.Option(help="Input tokens per window per key.")] = None,
     window: Annotated[float, typer.Option(help="Quota window in seconds.")] = 60.0,
     latency: Annotated[float, typer.Option(help="Median latency in seconds (lognormal).")] = 0.5,
+    sigma: Annotated[float, typer.Option(help="Lognormal sigma of the latency.")] = 0.5,
     p_500: Annotated[float, typer.Option(help="Probability of a 500.")] = 0.0,
     p_malformed: Annotated[float, typer.Option(help="Probability of a non-JSON answer.")] = 0.0,
 ) -> None:
@@ -293,7 +294,13 @@ def oracle_sim(
     )
     serve_forever(
         SimConfig(
-            rpm=rpm, tpm=tpm, window_s=window, latency_median_s=latency, p_500=p_500, p_malformed=p_malformed
+            rpm=rpm,
+            tpm=tpm,
+            window_s=window,
+            latency_median_s=latency,
+            latency_sigma=sigma,
+            p_500=p_500,
+            p_malformed=p_malformed,
         ),
         port=port,
     )

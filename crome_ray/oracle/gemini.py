@@ -12,6 +12,7 @@ Answers are validated here with ``jsonschema``: with a bad answer the SDK's
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 import time
@@ -84,6 +85,16 @@ def classify(exc: BaseException) -> OracleError:
     return OracleError(ErrorKind.FATAL, f"unexpected {name}: {exc}")
 
 
+@functools.lru_cache(maxsize=256)
+def _validator(schema_json: str) -> jsonschema.protocols.Validator:
+    """One checked, compiled validator per schema (``jsonschema.validate`` re-checks the schema
+    on every call, which costs more than the rest of a call's client work)."""
+    schema = json.loads(schema_json)
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
+
+
 def parse_json_answer(text: str, schema: dict[str, Any] | None) -> Any:
     """The answer as JSON that satisfies ``schema``, or an INVALID_OUTPUT error with an excerpt."""
     if schema is None:
@@ -97,7 +108,7 @@ def parse_json_answer(text: str, schema: dict[str, Any] | None) -> Any:
             raw=(text or "")[:300],
         ) from None
     try:
-        jsonschema.validate(value, schema)
+        _validator(json.dumps(schema, sort_keys=True)).validate(value)
     except jsonschema.ValidationError as e:
         raise OracleError(
             ErrorKind.INVALID_OUTPUT, f"the answer does not match the schema: {e.message}", raw=text[:300]

@@ -21,6 +21,7 @@ async Ray actor around it; ``LocalGovernor`` the same interface in-process.
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -186,26 +187,91 @@ class GovernorCore:
 
 
 class _AsyncFacade:
-    """begin() waits inside the governor, so workers make one call per permission."""
+    """Async permissions for many waiting callers, granted first come, first served.
+
+    ``begin`` answers at once when it can (a cache hit, a free slot within the quota);
+    otherwise the caller joins a queue that one dispatcher serves in order, sleeping
+    until the quota allows the head or a call ends. This keeps the work per grant
+    constant: waking every waiter at each chance would cost O(waiters) per grant.
+    A caller whose key is in flight elsewhere is parked until a call ends.
+    """
 
     core: GovernorCore
 
+    def _setup(self) -> None:
+        self._queue: collections.deque = collections.deque()
+        self._parked: list = []
+        self._wake = asyncio.Event()
+        self._dispatcher: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
     async def begin(self, key: str, owner: str, est_input: int, max_output: int, worst_cost: float):
-        while True:
-            kind, value = self.core.begin(key, owner, est_input, max_output, worst_cost)
-            if kind in (WAIT, BUSY):
-                await asyncio.sleep(min(value, 1.0))
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:  # a new event loop (in-process use): its own queue and event
+            self._setup()
+            self._loop = loop
+        args = (key, owner, est_input, max_output, worst_cost)
+        if key in self.core.index or not self._queue:
+            kind, value = self.core.begin(*args)
+            if kind not in (WAIT, BUSY):
+                return kind, value
+        future = asyncio.get_running_loop().create_future()
+        self._queue.append((args, future))
+        if self._dispatcher is None or self._dispatcher.done():
+            self._dispatcher = asyncio.create_task(self._dispatch())
+        return await future
+
+    async def _dispatch(self) -> None:
+        try:
+            await self._serve_queue()
+        except BaseException as e:  # never strand waiters: hand them the failure
+            for _, future in [*self._queue, *self._parked]:
+                if not future.done():
+                    future.set_exception(e)
+            self._queue.clear()
+            self._parked = []
+            raise
+
+    async def _serve_queue(self) -> None:
+        while self._queue:
+            args, future = self._queue[0]
+            if future.done():  # the caller went away
+                self._queue.popleft()
                 continue
-            return kind, value
+            kind, value = self.core.begin(*args)
+            if kind == BUSY:
+                self._parked.append(self._queue.popleft())
+                continue
+            if kind == WAIT:
+                if self.core.limiter.in_flight >= self.core.config.quota.max_in_flight:
+                    value = 1.0  # a slot frees when a call ends, which wakes us
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=min(value, 1.0))
+                except TimeoutError:
+                    pass
+                continue
+            self._queue.popleft()
+            future.set_result((kind, value))
+
+    def _released(self) -> None:
+        if self._parked:  # their keys may be free (or answered) now: back to the front
+            self._queue.extendleft(reversed(self._parked))
+            self._parked = []
+            if self._dispatcher is None or self._dispatcher.done():
+                self._dispatcher = asyncio.create_task(self._dispatch())
+        self._wake.set()
 
     async def finish(self, grant_id, cost, input_tokens, output_tokens, location, final=True) -> None:
         self.core.finish(grant_id, cost, input_tokens, output_tokens, location, final)
+        self._released()
 
     async def fail(self, grant_id, throttled=False, final=False, maybe_billed=False) -> None:
         self.core.fail(grant_id, throttled, final, maybe_billed)
+        self._released()
 
     async def stats(self) -> dict[str, Any]:
-        return self.core.stats()
+        return {**self.core.stats(), "waiting": len(self._queue), "parked": len(self._parked)}
 
     async def close(self) -> dict[str, Any]:
         return self.core.close()
@@ -216,6 +282,7 @@ class LocalGovernor(_AsyncFacade):
 
     def __init__(self, core: GovernorCore):
         self.core = core
+        self._setup()
 
 
 class GovernorActorImpl(_AsyncFacade):
@@ -228,6 +295,7 @@ class GovernorActorImpl(_AsyncFacade):
         cache = ResponseCache(cache_root, config.backend, config.model, storage)
         ledger = LedgerStore(ledger_uri, storage) if ledger_uri else None
         self.core = GovernorCore(config, ledger, cache.scan())
+        self._setup()
 
     async def ping(self) -> bool:
         return True

@@ -212,7 +212,10 @@ class GeminiSimulator:
         return app
 
     async def _stats(self, request: web.Request) -> web.Response:
-        return web.json_response(self.stats.summary())
+        out = self.stats.summary()
+        if request.query.get("times"):
+            out["answer_times"] = self.stats.answer_times
+        return web.json_response(out)
 
     @staticmethod
     def _error(code: int, status: str, message: str, details: list | None = None) -> web.Response:
@@ -478,6 +481,6 @@ class RunningSimulator:
         self.stop()
 
 
-def serve_forever(config: SimConfig, host: str = "127.0.0.1", port: int = 8787) -> None:
+def serve_forever(config: SimConfig, host: str = "127.0.0.1", port: int = 8787) -> None:  # pragma: no cover
     """Foreground server for ``crome-ray oracle sim``."""
     web.run_app(GeminiSimulator(config).app(), host=host, port=port, access_log=None, print=None)

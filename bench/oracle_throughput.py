@@ -1,0 +1,278 @@
+"""Oracle throughput under a simulated Gemini quota: crome-ray's governor vs Ray Data LLM's HTTP stage.
+
+Run as:
+    .venv/bin/python bench/oracle_throughput.py                    # 3,000 RPM, 1.5 s median, 3 min each
+    .venv/bin/python bench/oracle_throughput.py --duration 40 --rpm 600   # a quick look
+
+Both sides get their own simulator process (same quota, same latency), the same
+prompts and the same number of actors; Ray Data LLM gets the quota split evenly
+across its actors (its ``qps`` is per actor), with retries on. Measured on the
+steady middle of each run (after a warm-up, before the tail):
+
+- sustained throughput as a fraction of the quota (answers/s over quota/s),
+- over-rate 429s the simulator sent (quota 429s; none are injected otherwise),
+- CPU milliseconds per answered call, across every process of the run (driver, Ray,
+  actors; not the simulator), from the difference of two CPU samples.
+
+Prints one JSON line, then a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+KEY = "bench-key"
+SCHEMA = {
+    "type": "object",
+    "properties": {"verdict": {"type": "string", "enum": ["Pass", "Fail"]}, "reason": {"type": "string"}},
+    "required": ["verdict", "reason"],
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_sim(rpm: int, latency: float, sigma: float) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "crome_ray.cli",
+            "oracle",
+            "sim",
+            "--port",
+            str(port),
+            "--rpm",
+            str(rpm),
+            "--window",
+            "60",
+            "--latency",
+            str(latency),
+            "--sigma",
+            str(sigma),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=REPO,
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            stats(url)
+            return proc, url
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("simulator did not start")
+
+
+def stats(url: str) -> dict:
+    with urllib.request.urlopen(f"{url}/_sim/stats", timeout=10) as r:
+        return json.loads(r.read())
+
+
+def cpu_seconds(exclude: set[int]) -> float:
+    total = 0.0
+    me = psutil.Process()
+    for p in [me, *me.children(recursive=True)]:
+        if p.pid in exclude:
+            continue
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def prompts(n: int) -> list[dict]:
+    return [
+        {
+            "id": str(i),
+            "prompt": f"Question {i}: is the answer below accurate?\nAnswer: it depends on {i}.",
+            "system": "You are a strict grader.",
+            "schema": json.dumps(SCHEMA),
+        }
+        for i in range(n)
+    ]
+
+
+def measure(url: str, sim_pid: int, run, duration: float, rpm: int) -> dict:
+    """Run ``run`` in a thread; sample the steady middle of it."""
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def target():
+        try:
+            run()
+        except BaseException as e:  # reported, not swallowed
+            errors.append(e)
+        finally:
+            done.set()
+
+    start = time.monotonic()
+    threading.Thread(target=target, daemon=True).start()
+    warm = min(20.0, duration * 0.2)
+    done.wait(warm)
+    t1, a1, c1 = time.monotonic(), stats(url)["answered"], cpu_seconds({sim_pid})
+    done.wait(max(duration - warm - 5.0, 1.0))
+    t2, s2, c2 = time.monotonic(), stats(url), cpu_seconds({sim_pid})
+    calls = s2["answered"] - a1
+    return {
+        "fraction_of_quota": round(calls / (t2 - t1) / (rpm / 60.0), 4),
+        "over_rate_429": s2["quota_429"],
+        "cpu_ms_per_call": round(1000 * (c2 - c1) / max(calls, 1), 3),
+        "answered_in_window": calls,
+        "window_s": round(t2 - t1, 1),
+        "answered_twice": s2["answered_twice"],
+        "finished": done.is_set(),
+        "elapsed_s": round(time.monotonic() - start, 1),
+        "error": repr(errors[0])[:300] if errors else None,
+    }
+
+
+def run_crome(url: str, rows: list[dict], rpm: int, workers: int, tmp: Path) -> None:
+    from pydantic import SecretStr
+
+    from crome_ray.config import OracleJobConfig, load_config
+    from crome_ray.oracle.job import run_oracle_job
+
+    path = tmp / "prompts.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = load_config(
+        OracleJobConfig,
+        None,
+        [
+            f"input={path}",
+            f"storage.root={tmp / 'runs'}",
+            f"oracle.base_url={url}",
+            "max_output_tokens=256",
+            f"workers={workers}",
+            "batch_size=128",
+            "worker_cpus=0.25",
+            f"oracle.quota.rpm={rpm}",
+            "oracle.quota.input_tpm=100000000",
+            "oracle.quota.max_in_flight=512",
+            "oracle.budget.cap_usd=100",
+            "oracle.retry.timeout_s=60",
+        ],
+    )
+    run_oracle_job(cfg, SecretStr(KEY))
+
+
+def run_ray_data_llm(url: str, rows: list[dict], rpm: int, workers: int) -> None:
+    import ray
+    from ray.data.llm import HttpRequestProcessorConfig, build_processor
+
+    config = HttpRequestProcessorConfig(
+        url=f"{url}/v1beta/models/gemini-2.5-flash:generateContent",
+        headers={"x-goog-api-key": KEY},
+        qps=max(1, round(rpm / 60 / workers)),  # the same quota, split across the same number of actors
+        concurrency=workers,
+        batch_size=64,
+        max_retries=8,
+    )
+
+    def payload(row: dict) -> dict:
+        return {
+            "payload": {
+                "contents": [{"role": "user", "parts": [{"text": row["prompt"]}]}],
+                "systemInstruction": {"parts": [{"text": row["system"]}]},
+                "generationConfig": {
+                    "maxOutputTokens": 256,
+                    "responseMimeType": "application/json",
+                    "responseJsonSchema": json.loads(row["schema"]),
+                },
+            }
+        }
+
+    processor = build_processor(
+        config, preprocess=payload, postprocess=lambda r: {"ok": "candidates" in r["http_response"]}
+    )
+    ds = processor(ray.data.from_items(rows, override_num_blocks=max(len(rows) // 64, 1)))
+    for _ in ds.iter_batches(batch_size=None):
+        pass
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rpm", type=int, default=3000)
+    ap.add_argument("--duration", type=float, default=180.0, help="seconds per side")
+    ap.add_argument("--latency", type=float, default=1.5, help="median latency, seconds")
+    ap.add_argument("--sigma", type=float, default=0.5)
+    ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--skip-ray-llm", action="store_true")
+    args = ap.parse_args()
+
+    import ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level="ERROR",
+        _temp_dir=tempfile.mkdtemp(prefix="crb", dir="/tmp"),
+    )
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    n = int(args.rpm * args.duration / 60)
+    rows = prompts(n)
+    results = {}
+    tmp = Path(tempfile.mkdtemp(prefix="crome-bench-"))
+    sides = [("crome-ray", lambda url: run_crome(url, rows, args.rpm, args.workers, tmp))]
+    if not args.skip_ray_llm:
+        sides.append(("ray.data.llm", lambda url: run_ray_data_llm(url, rows, args.rpm, args.workers)))
+    try:
+        for name, fn in sides:
+            sim, url = start_sim(args.rpm, args.latency, args.sigma)
+            try:
+                results[name] = measure(url, sim.pid, lambda fn=fn, url=url: fn(url), args.duration, args.rpm)
+            finally:
+                sim.terminate()
+                sim.wait(10)
+    finally:
+        ray.shutdown()
+    line = {
+        "bench": "oracle_throughput",
+        "rpm": args.rpm,
+        "duration_s": args.duration,
+        "latency_median_s": args.latency,
+        "workers": args.workers,
+        "prompts": n,
+        "results": results,
+    }
+    if "ray.data.llm" in results:
+        line["throughput_ratio_vs_ray_data_llm"] = round(
+            results["crome-ray"]["fraction_of_quota"]
+            / max(results["ray.data.llm"]["fraction_of_quota"], 1e-9),
+            3,
+        )
+    print(json.dumps(line))
+    print(
+        f"\n{'side':<14}{'fraction of quota':>19}{'over-rate 429s':>16}{'CPU ms/call':>13}{'answered twice':>16}"
+    )
+    for name, r in results.items():
+        print(
+            f"{name:<14}{r['fraction_of_quota']:>19.3f}{r['over_rate_429']:>16}{r['cpu_ms_per_call']:>13.2f}"
+            f"{r['answered_twice']:>16}"
+        )
+
+
+if __name__ == "__main__":
+    main()
