@@ -131,10 +131,47 @@ def demo(
     output: Annotated[str, typer.Option(help="Storage root for the demo's run folders.")] = "runs",
     force: ForceOpt = False,
 ) -> None:
-    """Run the pipeline on the embedded sample (UltraFeedback, 1k pairs) with local defaults."""
-    console.rule("[bold]crome-ray demo: ingest the UltraFeedback sample")
+    """Run the pipeline on the embedded sample with local defaults (no key, no spend)."""
+    console.rule("[bold]1/2  ingest the UltraFeedback sample")
     cfg = load_config(IngestConfig, None, [f"storage.root={output}", "run_name=demo-ultrafeedback"])
     _run_ingest(cfg, force)
+    console.rule("[bold]2/2  oracle: 40 grading prompts, simulated Gemini, $0.05 cap")
+    _demo_oracle(output, force)
+
+
+def _demo_oracle(output: str, force: bool) -> None:
+    """The oracle layer against the built-in Gemini simulator: never a real key, never real money."""
+    from pydantic import SecretStr
+
+    from crome_ray.oracle.job import run_oracle_job
+    from crome_ray.oracle.simulator import RunningSimulator, SimConfig
+    from crome_ray.ray_runtime import connect
+    from crome_ray.summaries import print_oracle
+
+    with RunningSimulator(
+        SimConfig(rpm=300, window_s=60, latency_median_s=0.2, p_500=0.05, p_malformed=0.05)
+    ) as sim:
+        cfg = load_config(
+            OracleJobConfig,
+            None,
+            [
+                f"storage.root={output}",
+                "run_name=demo-oracle",
+                "limit=40",
+                "max_output_tokens=128",
+                f"oracle.base_url={sim.url}",
+                "oracle.budget.cap_usd=0.05",
+                "oracle.quota.rpm=300",
+                "oracle.retry.initial_backoff_s=0.2",
+            ],
+        )
+        connect(num_cpus=2)
+        result = run_oracle_job(cfg, SecretStr("simulator-has-no-key"), force=force)
+    print_oracle(console, result)
+    console.print(
+        "[dim]Gemini was simulated (crome-ray oracle sim); set GEMINI_API_KEY and use "
+        "`crome-ray oracle run` for the real one.[/]"
+    )
 
 
 @models_app.command("list")

@@ -222,6 +222,7 @@ class OracleJobConfig(Frozen):
         "data/samples/oracle/verify_prompts.jsonl",
         description="Prompts (jsonl/parquet): prompt, optional system, schema (JSON text).",
     )
+    limit: int | None = Field(None, gt=0, description="Use only the first N prompts.")
     max_output_tokens: int = Field(1024, gt=0)
     oracle: OracleConfig = OracleConfig()
     storage: StorageConfig = StorageConfig()
@@ -243,7 +244,9 @@ class OracleJobConfig(Frozen):
                     "cache": None,
                 }
             ),
-            _Input(path=self.input, max_output_tokens=self.max_output_tokens, backend=o.backend),
+            _Input(
+                path=self.input, max_output_tokens=self.max_output_tokens, backend=o.backend, limit=self.limit
+            ),
         )
 
 
@@ -251,6 +254,7 @@ class _Input(Frozen):
     path: str
     max_output_tokens: int
     backend: str
+    limit: int | None
 
 
 C = TypeVar("C", bound=Frozen)

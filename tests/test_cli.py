@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from crome_ray.cli import app
@@ -75,10 +76,13 @@ def test_runs_show_refuses_an_uncommitted_folder(tmp_path):
     assert res.exit_code == 1 and "not committed" in res.output
 
 
-def test_demo_ingests_the_sample_into_a_committed_run(tmp_path):
+@pytest.mark.ray
+def test_demo_ingests_the_sample_and_runs_the_oracle_on_the_simulator(tmp_path, ray_cluster):
     res = runner.invoke(app, ["demo", "--output", str(tmp_path)])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "ingest" / "demo-ultrafeedback" / "_COMMITTED").exists()
+    assert (tmp_path / "oracle" / "demo-oracle" / "_COMMITTED").exists()
+    assert "of $0.05 cap" in res.output and "simulated" in res.output
     shown = runner.invoke(app, ["runs", "show", str(tmp_path / "ingest" / "demo-ultrafeedback")])
     assert '"pairs_written"' in shown.output
 

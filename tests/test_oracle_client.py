@@ -182,3 +182,17 @@ def test_the_key_is_in_nothing_the_oracle_writes(sim, tmp_path):
     for f in tmp_path.rglob("*"):
         if f.is_file():
             assert KEY.encode() not in f.read_bytes(), f
+
+
+def test_oracle_probe_checks_key_and_model_with_one_call_and_prints_no_secret(sim, monkeypatch):
+    from typer.testing import CliRunner
+
+    from crome_ray.cli import app
+
+    monkeypatch.setenv("GEMINI_API_KEY", KEY)
+    res = CliRunner().invoke(app, ["oracle", "probe", "--base-url", sim.url])
+    assert res.exit_code == 0, res.output
+    assert "ok" in res.output and "gemini-2.5-flash" in res.output and KEY not in res.output
+    assert sim.stats.model_gets == 1 and sim.stats.answered == 1
+    bad = CliRunner().invoke(app, ["oracle", "probe", "--base-url", sim.url, "--model", "gemini-0.9"])
+    assert bad.exit_code == 1 and "not available" in bad.output and KEY not in bad.output

@@ -90,7 +90,7 @@ def test_four_workers_share_one_quota_without_a_single_over_rate_429(tmp_path, r
     assert result.manifest["counts"]["answered"] == 240 and response_ids(result) == list(range(240))
     # sustained: between the first and the last answer the pace kept up with the quota
     rate = (len(times) - 1) / (times[-1] - times[0])
-    quota_rate = 40 / 4.2
+    quota_rate = 40 / 4.2  # our window is the provider's plus the slack
     assert rate >= 0.85 * quota_rate, (rate, quota_rate, time.monotonic() - started)
 
 

@@ -102,3 +102,33 @@ def test_missing_credentials_fail_fast_naming_the_variables(s3, samples, monkeyp
     cfg = s3_cfg(s3, f"s3://{bucket}/crome", source=samples / "ultrafeedback" / "eval_200.jsonl")
     with pytest.raises(StorageError, match=r"no AWS credentials found .* AWS_ACCESS_KEY_ID"):
         run_ingest(cfg)
+
+
+def test_the_oracle_cache_and_ledger_live_on_s3_too(s3):
+    from crome_ray.oracle.cache import LedgerStore, ResponseCache
+    from crome_ray.oracle.protocol import OracleResult, Usage
+
+    bucket = s3.new_bucket()
+    storage = StorageConfig(endpoint_url=s3.endpoint)
+    cache = ResponseCache(f"s3://{bucket}/cache", "gemini", "gemini-2.5-flash", storage)
+    results = [
+        OracleResult(
+            key=f"k{i}",
+            text=f'{{"v": {i}}}',
+            parsed={"v": i},
+            usage=Usage(10, 5),
+            cost_usd=0.001,
+            latency_s=0.1,
+            backend="gemini",
+            model="gemini-2.5-flash",
+        )
+        for i in range(3)
+    ]
+    locations = [cache.append(r) for r in results]
+    assert cache.read(locations[1]).parsed == {"v": 1}
+    fresh = ResponseCache(f"s3://{bucket}/cache", "gemini", "gemini-2.5-flash", storage)  # another process
+    assert sorted(key for key, _, _ in fresh.scan()) == ["k0", "k1", "k2"]
+    ledger = LedgerStore(f"s3://{bucket}/runs/oracle/r.ledger.json", storage)
+    assert ledger.load() is None
+    ledger.save({"allocated": 0.25, "spent": 0.2})
+    assert LedgerStore(f"s3://{bucket}/runs/oracle/r.ledger.json", storage).load()["allocated"] == 0.25

@@ -22,7 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import itertools
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -246,10 +249,8 @@ class _AsyncFacade:
                 if self.core.limiter.in_flight >= self.core.config.quota.max_in_flight:
                     value = 1.0  # a slot frees when a call ends, which wakes us
                 self._wake.clear()
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=min(value, 1.0))
-                except TimeoutError:
-                    pass
                 continue
             self._queue.popleft()
             future.set_result((kind, value))
@@ -296,9 +297,37 @@ class GovernorActorImpl(_AsyncFacade):
         ledger = LedgerStore(ledger_uri, storage) if ledger_uri else None
         self.core = GovernorCore(config, ledger, cache.scan())
         self._setup()
+        self._mailboxes: dict[str, list] = {}
+        self._deciding: set[asyncio.Task] = set()
 
     async def ping(self) -> bool:
         return True
+
+    async def exchange(self, worker: str, settlements: list[tuple], requests: list[tuple]) -> list[tuple]:
+        """One round trip for a worker's whole tick. Settle the calls that ended; queue the new
+        requests (each is sent once and waits here, in the same FIFO as everyone's); return the
+        decisions made for this worker's requests since its last exchange: (request id, kind, value)."""
+        for kind, *args in settlements:
+            if kind == "finish":
+                self.core.finish(*args)
+            else:
+                self.core.fail(*args)
+        if settlements:
+            self._released()
+        box = self._mailboxes.setdefault(worker, [])
+        for request_id, args in requests:
+            task = asyncio.create_task(self._decide(box, request_id, args))
+            self._deciding.add(task)  # a task nobody holds can be collected mid-flight
+            task.add_done_callback(self._deciding.discard)
+        await asyncio.sleep(0)  # let requests that can be decided at once be decided now
+        now = time.monotonic()
+        out = [(request_id, kind, value, now - decided) for request_id, kind, value, decided in box]
+        box.clear()
+        return out
+
+    async def _decide(self, box: list, request_id: int, args: tuple) -> None:
+        kind, value = await self.begin(*args)
+        box.append((request_id, kind, value, time.monotonic()))
 
 
 def governor_actor(name: str, namespace: str = "crome-ray"):
@@ -311,19 +340,80 @@ def governor_actor(name: str, namespace: str = "crome-ray"):
 
 
 class RemoteGovernor:
-    """The same async interface over a governor actor handle."""
+    """The governor interface for a worker, over the actor, one batched round trip per tick.
 
-    def __init__(self, handle: Any):
-        self.handle = handle
+    A Ray actor call costs about 0.9 ms of CPU across caller and actor (measured on this
+    project's CI machine), more than the rest of an oracle call's client work; two per
+    request would dominate. So a worker sends, at most every ``tick_s``, one ``exchange``
+    with the calls that ended and its new requests; each request is sent once and waits
+    in the governor's queue, and its decision comes back with a later exchange. Grants
+    are counted by the governor when it grants them; the quota's window slack covers the
+    tick between grant and send.
+    """
+
+    def __init__(self, handle: Any, window_slack_s: float = 1.0, tick_s: float = 0.1):
+        # a grant must be used well inside the quota's window slack, or it is given back
+        self.handle, self.tick_s = handle, min(tick_s, window_slack_s / 4)
+        self.max_grant_age = window_slack_s / 2
+        self.stale_grants = 0
+        self.worker = uuid.uuid4().hex[:12]
+        self._new: list[tuple[int, tuple]] = []
+        self._waiting: dict[int, asyncio.Future] = {}
+        self._args: dict[int, tuple] = {}
+        self._outbox: list[tuple] = []
+        self._ids = itertools.count()
+        self._pump: asyncio.Task | None = None
+        self._last = 0.0
 
     async def begin(self, *args):
-        return await self.handle.begin.remote(*args)
+        request_id = next(self._ids)
+        future = asyncio.get_running_loop().create_future()
+        self._waiting[request_id] = future
+        self._args[request_id] = args
+        self._new.append((request_id, args))
+        self._kick()
+        return await future
 
     async def finish(self, *args) -> None:
-        await self.handle.finish.remote(*args)
+        self._outbox.append(("finish", *args))
+        self._kick()
 
     async def fail(self, *args) -> None:
-        await self.handle.fail.remote(*args)
+        self._outbox.append(("fail", *args))
+        self._kick()
 
     async def stats(self) -> dict[str, Any]:
         return await self.handle.stats.remote()
+
+    def _kick(self) -> None:
+        if self._pump is None or self._pump.done():
+            self._pump = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while self._new or self._outbox or self._waiting:
+            delay = self._last + self.tick_s - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            new, self._new = self._new, []
+            outbox, self._outbox = self._outbox, []
+            self._last = time.monotonic()
+            try:
+                decisions = await self.handle.exchange.remote(self.worker, outbox, new)
+                rtt = time.monotonic() - self._last
+            except Exception as e:  # the governor is gone: every waiting call fails with the reason
+                for future in self._waiting.values():
+                    if not future.done():
+                        future.set_exception(e)
+                self._waiting.clear()
+                continue
+            for request_id, kind, value, age in decisions:
+                if kind == GO and age + rtt > self.max_grant_age:
+                    # too late to send safely inside the provider's window: give it back, ask again
+                    self.stale_grants += 1
+                    self._outbox.append(("fail", value, False, False, False))
+                    self._new.append((request_id, self._args[request_id]))
+                    continue
+                future = self._waiting.pop(request_id, None)
+                self._args.pop(request_id, None)
+                if future is not None and not future.done():
+                    future.set_result((kind, value))

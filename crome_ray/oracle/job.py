@@ -63,6 +63,8 @@ def ledger_uri(cfg: OracleJobConfig) -> str:
 def read_prompts(cfg: OracleJobConfig) -> tuple[list[dict[str, Any]], list[QuarantineRow]]:
     rows, bad = [], []
     for item in read_source(cfg.input, cfg.storage):
+        if cfg.limit is not None and len(rows) >= cfg.limit:
+            break
         problem = item if isinstance(item, RowProblem) else None
         if problem is None:
             v = item.value

@@ -102,7 +102,9 @@ class OracleStage:
         self.config = OracleConfig.model_validate_json(config_json)
         storage = StorageConfig.model_validate_json(storage_json) if storage_json else None
         self.cache = ResponseCache(cache_root, self.config.backend, self.config.model, storage)
-        governor = RemoteGovernor(ray.get_actor(governor_name, namespace=namespace))
+        governor = RemoteGovernor(
+            ray.get_actor(governor_name, namespace=namespace), window_slack_s=self.config.quota.window_slack_s
+        )
         self.max_output_tokens = max_output_tokens
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="oracle-loop")
