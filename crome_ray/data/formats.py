@@ -74,12 +74,13 @@ def text_field(value: Any, name: str, ctx: RowContext) -> str:
             f"field {name!r} has {len(value):,} characters; the limit is {ctx.max_text_chars:,} "
             "(source.max_text_chars)",
         )
-    if _has_surrogates(value):
+    if has_surrogates(value):
         raise RowError(Reason.INVALID_UTF8, f"field {name!r} holds bytes that are not valid UTF-8")
     return value
 
 
-def _has_surrogates(text: str) -> bool:
+def has_surrogates(text: str) -> bool:
+    """True if ``text`` holds undecodable bytes (kept as surrogates by ``surrogateescape``)."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import pyarrow.parquet as pq
 
 from crome_ray.config import StorageConfig
-from crome_ray.data.formats import RowError, RowProblem, SourceRecord
+from crome_ray.data.formats import RowError, RowProblem, SourceRecord, has_surrogates
 from crome_ray.records import Reason
 from crome_ray.storage import filesystem, iter_files
 
@@ -132,18 +132,10 @@ def _read_csv(fs, path: str, name: str) -> Iterator[SourceRecord | RowProblem]:
                 err = RowError(Reason.WRONG_TYPE, f"row has {len(row[None])} more fields than the header")
                 yield RowProblem(loc, err, row)
                 continue
-            bad = [k for k, v in row.items() if isinstance(v, str) and _not_utf8(v)]
+            bad = [k for k, v in row.items() if isinstance(v, str) and has_surrogates(v)]
             if bad:
                 yield RowProblem(
                     loc, RowError(Reason.INVALID_UTF8, f"field {bad[0]!r} is not valid UTF-8"), row
                 )
                 continue
             yield SourceRecord(path, loc, row)
-
-
-def _not_utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False

@@ -14,7 +14,6 @@ the batch rate; the job is then marked collected.
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -62,11 +61,8 @@ class BatchRunner:
         self._mine: set[str] = set()  # display names of jobs this process created (and reserved for)
 
     def _worst(self, req: OracleRequest) -> float:
-        schema = json.dumps(req.json_schema) if req.json_schema else ""
-        worst_in = len((req.prompt + (req.system or "") + schema).encode()) + 64
-        return worst_case_cost(
-            worst_in, req.params.max_output_tokens + self.config.thinking_budget, self.price, batch=True
-        )
+        max_out = req.params.max_output_tokens + self.config.thinking_budget
+        return worst_case_cost(req.worst_input_tokens(), max_out, self.price, batch=True)
 
     async def run(self, requests: list[OracleRequest]) -> list[OracleResult | OracleError]:
         """Submit what the cache lacks, wait for the jobs, return one outcome per request."""

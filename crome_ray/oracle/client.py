@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import uuid
 from dataclasses import replace
 
@@ -53,11 +52,9 @@ class OracleClient:
         self._calls = itertools.count()
 
     def _sizes(self, req: OracleRequest) -> tuple[int, int, float]:
-        schema = json.dumps(req.json_schema) if req.json_schema else ""
-        # Upper bound for the cap: a token is at least one byte of UTF-8, plus framing per message.
-        worst_in = len((req.prompt + (req.system or "") + schema).encode("utf-8")) + 64
         max_out = req.params.max_output_tokens + self.config.thinking_budget
-        return req.estimated_input_tokens(), max_out, worst_case_cost(worst_in, max_out, self.price)
+        worst = worst_case_cost(req.worst_input_tokens(), max_out, self.price)
+        return req.estimated_input_tokens(), max_out, worst
 
     async def call(self, req: OracleRequest) -> OracleResult | OracleError:
         """The answer, or the error it ended with (never raises for a request's own failure)."""

@@ -67,6 +67,11 @@ class OracleRequest:
         )
         return hashlib.sha256(body.encode("utf-8")).hexdigest()[:32]
 
+    def worst_input_tokens(self) -> int:
+        """An upper bound for the dollar cap: a token is at least one byte of UTF-8, plus framing."""
+        schema = json.dumps(self.json_schema) if self.json_schema else ""
+        return len((self.prompt + (self.system or "") + schema).encode("utf-8")) + 64
+
     def estimated_input_tokens(self) -> int:
         """A cheap upper-leaning estimate (~3.5 characters per token) for reservations."""
         chars = len(self.prompt) + len(self.system or "") + len(json.dumps(self.json_schema or {}))

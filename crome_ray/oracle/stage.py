@@ -122,31 +122,7 @@ class OracleStage:
         results = asyncio.run_coroutine_threadsafe(self.client.call_many(requests), self._loop).result()
         cols: dict[str, list] = {k: [] for k in RESULT_COLUMNS}
         for r in results:
-            if isinstance(r, OracleError):
-                values = [
-                    None,
-                    None,
-                    str(r.kind),
-                    f"{r}" + (f" | raw: {r.raw}" if r.raw else ""),
-                    0.0,
-                    False,
-                    0,
-                    0,
-                    0,
-                ]
-            else:
-                values = [
-                    r.text,
-                    json.dumps(r.parsed) if r.parsed is not None else None,
-                    None,
-                    None,
-                    r.cost_usd,
-                    r.cached,
-                    r.attempts,
-                    r.usage.input_tokens,
-                    r.usage.billed_output_tokens,
-                ]
-            for k, v in zip(RESULT_COLUMNS, values, strict=True):
+            for k, v in result_columns(r).items():
                 cols[k].append(v)
         for k, typ in RESULT_COLUMNS.items():
             batch = batch.append_column(pa.field(k, typ), pa.array(cols[k], type=typ))
