@@ -196,3 +196,33 @@ def test_oracle_probe_checks_key_and_model_with_one_call_and_prints_no_secret(si
     assert sim.stats.model_gets == 1 and sim.stats.answered == 1
     bad = CliRunner().invoke(app, ["oracle", "probe", "--base-url", sim.url, "--model", "gemini-0.9"])
     assert bad.exit_code == 1 and "not available" in bad.output and KEY not in bad.output
+
+
+def test_a_backend_made_in_the_event_loop_skips_proxy_discovery_and_still_times_out(
+    tmp_path, monkeypatch
+):
+    for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    with RunningSimulator(SimConfig(p_hang=0.3, hang_s=3, latency_median_s=0.01, seed=5)) as sim:
+        cfg = oracle_config(sim, **{"retry.timeout_s": 0.5, "retry.max_attempts": 10})
+
+        async def go():
+            backend = GeminiBackend(cfg, KEY)  # inside the loop, as in the Ray stage
+            session = backend.client._api_client._http_options.aiohttp_client
+            assert session is not None and session.trust_env is False
+            cache = ResponseCache(str(tmp_path / "cache"), "gemini", cfg.model)
+            client = OracleClient(cfg, backend, LocalGovernor(GovernorCore(cfg)), cache)
+            return await client.call_many(requests(12))
+
+        results = asyncio.run(go())
+    assert sim.stats.hangs > 0 and all(isinstance(r, OracleResult) for r in results)
+
+
+def test_with_a_proxy_configured_the_sdk_session_and_its_proxy_support_stay(monkeypatch):
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+
+    async def make():
+        return GeminiBackend(load_config(OracleConfig, None), KEY)
+
+    backend = asyncio.run(make())
+    assert backend.client._api_client._http_options.aiohttp_client is None
