@@ -294,10 +294,13 @@ def oracle_probe(
 
     async def probe():
         backend = make_backend(cfg, key.get_secret_value())
-        await backend.check_model()
-        return await backend.generate(
-            OracleRequest("Reply with the single word OK.", params=GenerationParams(max_output_tokens=8))
-        )
+        try:
+            await backend.check_model()
+            return await backend.generate(
+                OracleRequest("Reply with the single word OK.", params=GenerationParams(max_output_tokens=8))
+            )
+        finally:
+            await backend.aclose()
 
     try:
         answer = asyncio.run(probe())

@@ -152,14 +152,19 @@ class GeminiBackend:
         options: dict[str, Any] = {"timeout": int(config.retry.timeout_s * 1000)}
         if config.base_url:
             options["base_url"] = config.base_url
-        session = _direct_session()
-        if session is not None:
-            options["aiohttp_client"] = session
+        self._session = _direct_session()
+        if self._session is not None:
+            options["aiohttp_client"] = self._session
         self._client = genai.Client(api_key=api_key, http_options=types.HttpOptions(**options))
 
     @property
     def client(self):
         return self._client
+
+    async def aclose(self) -> None:
+        """Close the HTTP session this backend made (the SDK's own is closed by the SDK)."""
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
 
     async def check_model(self) -> None:
         """Fail before any paid call if the model id is unknown or retired."""

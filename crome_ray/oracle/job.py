@@ -102,7 +102,11 @@ def check_model(cfg: OracleJobConfig, api_key: SecretStr) -> None:
     """One free metadata call: a retired or misspelled model fails before anything is spent."""
 
     async def check() -> None:
-        await make_backend(cfg.oracle, api_key.get_secret_value()).check_model()
+        backend = make_backend(cfg.oracle, api_key.get_secret_value())
+        try:
+            await backend.check_model()
+        finally:
+            await backend.aclose()
 
     asyncio.run(check())
 
@@ -233,14 +237,12 @@ def _run_batch(cfg, api_key, rows, put, report) -> dict[str, Any]:
     requests = [request_from_row(r, cfg.max_output_tokens) for r in rows]
 
     async def go():
-        runner = BatchRunner(
-            o,
-            make_backend(o, api_key.get_secret_value()),
-            core,
-            cache,
-            BatchState.load(LedgerStore(batch_state_uri(cfg), cfg.storage)),
-        )
-        return await runner.run(requests)
+        backend = make_backend(o, api_key.get_secret_value())
+        state = BatchState.load(LedgerStore(batch_state_uri(cfg), cfg.storage))
+        try:
+            return await BatchRunner(o, backend, core, cache, state).run(requests)
+        finally:
+            await backend.aclose()
 
     for row, r in zip(rows, asyncio.run(go()), strict=True):
         put({**row, **result_columns(r)})

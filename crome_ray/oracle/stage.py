@@ -111,6 +111,7 @@ class OracleStage:
         self._thread.start()
         # the SDK's aiohttp session belongs to the loop it is used on: build the backend there
         backend = asyncio.run_coroutine_threadsafe(self._make_backend(api_key), self._loop).result()
+        self.backend = backend
         self.client = OracleClient(self.config, backend, governor, self.cache)
 
     async def _make_backend(self, api_key: SecretStr):
@@ -131,6 +132,7 @@ class OracleStage:
     def __del__(self):
         try:
             self.cache.close()
+            asyncio.run_coroutine_threadsafe(self.backend.aclose(), self._loop).result(timeout=5)
             self._loop.call_soon_threadsafe(self._loop.stop)
         except Exception:
-            pass
+            pass  # best effort: the process is going away
