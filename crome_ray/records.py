@@ -138,7 +138,3 @@ class QuarantineRow:
 
 def pairs_table(pairs: list[PreferencePair]) -> pa.Table:
     return pa.Table.from_pylist([p.to_row() for p in pairs], schema=PAIR_SCHEMA)
-
-
-def quarantine_table(rows: list[QuarantineRow]) -> pa.Table:
-    return pa.Table.from_pylist([r.to_row() for r in rows], schema=QUARANTINE_SCHEMA)

@@ -46,10 +46,6 @@ class RunConflictError(StorageError):
     """A committed run folder was made by a different config."""
 
 
-def is_remote(uri: str) -> bool:
-    return "://" in uri and not uri.startswith("file://")
-
-
 def split_uri(uri: str) -> tuple[str, str]:
     """``s3://b/k`` -> ("s3", "b/k"); a local path -> ("file", absolute path)."""
     if uri.startswith("file://"):

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from crome_ray.config import OracleConfig
+from crome_ray.oracle.budget import Reservation
 from crome_ray.oracle.cache import LedgerStore, ResponseCache
 from crome_ray.oracle.gemini import GeminiBackend, answer_from_response, classify, parse_json_answer
 from crome_ray.oracle.governor import GovernorCore
@@ -126,7 +127,7 @@ class BatchRunner:
                 self.state.jobs.remove(job)
                 self.state.save()
                 for k, amount in zip(keys, reservations, strict=True):
-                    self.core.budget.settle(_Res(amount), 0.0)
+                    self.core.budget.settle(Reservation(amount), 0.0)
                     results[k] = err
                 continue
             job["name"] = created.name
@@ -202,11 +203,6 @@ class BatchRunner:
                     except OracleError as e:
                         results[key] = e
                 if mine:
-                    self.core.budget.settle(_Res(amount), cost)
+                    self.core.budget.settle(Reservation(amount), cost)
             job["collected"] = True
             self.state.save()
-
-
-@dataclass(frozen=True)
-class _Res:
-    amount: float

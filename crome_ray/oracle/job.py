@@ -122,11 +122,10 @@ def run_oracle_job(
     check_root(cfg.storage.root, cfg.storage)
     run = RunFolder.at(cfg.storage.root, JOB, run_name(cfg), cfg.storage)
     fingerprint = cfg.fingerprint()
-    if run.is_committed() and not force and run.manifest().get("fingerprint") == fingerprint:
+    if not run.prepare(fingerprint, force=force):  # committed by this same config: nothing to do
         return OracleJobResult(run, True, run.manifest())
     rows, bad_input = read_prompts(cfg)
     check_model(cfg, api_key)
-    run.prepare(fingerprint, force=force)
 
     started = time.time()
     responses = PartWriter(run, "responses", RESPONSE_SCHEMA, cfg.rows_per_file)
