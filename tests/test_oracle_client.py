@@ -9,7 +9,7 @@ import pytest
 from crome_ray.config import OracleConfig, load_config
 from crome_ray.oracle.cache import LedgerStore, ResponseCache
 from crome_ray.oracle.client import OracleClient
-from crome_ray.oracle.gemini import GeminiBackend
+from crome_ray.oracle.gemini import GeminiBackend, answer_from_response
 from crome_ray.oracle.governor import GovernorCore, LocalGovernor
 from crome_ray.oracle.pricing import call_cost
 from crome_ray.oracle.protocol import (
@@ -20,7 +20,7 @@ from crome_ray.oracle.protocol import (
     OracleResult,
     Usage,
 )
-from crome_ray.oracle.simulator import RunningSimulator, SimConfig
+from crome_ray.oracle.simulator import RunningSimulator, SimConfig, lower_camel
 
 KEY = "sk-SECRET-do-not-leak-0123456789"
 SCHEMA = {
@@ -198,9 +198,7 @@ def test_oracle_probe_checks_key_and_model_with_one_call_and_prints_no_secret(si
     assert bad.exit_code == 1 and "not available" in bad.output and KEY not in bad.output
 
 
-def test_a_backend_made_in_the_event_loop_skips_proxy_discovery_and_still_times_out(
-    tmp_path, monkeypatch
-):
+def test_a_backend_made_in_the_event_loop_skips_proxy_discovery_and_still_times_out(tmp_path, monkeypatch):
     for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(var, raising=False)
     with RunningSimulator(SimConfig(p_hang=0.3, hang_s=3, latency_median_s=0.01, seed=5)) as sim:
@@ -226,3 +224,58 @@ def test_with_a_proxy_configured_the_sdk_session_and_its_proxy_support_stay(monk
 
     backend = asyncio.run(make())
     assert backend.client._api_client._http_options.aiohttp_client is None
+
+
+@pytest.mark.parametrize(
+    "req, thinking",
+    [
+        (OracleRequest("Grade this.", system="You grade.", json_schema=SCHEMA), None),
+        (OracleRequest("Plain text, no schema, no system."), None),
+        (
+            OracleRequest(
+                "Rewrite it: naïve café ☕",
+                system="s",
+                json_schema=SCHEMA,
+                params=GenerationParams(temperature=0.7, top_p=0.9, seed=11, max_output_tokens=33),
+            ),
+            0,
+        ),
+    ],
+)
+def test_the_rest_body_we_send_is_the_one_the_sdk_would_make(req, thinking):
+    """The API reads lowerCamel and snake_case field names alike: compared in one spelling."""
+    from google.genai import _common, models, types
+
+    cfg = load_config(
+        OracleConfig,
+        None,
+        ["base_url=http://127.0.0.1:9"] + ([f"thinking_budget={thinking}"] if thinking is not None else []),
+    )
+    backend = GeminiBackend(cfg, KEY)
+    params = types._GenerateContentParameters(
+        model=cfg.model, contents=req.prompt, config=backend.generation_config(req)
+    )
+    sdk = _common.convert_to_dict(
+        models._GenerateContentParameters_to_mldev(backend.client._api_client, params, None, params)
+    )
+    sdk.pop("_url", None), sdk.pop("_query", None), sdk.pop("config", None)
+    assert lower_camel(backend.wire_request(req)) == lower_camel(sdk)
+
+
+def test_an_answer_read_from_the_wire_equals_the_sdks_reading_of_it(sim):
+    cfg = oracle_config(sim, thinking_budget=64)
+    req = OracleRequest("Check rewrite 7.", system="You verify.", json_schema=SCHEMA)
+
+    async def both():
+        backend = GeminiBackend(cfg, KEY)
+        fast = await backend.generate(req)
+        response = await backend.client.aio.models.generate_content(
+            model=cfg.model, contents=req.prompt, config=backend.generation_config(req)
+        )
+        await backend.aclose()
+        return fast, answer_from_response(response, 0.0)
+
+    fast, sdk = asyncio.run(both())
+    assert fast.text and fast.text == sdk.text
+    assert fast.usage == sdk.usage and fast.usage.input_tokens > 0
+    assert fast.finish_reason == sdk.finish_reason == "STOP"

@@ -351,7 +351,7 @@ class RemoteGovernor:
     tick between grant and send.
     """
 
-    def __init__(self, handle: Any, window_slack_s: float = 1.0, tick_s: float = 0.1):
+    def __init__(self, handle: Any, window_slack_s: float = 1.0, tick_s: float = 0.2):
         # a grant must be used well inside the quota's window slack, or it is given back
         self.handle, self.tick_s = handle, min(tick_s, window_slack_s / 4)
         self.max_grant_age = window_slack_s / 2

@@ -27,6 +27,7 @@ import hashlib
 import json
 import math
 import random
+import re
 import threading
 import time
 import uuid
@@ -341,6 +342,7 @@ class GeminiSimulator:
         self, model: str, body: dict[str, Any], prompt_tokens: int, rng: random.Random, delivered: bool = True
     ) -> dict[str, Any]:
         cfg, st = self.config, self.stats
+        body = lower_camel(body)  # the API reads both spellings; so does the simulator
         gen = body.get("generationConfig") or {}
         schema = gen.get("responseJsonSchema") or gen.get("responseSchema")
         digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
@@ -439,6 +441,20 @@ class GeminiSimulator:
         if name not in self._batches:
             return self._error(404, "NOT_FOUND", f"{name} not found")
         return web.json_response(self._batch_view(name))
+
+
+def lower_camel(obj: Any, literal: bool = False) -> Any:
+    """Field names in lowerCamel, as the REST API's JSON mapping reads snake_case ones too
+    (a JSON schema inside ``responseJsonSchema``/``responseSchema`` is data, left as is)."""
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            name = k if literal else re.sub(r"_([a-z0-9])", lambda m: m.group(1).upper(), k)
+            out[name] = lower_camel(v, literal or name in ("responseJsonSchema", "responseSchema"))
+        return out
+    if isinstance(obj, list):
+        return [lower_camel(v, literal) for v in obj]
+    return obj
 
 
 class RunningSimulator:
