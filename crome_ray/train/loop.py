@@ -1,0 +1,280 @@
+"""The training loop itself: one worker's view, the same with or without Ray.
+
+``train_worker`` runs on each Ray Train worker (through ``crome_ray.train.job``) and,
+with a ``LocalRuntime``, in one plain process (the benchmark's baseline): same model,
+same batches, same optimizer. What differs between the two is only the ``Runtime``: where
+the token rows come from, how metrics and checkpoints are reported, and whether the
+model is wrapped for data parallelism.
+
+A checkpoint holds the trainable weights (the LoRA adapter and the score head, or all
+weights when fully fine-tuning), the optimizer, the scheduler and the step. On a restart
+the loop loads the latest one and goes on from its step with a fresh pass over the
+data (the order of the pass is not restored; the number of steps is).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from crome_ray.config import TrainConfig
+from crome_ray.train.batches import PairBatch, PairRow, collate, length_grouped, rewards
+from crome_ray.train.loss import composite_loss
+from crome_ray.train.model import RewardModel, load_reward_model
+
+STATE_FILE = "train_state.pt"
+
+
+class Runtime(Protocol):
+    rank: int
+    world_size: int
+    device: torch.device
+    has_eval: bool
+
+    def train_rows(self) -> Iterator[PairRow]: ...  # one pass over this worker's share
+
+    def eval_rows(self) -> Iterator[PairRow] | None: ...
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module: ...
+
+    def all_sum(self, values: list[float]) -> list[float]: ...
+
+    def latest_checkpoint(self) -> str | None: ...  # a local folder, or None
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None: ...
+
+
+@dataclass
+class LocalRuntime:
+    """One process, no Ray: rows from memory, metrics into a list."""
+
+    rows: list[PairRow]
+    eval: list[PairRow] | None = None
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    reports: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def has_eval(self) -> bool:
+        return bool(self.eval)
+
+    def train_rows(self) -> Iterator[PairRow]:
+        return iter(self.rows)
+
+    def eval_rows(self) -> Iterator[PairRow] | None:
+        return iter(self.eval) if self.eval else None
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model.to(self.device)
+
+    def all_sum(self, values: list[float]) -> list[float]:
+        return values
+
+    def latest_checkpoint(self) -> str | None:
+        return None
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+        self.reports.append(dict(metrics))
+
+
+def steps_for(cfg: TrainConfig, pairs: int, world_size: int) -> int:
+    if cfg.max_steps:
+        return cfg.max_steps
+    per_worker = math.ceil(pairs / world_size)
+    per_step = cfg.batch_size * cfg.grad_accum
+    return max(1, math.ceil(cfg.epochs * math.ceil(per_worker / per_step)))
+
+
+def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    if cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def _batches(runtime: Runtime, cfg: TrainConfig, rng: random.Random) -> Iterator[list[PairRow]]:
+    """Length-grouped batches forever, one pass over the worker's share after another."""
+    while True:
+        produced = 0
+        for batch in length_grouped(runtime.train_rows(), cfg.batch_size, rng=rng):
+            produced += 1
+            yield batch
+        if not produced:
+            raise RuntimeError("this worker's share of the training data is empty")
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    inner = getattr(model, "module", model)
+    names = {n for n, p in inner.named_parameters() if p.requires_grad}
+    return {k: v.detach().cpu().clone() for k, v in inner.state_dict().items() if k in names}
+
+
+def evaluate(model, runtime: Runtime, cfg: TrainConfig, pad_id: int, dtype) -> dict[str, float]:
+    rows = runtime.eval_rows()
+    sums = [0.0] * 6  # bt sum, n_pref, correct, tie sum, n_tie, tie |Δ| sum
+    model.eval()
+    with torch.no_grad():
+        for chunk in _chunks(rows or iter(()), cfg.batch_size):
+            batch = collate(chunk, pad_id).to(runtime.device)
+            with _autocast(runtime.device, dtype):
+                r_a, r_b = rewards(model, batch)
+            parts = composite_loss(r_a, r_b, batch.is_tie, cfg.loss.tie_weight, cfg.loss.margin)
+            sums[0] += float(parts.bt) * parts.n_pref
+            sums[1] += parts.n_pref
+            sums[2] += parts.correct
+            sums[3] += float(parts.tie) * parts.n_tie
+            sums[4] += parts.n_tie
+            sums[5] += parts.tie_abs_delta_sum
+    model.train()
+    bt, n_pref, correct, tie, n_tie, tie_abs = runtime.all_sum(sums)
+    out: dict[str, float] = {}
+    if n_pref:
+        out.update(eval_accuracy=correct / n_pref, eval_loss_bt=bt / n_pref, eval_pairs=n_pref)
+    if n_tie:
+        out.update(eval_loss_tie=tie / n_tie, eval_tie_abs_delta=tie_abs / n_tie, eval_ties=n_tie)
+    return out
+
+
+def _chunks(rows: Iterator[PairRow], size: int) -> Iterator[list[PairRow]]:
+    chunk: list[PairRow] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def train_worker(
+    cfg: TrainConfig,
+    model_path: str,
+    runtime: Runtime,
+    total_steps: int,
+    export: Callable[[RewardModel], None] | None = None,
+) -> dict[str, Any]:
+    """Train for ``total_steps`` optimizer steps; returns the last metrics."""
+    from transformers import get_scheduler
+
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed * 1000 + runtime.rank)
+    device = runtime.device
+    dtype = autocast_dtype(cfg, device)
+    rm = load_reward_model(
+        model_path,
+        finetune=cfg.finetune,
+        lora=cfg.lora,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+    )
+    pad_id = rm.tokenizer.pad_token_id
+    model = runtime.wrap(rm.model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    warmup = int(cfg.optim.warmup_ratio * total_steps)
+    name = "constant_with_warmup" if cfg.optim.schedule == "constant" else cfg.optim.schedule
+    scheduler = get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
+
+    step, started_at = 0, 0
+    found = runtime.latest_checkpoint()
+    if found:
+        state = torch.load(Path(found) / STATE_FILE, map_location="cpu", weights_only=False)
+        inner = getattr(model, "module", model)
+        missing = inner.load_state_dict(state["weights"], strict=False)
+        if missing.unexpected_keys:
+            raise RuntimeError(f"checkpoint {found} does not fit this model: {missing.unexpected_keys[:3]}")
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step = started_at = int(state["step"])
+
+    model.train()
+    batches = _batches(runtime, cfg, rng)
+    window: dict[str, float] = {}
+    window_tokens, window_start = 0, time.perf_counter()
+    last: dict[str, Any] = {"step": step, "started_at_step": started_at}
+    is_ddp = hasattr(model, "no_sync")
+    while step < total_steps:
+        optimizer.zero_grad(set_to_none=True)
+        for micro in range(cfg.grad_accum):
+            batch: PairBatch = collate(next(batches), pad_id).to(device)
+            sync = not is_ddp or micro == cfg.grad_accum - 1
+            with contextlib.nullcontext() if sync else model.no_sync():
+                with _autocast(device, dtype):
+                    r_a, r_b = rewards(model, batch)
+                parts = composite_loss(
+                    r_a, r_b, batch.is_tie, cfg.loss.tie_weight, cfg.loss.margin, cfg.loss.center_coefficient
+                )
+                (parts.total / cfg.grad_accum).backward()
+            for k, v in parts.metrics().items():
+                window[k] = window.get(k, 0.0) + v
+            window["_n"] = window.get("_n", 0.0) + 1
+            window["_pref"] = window.get("_pref", 0.0) + parts.n_pref
+            window["_correct"] = window.get("_correct", 0.0) + parts.correct
+            window["_tie"] = window.get("_tie", 0.0) + parts.n_tie
+            window["_tie_abs"] = window.get("_tie_abs", 0.0) + parts.tie_abs_delta_sum
+            window_tokens += batch.tokens
+        if cfg.optim.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(params, cfg.optim.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        step += 1
+
+        due_log = step % cfg.log_every == 0 or step == total_steps
+        due_ckpt = step % cfg.checkpoint_every == 0 or step == total_steps
+        due_eval = (cfg.eval_every and step % cfg.eval_every == 0) or step == total_steps
+        if not (due_log or due_ckpt or due_eval):
+            continue
+        elapsed = time.perf_counter() - window_start
+        tokens, pref, correct, ties, tie_abs = runtime.all_sum(
+            [float(window_tokens), window.get("_pref", 0.0), window.get("_correct", 0.0),
+             window.get("_tie", 0.0), window.get("_tie_abs", 0.0)]
+        )  # fmt: skip
+        n = window.get("_n", 1.0)
+        metrics: dict[str, Any] = {
+            "step": step,
+            "started_at_step": started_at,
+            "lr": scheduler.get_last_lr()[0],
+            "tokens_per_s": tokens / elapsed if elapsed > 0 else 0.0,
+            "loss": window.get("loss", 0.0) / n,
+            "loss_bt": window.get("loss_bt", 0.0) / n,
+            "loss_tie": window.get("loss_tie", 0.0) / n,
+        }
+        if pref:
+            metrics["pair_accuracy"] = correct / pref
+        if ties:
+            metrics["tie_abs_delta"] = tie_abs / ties
+        if due_eval and runtime.has_eval:
+            metrics.update(evaluate(model, runtime, cfg, pad_id, dtype))
+        window, window_tokens, window_start = {}, 0, time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="crome-ckpt-") as tmp:
+            ckpt_dir = None
+            if due_ckpt and runtime.rank == 0:
+                state = {
+                    "weights": trainable_state(model),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "step": step,
+                }
+                torch.save(state, os.path.join(tmp, STATE_FILE))
+                ckpt_dir = tmp
+            runtime.report(metrics, ckpt_dir)
+        last = metrics
+    if runtime.rank == 0 and export is not None:  # after the last checkpoint: export may merge in place
+        model.eval()
+        export(RewardModel(getattr(model, "module", model), rm.tokenizer, rm.is_decoder, rm.lora))
+    return last

@@ -1,0 +1,189 @@
+"""Reward-model mechanics without Ray: encoding, batching, LoRA vs full fine-tuning, export."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from crome_ray.config import TrainConfig, load_config
+from crome_ray.storage import RunFolder
+from crome_ray.train.batches import PairEncoder, PairRow, collate, length_grouped, rewards, rows_of
+from crome_ray.train.export import PROBE, export_model, score_texts
+from crome_ray.train.loop import LocalRuntime, train_worker
+from crome_ray.train.model import load_reward_model, score_head_names
+from crome_ray.train.score import RewardScorer
+
+
+def uf_rows(samples, n, start=0):
+    with open(samples / "ultrafeedback" / "train_1k.jsonl") as f:
+        rows = [json.loads(line) for line in f][start : start + n]
+    return {
+        "prompt": np.array([r["prompt"] for r in rows], dtype=object),
+        "chosen": np.array([r["chosen"] for r in rows], dtype=object),
+        "rejected": np.array([r["rejected"] for r in rows], dtype=object),
+        "label": np.array(["chosen"] * len(rows), dtype=object),
+    }
+
+
+def encoded(path, samples, n, max_length=96, ties=0):
+    rm = load_reward_model(path, finetune="full")
+    batch = uf_rows(samples, n)
+    if ties:
+        batch["label"][:ties] = "tie"
+    return rows_of(PairEncoder(rm.tokenizer, max_length, rm.is_decoder).encode_pairs(batch))
+
+
+def config(**over) -> TrainConfig:
+    base = {"max_length": 96, "batch_size": 4, "log_every": 1, "checkpoint_every": 1000, "lora.r": 4}
+    base.update(over)
+    return load_config(TrainConfig, None, [f"{k}={v}" for k, v in base.items()])
+
+
+# --- encoding and batches -------------------------------------------------------------------
+
+
+def test_a_decoder_pair_goes_through_the_chat_template_and_keeps_its_end_when_too_long(tiny_llama):
+    rm = load_reward_model(tiny_llama, finetune="full")
+    enc = PairEncoder(rm.tokenizer, 48, rm.is_decoder)
+    short = enc.encode("Hi?", "Hello.")
+    text = rm.tokenizer.decode(short.ids)
+    assert not short.truncated and "<|im_start|>user\nHi?<|im_end|>" in text and "assistant\nHello." in text
+    long = enc.encode("word " * 200, "the answer ends here.")
+    assert long.truncated and len(long.ids) == 48
+    assert rm.tokenizer.decode(long.ids).endswith("the answer ends here.<|im_end|>\n")
+
+
+def test_an_encoder_pair_is_a_sentence_pair_that_keeps_its_cls_when_too_long(minilm_path):
+    rm = load_reward_model(minilm_path, finetune="full")
+    assert not rm.is_decoder
+    enc = PairEncoder(rm.tokenizer, 32, rm.is_decoder)
+    long = enc.encode("question " * 100, "answer " * 100)
+    assert long.truncated and len(long.ids) == 32 and long.ids[0] == rm.tokenizer.cls_token_id
+    assert rm.tokenizer.sep_token_id in long.ids[1:-1]  # both texts kept a share
+
+
+def test_length_grouping_yields_every_row_once_in_batches_of_similar_length():
+    rng = random.Random(3)
+    rows = [PairRow(np.zeros(n), np.zeros(n), False, n) for n in (rng.randint(5, 500) for _ in range(103))]
+    batches = list(length_grouped(iter(rows), 8, buffer_batches=4, rng=random.Random(0)))
+    assert sorted(id(r) for b in batches for r in b) == sorted(id(r) for r in rows)
+    assert sum(len(b) < 8 for b in batches) <= 4  # one short batch per buffer (of 32 rows) at most
+
+    def spread(bs):
+        return np.mean([max(r.length for r in b) - min(r.length for r in b) for b in bs])
+
+    in_order = [rows[i : i + 8] for i in range(0, len(rows), 8)]
+    assert spread(batches) < 0.4 * spread(in_order)  # about 1/4 of a random batch's spread
+
+
+def test_a_batch_puts_a_sides_first_and_padding_does_not_change_a_reward(tiny_llama, samples):
+    rm = load_reward_model(tiny_llama, finetune="full")
+    rows = encoded(tiny_llama, samples, 4, max_length=64)
+    batch = collate(rows, rm.tokenizer.pad_token_id)
+    assert batch.input_ids.shape[0] == 8 and batch.input_ids.shape[1] % 8 == 0
+    assert batch.tokens == int(batch.attention_mask.sum())
+    rm.model.eval()
+    with torch.no_grad():
+        r_a, r_b = rewards(rm.model, batch)
+        for i, row in enumerate(rows):  # each sequence alone, no padding at all
+            alone = rm.model(input_ids=torch.as_tensor(row.ids_a[None].astype(np.int64))).logits.item()
+            assert r_a[i].item() == pytest.approx(alone, abs=1e-5)
+            alone_b = rm.model(input_ids=torch.as_tensor(row.ids_b[None].astype(np.int64))).logits.item()
+            assert r_b[i].item() == pytest.approx(alone_b, abs=1e-5)
+
+
+# --- training -----------------------------------------------------------------------------
+
+
+def test_with_lora_the_base_weights_stay_and_the_adapter_and_score_head_move(tiny_llama, samples):
+    rows = encoded(tiny_llama, samples, 16)
+    cfg = config(model=str(tiny_llama), **{"optim.lr": 1e-2})
+    torch.manual_seed(cfg.seed)  # as train_worker does: the same random score head
+    probe = load_reward_model(tiny_llama, finetune="lora", lora=cfg.lora)
+    before = {n: p.detach().clone() for n, p in probe.model.named_parameters()}
+    trainable = {n for n, p in probe.model.named_parameters() if p.requires_grad}
+    assert any("lora_" in n for n in trainable) and set(score_head_names(probe.model)) <= trainable
+    assert not any("embed_tokens" in n or "mlp" in n for n in trainable)
+
+    kept: dict = {}
+    runtime = LocalRuntime(rows)
+    train_worker(cfg, str(tiny_llama), runtime, total_steps=6, export=lambda rm: kept.setdefault("rm", rm))
+    after = dict(kept["rm"].model.named_parameters())
+    for name, old in before.items():
+        moved = not torch.equal(old, after[name].detach())
+        assert moved == (name in trainable), f"{name}: moved={moved}, trainable={name in trainable}"
+    assert len(runtime.reports) == 6 and runtime.reports[-1]["step"] == 6
+
+
+def test_full_fine_tuning_moves_the_base_weights(tiny_llama, samples):
+    rows = encoded(tiny_llama, samples, 8)
+    cfg = config(model=str(tiny_llama), finetune="full", **{"optim.lr": 1e-3})
+    base = load_reward_model(tiny_llama, finetune="full").model
+    kept: dict = {}
+    train_worker(cfg, str(tiny_llama), LocalRuntime(rows), total_steps=3, export=lambda rm: kept.setdefault("rm", rm))
+    after = dict(kept["rm"].model.named_parameters())
+    emb = "model.embed_tokens.weight"
+    assert not torch.equal(base.get_parameter(emb), after[emb].detach())
+
+
+def test_training_on_ties_alone_pulls_their_reward_gap_toward_zero(tiny_llama, samples):
+    rows = encoded(tiny_llama, samples, 8, ties=8)
+    cfg = config(model=str(tiny_llama), finetune="full", **{"optim.lr": 3e-3, "optim.warmup_ratio": 0, "optim.schedule": "constant"})
+    runtime = LocalRuntime(rows, eval=rows)
+    # the first evaluation sees the untrained model; compare its |Δ| with the last
+    first = train_worker(cfg.model_copy(update={"eval_every": 1}), str(tiny_llama), runtime, total_steps=1)
+    runtime2 = LocalRuntime(rows, eval=rows)
+    last = train_worker(cfg, str(tiny_llama), runtime2, total_steps=40)
+    assert first["eval_ties"] == 8 and last["eval_tie_abs_delta"] < 0.5 * first["eval_tie_abs_delta"]
+    assert last["eval_loss_tie"] < first["eval_loss_tie"]
+
+
+# --- export and score -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("finetune", ["lora", "full"])
+def test_the_exported_model_scores_like_the_model_at_the_end_of_training(tiny_llama, samples, tmp_path, finetune):
+    rows = encoded(tiny_llama, samples, 8)
+    cfg = config(model=str(tiny_llama), finetune=finetune, **{"optim.lr": 1e-2})
+    run = RunFolder.from_uri(str(tmp_path / "run"))
+    run.fs.makedirs(run.path, exist_ok=True)
+    live: dict = {}
+
+    def export(rm):
+        enc = PairEncoder(rm.tokenizer, cfg.max_length, rm.is_decoder)
+        live["scores"] = score_texts(rm.model, enc, PROBE)
+        export_model(rm, run, cfg.max_length)
+
+    train_worker(cfg, str(tiny_llama), LocalRuntime(rows), total_steps=4, export=export)
+    probe = json.loads((tmp_path / "run" / "model" / "probe.json").read_text())
+    assert [p["score"] for p in probe] == pytest.approx(live["scores"], abs=1e-5)
+    assert len(set(round(s, 4) for s in live["scores"])) > 1  # a model that says one number tests nothing
+
+    # plain transformers, nothing of ours
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    plain = AutoModelForSequenceClassification.from_pretrained(tmp_path / "run" / "model").eval()
+    tok = AutoTokenizer.from_pretrained(tmp_path / "run" / "model")
+    text = tok.apply_chat_template(
+        [{"role": "user", "content": PROBE[0][0]}, {"role": "assistant", "content": PROBE[0][1]}], tokenize=False
+    )
+    with torch.no_grad():
+        value = plain(**tok(text, return_tensors="pt", add_special_tokens=False)).logits.item()
+    assert value == pytest.approx(live["scores"][0], abs=1e-4)
+
+    prompts, responses = [p for p, _ in PROBE], [r for _, r in PROBE]
+    assert RewardScorer(str(tmp_path / "run")).score(prompts, responses) == pytest.approx(live["scores"], abs=1e-4)
+    if finetune == "lora":
+        adapter = RewardScorer(str(tmp_path / "run" / "adapter"))
+        assert adapter.score(prompts, responses) == pytest.approx(live["scores"], abs=1e-4)
+    else:
+        assert not (tmp_path / "run" / "adapter").exists()
+
+
+def test_the_score_api_refuses_mismatched_inputs(tiny_llama):
+    with pytest.raises(ValueError, match="2 prompts but 1 responses"):
+        RewardScorer(str(tiny_llama)).score(["a", "b"], ["c"])
