@@ -110,8 +110,9 @@ class RayCluster:
 
 
 @pytest.fixture(scope="session")
-def ray_cluster() -> Iterator[RayCluster]:
-    """One local Ray cluster for the session: 2 CPUs pinned, its own temp dir, always shut down."""
+def ray_cluster(s3_server: S3) -> Iterator[RayCluster]:
+    """One local Ray cluster for the session: 2 CPUs pinned, its own temp dir, always shut down.
+    Started after the S3 server, so its workers inherit the S3 test credentials."""
     import ray
 
     temp = tempfile.mkdtemp(prefix="crr", dir="/tmp")  # short: Ray's socket paths have a length cap

@@ -60,7 +60,7 @@ def pair_files(uri: str, cfg: TrainConfig, limit: int | None, log: Callable[[str
     files = run.table_files("pairs")
     if not files:
         raise TrainError(f"{run.uri} has no pairs")
-    proto = split_uri(uri)[0]
+    proto = split_uri(run.uri)[0]  # where the table is (an ingested source lands under storage.root)
     return [f"{proto}://{f}" if proto in ("s3", "s3a") else f for f in files]
 
 

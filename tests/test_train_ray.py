@@ -1,0 +1,122 @@
+"""Training on Ray Train: 2-worker DDP on CPU, checkpoints on S3 (moto), a worker killed
+mid-run, the export, and a real base model."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+
+import psutil
+import pytest
+
+from crome_ray.config import TrainConfig, load_config
+from crome_ray.train.export import PROBE
+from crome_ray.train.job import run_train_job
+from crome_ray.train.score import RewardScorer
+
+pytestmark = pytest.mark.ray
+
+
+def train_config(model, root, *extra, storage_endpoint=None) -> TrainConfig:
+    over = [
+        f"model={model}",
+        f"storage.root={root}",
+        "train_limit=64",
+        "eval_limit=32",
+        "max_length=96",
+        "batch_size=4",
+        "lora.r=4",
+        "optim.lr=0.01",
+        "scaling.workers=2",
+        "scaling.cpus_per_worker=0.5",
+        *([f"storage.endpoint_url={storage_endpoint}"] if storage_endpoint else []),
+        *extra,
+    ]
+    return load_config(TrainConfig, None, over)
+
+
+def test_two_worker_ddp_on_cpu_checkpoints_to_s3_and_exports_a_model_that_scores_the_same(
+    s3, ray_cluster, tiny_llama
+):
+    bucket = s3.new_bucket()
+    cfg = train_config(tiny_llama, f"s3://{bucket}/crome", "max_steps=12", "checkpoint_every=5", "log_every=4",
+                       storage_endpoint=s3.endpoint)  # fmt: skip
+    result = run_train_job(cfg)
+    m = result.manifest
+    assert not result.skipped and m["steps"] == 12 and m["final"]["step"] == 12
+    assert m["counts"]["pairs"] == {"train": 64, "eval": 32}
+    assert 0 <= m["final"]["eval_accuracy"] <= 1 and m["final"]["eval_pairs"] == 32  # both workers' shares
+    fs = result.run.fs
+    names = [p.rsplit("/", 1)[1] for p in fs.ls(result.run.file("ray"), detail=False)]
+    checkpoints = [n for n in names if n.startswith("checkpoint_") and not n.endswith(".json")]
+    assert len(checkpoints) == 2  # at steps 5, 10 and 12; the last two kept
+    history = [json.loads(line) for line in fs.open(result.run.file("metrics.jsonl")).read().decode().splitlines()]
+    assert [h["step"] for h in history] == [4, 5, 8, 10, 12]
+    assert set(m["exported"]) == {"model", "adapter"}
+
+    probe = json.loads(fs.open(result.run.file("model", "probe.json")).read())
+    scorer = RewardScorer(result.run.uri, storage=cfg.storage)
+    scores = scorer.score([p for p, _ in PROBE], [r for _, r in PROBE])
+    assert scores == pytest.approx([p["score"] for p in probe], abs=1e-4)
+
+    again = run_train_job(cfg)
+    assert again.skipped  # committed with the same config: nothing is redone
+
+
+def train_worker_pids() -> list[int]:
+    return [
+        p.pid
+        for p in psutil.process_iter(["cmdline"])
+        if "RayTrainWorker" in " ".join(p.info["cmdline"] or [])
+    ]
+
+
+def test_a_worker_killed_mid_run_resumes_from_the_s3_checkpoint_and_finishes(s3, ray_cluster, tiny_llama):
+    bucket = s3.new_bucket()
+    cfg = train_config(
+        tiny_llama, f"s3://{bucket}/crome", "max_steps=400", "checkpoint_every=40", "log_every=40",
+        "eval_data=null", "max_failures=2", storage_endpoint=s3.endpoint,
+    )  # fmt: skip
+    out: dict = {}
+    runner = threading.Thread(target=lambda: out.setdefault("result", run_train_job(cfg)))
+    runner.start()
+    fs = None
+    deadline = time.time() + 300
+    killed = None
+    while time.time() < deadline and runner.is_alive():
+        from crome_ray.storage import filesystem
+
+        fs, _ = filesystem(f"s3://{bucket}/crome", cfg.storage)
+        found = fs.glob(f"{bucket}/crome/train/*/ray/checkpoint_*/train_state.pt")
+        if found:
+            pids = train_worker_pids()
+            if pids:
+                killed = pids[-1]
+                os.kill(killed, signal.SIGKILL)
+                break
+        time.sleep(0.2)
+    runner.join(600)
+    assert killed is not None, "no checkpoint appeared before the run ended: the run is too short to test"
+    result = out["result"]
+    final = result.manifest["final"]
+    assert final["step"] == 400
+    assert final["started_at_step"] >= 40 and final["started_at_step"] % 40 == 0  # from a checkpoint
+    assert result.manifest["resumed"] is True
+    assert result.run.is_committed()
+
+
+@pytest.mark.slow
+def test_smollm2_trains_on_two_workers(tmp_path, ray_cluster, smollm2_path):
+    cfg = train_config("smollm2", tmp_path / "runs", "max_steps=3", "train_limit=24", "eval_limit=8",
+                       "max_length=64", "batch_size=2", "export_merged=false")  # fmt: skip
+    result = run_train_job(cfg)
+    final = result.manifest["final"]
+    assert final["step"] == 3 and final["tokens_per_s"] > 0 and 0 <= final["eval_accuracy"] <= 1
+    assert set(result.manifest["exported"]) == {"adapter"}
+    scores = RewardScorer(str(tmp_path / "runs" / "train" / result.run.uri.rsplit("/", 1)[1])).score(
+        [PROBE[0][0]], [PROBE[0][1]]
+    )
+    assert len(scores) == 1
