@@ -90,8 +90,9 @@ def test_a_worker_killed_mid_run_resumes_from_the_s3_checkpoint_and_finishes(s3,
         from crome_ray.storage import filesystem
 
         fs, _ = filesystem(f"s3://{bucket}/crome", cfg.storage)
-        found = fs.glob(f"{bucket}/crome/train/*/ray/checkpoint_*/train_state.pt")
-        if found:
+        # a checkpoint counts once Ray Train has registered it (its snapshot names it)
+        snapshots = fs.glob(f"{bucket}/crome/train/*/ray/checkpoint_manager_snapshot.json")
+        if snapshots and "checkpoint_2" in fs.cat(snapshots[0]).decode():
             pids = train_worker_pids()
             if pids:
                 killed = pids[-1]
@@ -102,9 +103,13 @@ def test_a_worker_killed_mid_run_resumes_from_the_s3_checkpoint_and_finishes(s3,
     assert killed is not None, "no checkpoint appeared before the run ended: the run is too short to test"
     result = out["result"]
     final = result.manifest["final"]
+    steps = [json.loads(line)["step"] for line in result.run.fs.cat(result.run.file("metrics.jsonl")).decode().splitlines()]
     assert final["step"] == 400
     assert final["started_at_step"] >= 40 and final["started_at_step"] % 40 == 0  # from a checkpoint
     assert result.manifest["resumed"] is True
+    resumed_at = final["started_at_step"]
+    after_restart = list(range(resumed_at + 40, 401, 40))
+    assert steps[-len(after_restart) :] == after_restart and resumed_at in steps[: -len(after_restart)]
     assert result.run.is_committed()
 
 
