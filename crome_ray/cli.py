@@ -15,7 +15,14 @@ import typer
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from crome_ray.config import ConfigError, IngestConfig, OracleConfig, OracleJobConfig, load_config
+from crome_ray.config import (
+    ConfigError,
+    IngestConfig,
+    OracleConfig,
+    OracleJobConfig,
+    TrainConfig,
+    load_config,
+)
 from crome_ray.models import BUILTIN, ModelError, builtin_name, pull_builtin, resolve_model
 from crome_ray.storage import RunFolder, StorageError
 
@@ -224,6 +231,106 @@ def runs_show(
     except StorageError as e:
         fail(str(e))
     console.print_json(json.dumps(manifest, default=str))
+
+
+@app.command()
+def train(
+    overrides: Overrides = None,
+    config: ConfigOpt = None,
+    model: Annotated[
+        str | None, typer.Option(help="Base model: smollm2, minilm, HF id, folder, s3://.")
+    ] = None,
+    data: Annotated[
+        str | None, typer.Option(help="Training pairs: a committed run folder or a source file.")
+    ] = None,
+    output: Annotated[str | None, typer.Option(help="Storage root: a folder or s3://bucket/prefix.")] = None,
+    run_name: Annotated[str | None, typer.Option(help="Run folder name (default: rm-<fingerprint>).")] = None,
+    tie_weight: Annotated[float | None, typer.Option(help="λ, the weight of the tie loss.")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Optimizer steps (default: from epochs).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Ray Train workers.")] = None,
+    gpu: Annotated[bool | None, typer.Option("--gpu/--cpu", help="Train on GPUs (one per worker).")] = None,
+    force: ForceOpt = False,
+) -> None:
+    """Train a reward model (Bradley–Terry + λ × tie loss) with Ray Train; export it and its adapter."""
+    from crome_ray.ray_runtime import connect
+    from crome_ray.summaries import print_train
+    from crome_ray.train.job import TrainError, run_train_job
+
+    extra = _shortcuts(
+        **{
+            "model": model,
+            "train_data": data,
+            "storage.root": output,
+            "run_name": run_name,
+            "loss.tie_weight": tie_weight,
+            "max_steps": max_steps,
+            "scaling.workers": workers,
+            "scaling.use_gpu": gpu,
+        }
+    )
+    try:
+        cfg = load_config(TrainConfig, config, [*(overrides or []), *extra])
+    except ConfigError as e:
+        fail(str(e), 2)
+    connect()
+    try:
+        result = run_train_job(cfg, force=force, log=console.print)
+    except (StorageError, TrainError, ModelError) as e:
+        fail(str(e))
+    print_train(console, result)
+
+
+@app.command()
+def score(
+    model: Annotated[str, typer.Option(help="A training run folder, a model folder or s3:// folder.")],
+    input: Annotated[
+        str,
+        typer.Option("--input", help="jsonl/parquet with prompt + response, or prompt + chosen + rejected."),
+    ],
+    output: Annotated[str | None, typer.Option(help="Write the scores here (.parquet or .jsonl).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Texts per forward pass.")] = 16,
+    max_length: Annotated[int, typer.Option(help="Tokens per text (longer is truncated).")] = 1024,
+) -> None:
+    """Rate (prompt, response) pairs with a reward model; with chosen/rejected, also the pair accuracy."""
+    import pyarrow as pa
+    import pyarrow.json as pj
+    import pyarrow.parquet as pq
+
+    from crome_ray.train.score import RewardScorer
+
+    try:
+        table = pq.read_table(input) if input.endswith(".parquet") else pj.read_json(input)
+    except (OSError, pa.ArrowInvalid) as e:
+        fail(f"cannot read {input}: {e}")
+    cols = set(table.column_names)
+    if "prompt" not in cols or not ({"response"} <= cols or {"chosen", "rejected"} <= cols):
+        fail(f"{input} needs a prompt column and response, or chosen and rejected; it has {sorted(cols)}")
+    try:
+        scorer = RewardScorer(model, batch_size=batch_size, max_length=max_length)
+    except (ModelError, StorageError, OSError) as e:
+        fail(f"cannot load the model {model}: {e}")
+    prompts = [str(p) for p in table.column("prompt").to_pylist()]
+    if "response" in cols:
+        table = table.append_column(
+            "score", pa.array(scorer.score(prompts, [str(r) for r in table.column("response").to_pylist()]))
+        )
+        console.print(f"scored {table.num_rows:,} responses with {scorer.source}")
+    else:
+        chosen = scorer.score(prompts, [str(r) for r in table.column("chosen").to_pylist()])
+        rejected = scorer.score(prompts, [str(r) for r in table.column("rejected").to_pylist()])
+        table = table.append_column("score_chosen", pa.array(chosen)).append_column(
+            "score_rejected", pa.array(rejected)
+        )
+        accuracy = sum(c > r for c, r in zip(chosen, rejected, strict=True)) / max(1, len(chosen))
+        console.print(f"scored {table.num_rows:,} pairs with {scorer.source}: pair accuracy {accuracy:.3f}")
+    if output:
+        if output.endswith(".parquet"):
+            pq.write_table(table, output)
+        else:
+            with open(output, "w") as f:
+                for row in table.to_pylist():
+                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        console.print(f"scores: {output}")
 
 
 @oracle_app.command("run")

@@ -60,3 +60,34 @@ def print_oracle(console: Console, result: Any) -> None:
     console.print(table)
     console.print(f"responses:  {result.run.uri_of('responses')}/")
     console.print(f"ledger:     {m['ledger']}")
+
+
+def print_train(console: Console, result: Any) -> None:
+    """Summary of a ``TrainResult``."""
+    m = result.manifest
+    if result.skipped:
+        console.print(f"[cyan]already committed with the same config:[/] {result.run.uri} (force to redo)")
+    final = m["final"]
+    table = Table(title=f"train: {result.run.uri.rsplit('/', 1)[1]}", header_style="bold")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    pairs = m["counts"]["pairs"]
+    table.add_row("training pairs (ties)", f"{pairs['train']:,} ({m['counts']['ties']['train']:,})")
+    table.add_row("truncated pairs", f"{m['counts']['truncated']['train']:,}")
+    table.add_row("steps", f"{final.get('step', 0):,} of {m['steps']:,}")
+    if m.get("resumed"):
+        table.add_row("resumed from step", f"{final.get('started_at_step', 0):,}")
+    for key, label in (
+        ("loss", "loss (last window)"),
+        ("pair_accuracy", "train pair accuracy (last window)"),
+        ("eval_accuracy", "eval pair accuracy"),
+        ("eval_tie_abs_delta", "eval mean |Δ| on ties"),
+        ("tokens_per_s", "tokens/s"),
+    ):
+        if key in final:
+            table.add_row(label, f"{final[key]:,.3f}" if key != "tokens_per_s" else f"{final[key]:,.0f}")
+    table.add_row("wall time", f"{m['wall_s']:,.0f} s")
+    console.print(table)
+    for name, uri in m["exported"].items():
+        console.print(f"{name + ':':<10} {uri}")
+    console.print(f"manifest:  {result.run.uri_of('manifest.json')}")

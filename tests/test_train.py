@@ -124,7 +124,9 @@ def test_full_fine_tuning_moves_the_base_weights(tiny_llama, samples):
     cfg = config(model=str(tiny_llama), finetune="full", **{"optim.lr": 1e-3})
     base = load_reward_model(tiny_llama, finetune="full").model
     kept: dict = {}
-    train_worker(cfg, str(tiny_llama), LocalRuntime(rows), total_steps=3, export=lambda rm: kept.setdefault("rm", rm))
+    train_worker(
+        cfg, str(tiny_llama), LocalRuntime(rows), total_steps=3, export=lambda rm: kept.setdefault("rm", rm)
+    )
     after = dict(kept["rm"].model.named_parameters())
     emb = "model.embed_tokens.weight"
     assert not torch.equal(base.get_parameter(emb), after[emb].detach())
@@ -132,7 +134,11 @@ def test_full_fine_tuning_moves_the_base_weights(tiny_llama, samples):
 
 def test_training_on_ties_alone_pulls_their_reward_gap_toward_zero(tiny_llama, samples):
     rows = encoded(tiny_llama, samples, 8, ties=8)
-    cfg = config(model=str(tiny_llama), finetune="full", **{"optim.lr": 3e-3, "optim.warmup_ratio": 0, "optim.schedule": "constant"})
+    cfg = config(
+        model=str(tiny_llama),
+        finetune="full",
+        **{"optim.lr": 3e-3, "optim.warmup_ratio": 0, "optim.schedule": "constant"},
+    )
     runtime = LocalRuntime(rows, eval=rows)
     # the first evaluation sees the untrained model; compare its |Δ| with the last
     first = train_worker(cfg.model_copy(update={"eval_every": 1}), str(tiny_llama), runtime, total_steps=1)
@@ -146,7 +152,9 @@ def test_training_on_ties_alone_pulls_their_reward_gap_toward_zero(tiny_llama, s
 
 
 @pytest.mark.parametrize("finetune", ["lora", "full"])
-def test_the_exported_model_scores_like_the_model_at_the_end_of_training(tiny_llama, samples, tmp_path, finetune):
+def test_the_exported_model_scores_like_the_model_at_the_end_of_training(
+    tiny_llama, samples, tmp_path, finetune
+):
     rows = encoded(tiny_llama, samples, 8)
     cfg = config(model=str(tiny_llama), finetune=finetune, **{"optim.lr": 1e-2})
     run = RunFolder.from_uri(str(tmp_path / "run"))
@@ -169,14 +177,17 @@ def test_the_exported_model_scores_like_the_model_at_the_end_of_training(tiny_ll
     plain = AutoModelForSequenceClassification.from_pretrained(tmp_path / "run" / "model").eval()
     tok = AutoTokenizer.from_pretrained(tmp_path / "run" / "model")
     text = tok.apply_chat_template(
-        [{"role": "user", "content": PROBE[0][0]}, {"role": "assistant", "content": PROBE[0][1]}], tokenize=False
+        [{"role": "user", "content": PROBE[0][0]}, {"role": "assistant", "content": PROBE[0][1]}],
+        tokenize=False,
     )
     with torch.no_grad():
         value = plain(**tok(text, return_tensors="pt", add_special_tokens=False)).logits.item()
     assert value == pytest.approx(live["scores"][0], abs=1e-4)
 
     prompts, responses = [p for p, _ in PROBE], [r for _, r in PROBE]
-    assert RewardScorer(str(tmp_path / "run")).score(prompts, responses) == pytest.approx(live["scores"], abs=1e-4)
+    assert RewardScorer(str(tmp_path / "run")).score(prompts, responses) == pytest.approx(
+        live["scores"], abs=1e-4
+    )
     if finetune == "lora":
         adapter = RewardScorer(str(tmp_path / "run" / "adapter"))
         assert adapter.score(prompts, responses) == pytest.approx(live["scores"], abs=1e-4)
@@ -184,6 +195,54 @@ def test_the_exported_model_scores_like_the_model_at_the_end_of_training(tiny_ll
         assert not (tmp_path / "run" / "adapter").exists()
 
 
-def test_the_score_api_refuses_mismatched_inputs(tiny_llama):
+def test_the_score_api_refuses_mismatched_inputs(tiny_rm):
     with pytest.raises(ValueError, match="2 prompts but 1 responses"):
-        RewardScorer(str(tiny_llama)).score(["a", "b"], ["c"])
+        RewardScorer(str(tiny_rm)).score(["a", "b"], ["c"])
+
+
+@pytest.fixture()
+def tiny_rm(tiny_llama, tmp_path):
+    """The tiny Llama with a (random) reward head, saved as a reward model."""
+    rm = load_reward_model(tiny_llama, finetune="full")
+    rm.model.save_pretrained(tmp_path / "rm")
+    rm.tokenizer.save_pretrained(tmp_path / "rm")
+    return tmp_path / "rm"
+
+
+def test_scoring_a_model_without_a_reward_head_is_refused(tiny_llama):
+    from crome_ray.models import ModelError
+
+    with pytest.raises(ModelError, match="no trained reward head"):
+        RewardScorer(str(tiny_llama))
+
+
+def test_crome_ray_score_rates_pairs_and_reports_their_accuracy(tiny_rm, samples, tmp_path):
+    from typer.testing import CliRunner
+
+    from crome_ray.cli import app
+
+    pairs = tmp_path / "pairs.jsonl"
+    rows = uf_rows(samples, 6)
+    with open(pairs, "w") as f:
+        for p, c, r in zip(rows["prompt"], rows["chosen"], rows["rejected"], strict=True):
+            f.write(json.dumps({"prompt": p, "chosen": c, "rejected": r}) + "\n")
+    out = tmp_path / "scores.parquet"
+    res = CliRunner().invoke(
+        app,
+        ["score", "--model", str(tiny_rm), "--input", str(pairs), "--output", str(out), "--max-length", "64"],
+    )
+    assert res.exit_code == 0, res.output
+    assert "scored 6 pairs" in res.output and "pair accuracy" in res.output
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(out)
+    scorer = RewardScorer(str(tiny_rm), max_length=64)
+    expected = scorer.score(list(rows["prompt"]), list(rows["chosen"]))
+    assert table.column("score_chosen").to_pylist() == pytest.approx(expected, abs=1e-5)
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"question": "q", "answer": "a"}) + "\n")
+    res = CliRunner().invoke(app, ["score", "--model", str(tiny_rm), "--input", str(bad)])
+    assert res.exit_code == 1 and "needs a prompt column" in res.output
+    res = CliRunner().invoke(app, ["score", "--model", str(tmp_path / "nowhere"), "--input", str(pairs)])
+    assert res.exit_code == 1 and "cannot load the model" in res.output

@@ -42,8 +42,10 @@ def test_two_worker_ddp_on_cpu_checkpoints_to_s3_and_exports_a_model_that_scores
     s3, ray_cluster, tiny_llama
 ):
     bucket = s3.new_bucket()
-    cfg = train_config(tiny_llama, f"s3://{bucket}/crome", "max_steps=12", "checkpoint_every=5", "log_every=4",
-                       storage_endpoint=s3.endpoint)  # fmt: skip
+    root = f"s3://{bucket}/crome"
+    cfg = train_config(
+        tiny_llama, root, "max_steps=12", "checkpoint_every=5", "log_every=4", storage_endpoint=s3.endpoint
+    )
     result = run_train_job(cfg)
     m = result.manifest
     assert not result.skipped and m["steps"] == 12 and m["final"]["step"] == 12
@@ -53,7 +55,9 @@ def test_two_worker_ddp_on_cpu_checkpoints_to_s3_and_exports_a_model_that_scores
     names = [p.rsplit("/", 1)[1] for p in fs.ls(result.run.file("ray"), detail=False)]
     checkpoints = [n for n in names if n.startswith("checkpoint_") and not n.endswith(".json")]
     assert len(checkpoints) == 2  # at steps 5, 10 and 12; the last two kept
-    history = [json.loads(line) for line in fs.open(result.run.file("metrics.jsonl")).read().decode().splitlines()]
+    history = [
+        json.loads(line) for line in fs.open(result.run.file("metrics.jsonl")).read().decode().splitlines()
+    ]
     assert [h["step"] for h in history] == [4, 5, 8, 10, 12]
     assert set(m["exported"]) == {"model", "adapter"}
 
@@ -103,7 +107,10 @@ def test_a_worker_killed_mid_run_resumes_from_the_s3_checkpoint_and_finishes(s3,
     assert killed is not None, "no checkpoint appeared before the run ended: the run is too short to test"
     result = out["result"]
     final = result.manifest["final"]
-    steps = [json.loads(line)["step"] for line in result.run.fs.cat(result.run.file("metrics.jsonl")).decode().splitlines()]
+    steps = [
+        json.loads(line)["step"]
+        for line in result.run.fs.cat(result.run.file("metrics.jsonl")).decode().splitlines()
+    ]
     assert final["step"] == 400
     assert final["started_at_step"] >= 40 and final["started_at_step"] % 40 == 0  # from a checkpoint
     assert result.manifest["resumed"] is True
@@ -125,3 +132,20 @@ def test_smollm2_trains_on_two_workers(tmp_path, ray_cluster, smollm2_path):
         [PROBE[0][0]], [PROBE[0][1]]
     )
     assert len(scores) == 1
+
+
+def test_crome_ray_train_runs_from_the_command_line_and_prints_a_summary(tmp_path, ray_cluster, tiny_llama):
+    from typer.testing import CliRunner
+
+    from crome_ray.cli import app
+
+    args = ["train", "--model", str(tiny_llama), "--output", str(tmp_path / "runs"), "--run-name", "cli",
+            "--max-steps", "2", "--workers", "1", "train_limit=16", "eval_limit=8", "max_length=64",
+            "scaling.cpus_per_worker=0.5"]  # fmt: skip
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "16 training pairs" in res.output and "eval pair accuracy" in res.output
+    assert (tmp_path / "runs" / "train" / "cli" / "_COMMITTED").exists()
+    assert (tmp_path / "runs" / "train" / "cli" / "model" / "config.json").exists()
+    res = CliRunner().invoke(app, ["train", "--model", str(tiny_llama), "scaling.workers=0"])
+    assert res.exit_code == 2 and "scaling.workers" in res.output

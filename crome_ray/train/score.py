@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from crome_ray.config import StorageConfig
-from crome_ray.models import resolve_model
+from crome_ray.models import ModelError, resolve_model
 from crome_ray.storage import filesystem, join
 from crome_ray.train.batches import PairEncoder
 from crome_ray.train.export import score_texts
@@ -53,7 +53,15 @@ class RewardScorer:
             net = AutoPeftModelForSequenceClassification.from_pretrained(str(path), num_labels=1)
             base_type = net.base_model.model.config.model_type
         else:
-            net = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1)
+            net, info = AutoModelForSequenceClassification.from_pretrained(
+                str(path), num_labels=1, output_loading_info=True
+            )
+            fresh = [k for k in info.get("missing_keys", ()) if k.split(".")[0] in ("score", "classifier")]
+            if fresh:
+                raise ModelError(
+                    f"{self.source} has no trained reward head ({fresh[0]} is missing): it is a base "
+                    "model; train it with `crome-ray train` and score with the run folder"
+                )
             base_type = AutoConfig.from_pretrained(str(path)).model_type
         net.config.pad_token_id = self.tokenizer.pad_token_id
         self.model = net.to(self.device).eval()
