@@ -139,11 +139,42 @@ def demo(
     force: ForceOpt = False,
 ) -> None:
     """Run the pipeline on the embedded sample with local defaults (no key, no spend)."""
-    console.rule("[bold]1/2  ingest the UltraFeedback sample")
+    console.rule("[bold]1/3  ingest the UltraFeedback sample")
     cfg = load_config(IngestConfig, None, [f"storage.root={output}", "run_name=demo-ultrafeedback"])
     _run_ingest(cfg, force)
-    console.rule("[bold]2/2  oracle: 40 grading prompts, simulated Gemini, $0.05 cap")
+    console.rule("[bold]2/3  oracle: 40 grading prompts, simulated Gemini, $0.05 cap")
     _demo_oracle(output, force)
+    console.rule("[bold]3/3  train a reward model: MiniLM, 30 steps on 2 CPU workers (Ray Train)")
+    _demo_train(output, force)
+
+
+def _demo_train(output: str, force: bool) -> None:
+    from crome_ray.summaries import print_train
+    from crome_ray.train.job import run_train_job
+
+    cfg = load_config(
+        TrainConfig,
+        None,
+        [
+            "model=minilm",
+            "finetune=full",
+            "optim.lr=5e-5",
+            f"train_data={output}/ingest/demo-ultrafeedback",
+            "max_length=128",
+            "batch_size=4",
+            "max_steps=30",
+            "log_every=10",
+            "checkpoint_every=15",
+            "scaling.cpus_per_worker=0.9",
+            f"storage.root={output}",
+            "run_name=demo-rm",
+        ],
+    )
+    print_train(console, run_train_job(cfg, force=force, log=console.print))
+    console.print(
+        "[dim]30 steps on a 22M encoder shows the machinery, not a good reward model; "
+        "see docs/training.md and bench/learning_check.py.[/]"
+    )
 
 
 def _demo_oracle(output: str, force: bool) -> None:
@@ -172,7 +203,7 @@ def _demo_oracle(output: str, force: bool) -> None:
                 "oracle.retry.initial_backoff_s=0.2",
             ],
         )
-        connect(num_cpus=2)
+        connect(num_cpus=2, dashboard=True)  # the dashboard serves the state API Ray Train polls
         result = run_oracle_job(cfg, SecretStr("simulator-has-no-key"), force=force)
     print_oracle(console, result)
     console.print(
@@ -272,7 +303,7 @@ def train(
         cfg = load_config(TrainConfig, config, [*(overrides or []), *extra])
     except ConfigError as e:
         fail(str(e), 2)
-    connect()
+    connect(dashboard=True)
     try:
         result = run_train_job(cfg, force=force, log=console.print)
     except (StorageError, TrainError, ModelError) as e:

@@ -7,7 +7,10 @@ import logging
 import os
 
 
-def connect(num_cpus: int | None = None) -> None:
+def connect(num_cpus: int | None = None, dashboard: bool = False) -> None:
+    """``dashboard``: start a local cluster with its dashboard, which serves Ray's state API.
+    Ray Train needs that API (its placement-group cleaner polls it, warning every second
+    without it); the oracle job does not, and saves the CPU."""
     import ray
 
     if ray.is_initialized():
@@ -18,6 +21,6 @@ def connect(num_cpus: int | None = None) -> None:
         num_cpus=None if address else num_cpus,
         logging_level=logging.WARNING,
         log_to_driver=True,
-        include_dashboard=False if not address else None,
+        include_dashboard=dashboard if not address else None,
     )
     ray.data.DataContext.get_current().enable_progress_bars = False  # we print our own progress
