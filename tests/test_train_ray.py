@@ -44,13 +44,19 @@ def test_two_worker_ddp_on_cpu_checkpoints_to_s3_and_exports_a_model_that_scores
     bucket = s3.new_bucket()
     root = f"s3://{bucket}/crome"
     cfg = train_config(
-        tiny_llama, root, "max_steps=12", "checkpoint_every=5", "log_every=4", storage_endpoint=s3.endpoint
+        tiny_llama,
+        root,
+        "max_steps=12",
+        "checkpoint_every=5",
+        "log_every=4",
+        "eval_limit=31",
+        storage_endpoint=s3.endpoint,
     )
     result = run_train_job(cfg)
     m = result.manifest
     assert not result.skipped and m["steps"] == 12 and m["final"]["step"] == 12
-    assert m["counts"]["pairs"] == {"train": 64, "eval": 32}
-    assert 0 <= m["final"]["eval_accuracy"] <= 1 and m["final"]["eval_pairs"] == 32  # both workers' shares
+    assert m["counts"]["pairs"] == {"train": 64, "eval": 31}
+    assert 0 <= m["final"]["eval_accuracy"] <= 1 and m["final"]["eval_pairs"] == 31  # each once, none dropped
     fs = result.run.fs
     names = [p.rsplit("/", 1)[1] for p in fs.ls(result.run.file("ray"), detail=False)]
     checkpoints = [n for n in names if n.startswith("checkpoint_") and not n.endswith(".json")]

@@ -92,7 +92,7 @@ class _Encode:
         )
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        return self.encoder.encode_pairs(batch)
+        return {**self.encoder.encode_pairs(batch), "pair_id": batch["pair_id"]}
 
 
 def _swap_half(batch: dict[str, Any]) -> dict[str, Any]:
@@ -157,8 +157,11 @@ def _train_fn(config: dict[str, Any]) -> None:
                 yield from rows_of(b)
 
         def eval_rows(self):
+            # the eval table is not split (an equal split would drop the remainder): each
+            # worker takes the rows whose pair id falls to its rank, so each is scored once
             for b in eval_shard.iter_batches(batch_size=256, batch_format="numpy"):
-                yield from rows_of(b)
+                mine = [int(str(p)[:8], 16) % self.world_size == self.rank for p in b["pair_id"]]
+                yield from (row for row, keep in zip(rows_of(b), mine, strict=True) if keep)
 
         def wrap(self, model):
             return ray.train.torch.prepare_model(model, parallel_strategy=cfg.scaling.strategy)
@@ -280,7 +283,7 @@ def run_train_job(
             checkpoint_config=CheckpointConfig(num_to_keep=2),
         ),
         datasets=datasets,
-        dataset_config=DataConfig(datasets_to_split="all"),
+        dataset_config=DataConfig(datasets_to_split=["train"]),
     )
     try:
         result = trainer.fit()
