@@ -116,16 +116,29 @@ async def run_client(base: str, n: int, c: int) -> float:
     from crome_ray.oracle.governor import GovernorCore, LocalGovernor
     from crome_ray.oracle.protocol import GenerationParams, OracleRequest
 
-    cfg = load_config(OracleConfig, None, [f"base_url={base}", f"model={MODEL}", f"quota.max_in_flight={c}"])
+    cfg = load_config(
+        OracleConfig,
+        None,
+        [
+            f"base_url={base}",
+            f"model={MODEL}",
+            f"quota.max_in_flight={c}",
+            "quota.rpm=10000000",
+            "quota.input_tpm=1000000000",
+        ],
+    )
     with tempfile.TemporaryDirectory() as tmp:
         cache = ResponseCache(tmp, "gemini", MODEL)
-        client = OracleClient(cfg, GeminiBackend(cfg, "k"), LocalGovernor(GovernorCore(cfg)), cache)
+        backend = GeminiBackend(cfg, "k")
+        client = OracleClient(cfg, backend, LocalGovernor(GovernorCore(cfg)), cache)
         reqs = [OracleRequest(prompt(i), json_schema=SCHEMA, params=GenerationParams(max_output_tokens=256))
                 for i in range(-c, n)]  # fmt: skip
         await client.call_many(reqs[:c])
         t = time.process_time()
         await client.call_many(reqs[c:])
-        return time.process_time() - t
+        used = time.process_time() - t
+        await backend.aclose()
+        return used
 
 
 def main() -> None:

@@ -64,7 +64,8 @@ def side_plain(args, root: str) -> dict:
     files = pair_files(cfg.train_data, cfg, cfg.train_limit, lambda s: None)
     table = pq.read_table(files[0]).slice(0, args.pairs)
     batch = {
-        c: table.column(c).to_numpy(zero_copy_only=False) for c in ("prompt", "chosen", "rejected", "label")
+        c: table.column(c).to_numpy(zero_copy_only=False)
+        for c in ("pair_id", "prompt", "chosen", "rejected", "label")
     }
     rows = rows_of(_Encode(path, cfg.max_length)(batch))
     runtime = LocalRuntime(rows)
@@ -78,7 +79,7 @@ def side_ray(args, root: str, workers: int) -> dict:
     from crome_ray.ray_runtime import connect
     from crome_ray.train.job import run_train_job
 
-    connect(num_cpus=2, dashboard=True)
+    connect(num_cpus=2, dashboard=not args.no_dashboard)
     cpus = args.threads / workers
     cfg = load_config(
         TrainConfig,
@@ -104,6 +105,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--side", choices=["plain", "ray", "ray-ddp"], help="run one side in this process")
     ap.add_argument("--root", default=None)
+    ap.add_argument("--no-dashboard", action="store_true", help="local Ray without its dashboard")
     args = ap.parse_args()
 
     if args.side:

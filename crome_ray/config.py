@@ -280,7 +280,9 @@ class ScalingSettings(Frozen):
     workers: int = Field(2, gt=0, description="Training workers (one per GPU on a GPU cluster).")
     use_gpu: bool = False
     cpus_per_worker: float = Field(0.9, gt=0, description="CPUs per worker (fractional on a laptop).")
-    strategy: Literal["ddp", "fsdp"] = Field("ddp", description="fsdp shards multi-billion models.")
+    strategy: Literal["ddp"] = Field(
+        "ddp", description="Data parallelism. FSDP (sharded, for multi-billion models) is not built yet."
+    )
 
 
 class TrainConfig(Frozen):

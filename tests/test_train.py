@@ -246,3 +246,14 @@ def test_crome_ray_score_rates_pairs_and_reports_their_accuracy(tiny_rm, samples
     assert res.exit_code == 1 and "needs a prompt column" in res.output
     res = CliRunner().invoke(app, ["score", "--model", str(tmp_path / "nowhere"), "--input", str(pairs)])
     assert res.exit_code == 1 and "cannot load the model" in res.output
+
+
+@pytest.mark.parametrize("setting", ["gradient_checkpointing=true", "precision=bf16"])
+def test_gradient_checkpointing_and_bf16_autocast_train_too(tiny_llama, samples, setting):
+    rows = encoded(tiny_llama, samples, 8)
+    key, value = setting.split("=")
+    cfg = config(model=str(tiny_llama), **{key: value, "optim.lr": 1e-2})
+    runtime = LocalRuntime(rows, eval=rows)
+    last = train_worker(cfg, str(tiny_llama), runtime, total_steps=3)
+    assert all(np.isfinite(r["loss"]) for r in runtime.reports) and last["eval_pairs"] == 8
+    assert runtime.reports[0]["loss"] != runtime.reports[-1]["loss"]
