@@ -15,16 +15,26 @@ import difflib
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 SAMPLE_ULTRAFEEDBACK = "data/samples/ultrafeedback/train_1k.jsonl"
 
 
 class ConfigError(ValueError):
     """A configuration problem; the message names the field and what is allowed."""
+
+
+def _safe_run_name(v: str | None) -> str | None:
+    if v is not None and (not v or "/" in v or v in (".", "..")):
+        raise ValueError("must be a non-empty name without '/'")
+    return v
+
+
+RunName = Annotated[str | None, AfterValidator(_safe_run_name)]
+"""A run folder name: one path segment (every job config's ``run_name``)."""
 
 
 class Frozen(BaseModel):
@@ -109,19 +119,12 @@ class IngestConfig(Frozen):
     """`crome-ray ingest` / jobs/ingest.py: one source into a committed pairs table."""
 
     job: Literal["ingest"] = "ingest"
-    run_name: str | None = Field(
+    run_name: RunName = Field(
         None, description="Run folder name; default <source name>-<config fingerprint>."
     )
     source: SourceConfig = SourceConfig()
     storage: StorageConfig = StorageConfig()
     rows_per_file: int = Field(50_000, gt=0, description="Rows per Parquet part file.")
-
-    @field_validator("run_name")
-    @classmethod
-    def _safe_run_name(cls, v: str | None) -> str | None:
-        if v is not None and (not v or "/" in v or v in (".", "..")):
-            raise ValueError("must be a non-empty name without '/'")
-        return v
 
     def fingerprint(self) -> str:
         """Hash of what determines the output (not where it is written)."""
@@ -217,7 +220,7 @@ class OracleJobConfig(Frozen):
     """`crome-ray oracle run` / jobs/oracle.py: a table of prompts through the oracle, capped and cached."""
 
     job: Literal["oracle"] = "oracle"
-    run_name: str | None = Field(None, description="Run folder name; default oracle-<fingerprint>.")
+    run_name: RunName = Field(None, description="Run folder name; default oracle-<fingerprint>.")
     input: str = Field(
         "data/samples/oracle/verify_prompts.jsonl",
         description="Prompts (jsonl/parquet): prompt, optional system, schema (JSON text).",
@@ -289,7 +292,7 @@ class TrainConfig(Frozen):
     """`crome-ray train` / jobs/train.py: a reward model on preference (and tie) pairs, on Ray Train."""
 
     job: Literal["train"] = "train"
-    run_name: str | None = Field(None, description="Run folder name; default rm-<fingerprint>.")
+    run_name: RunName = Field(None, description="Run folder name; default rm-<fingerprint>.")
     model: str = Field("smollm2", description="Base: built-in name, HF id, local or s3:// folder.")
     finetune: Literal["lora", "full"] = "lora"
     lora: LoraSettings = LoraSettings()
@@ -320,13 +323,6 @@ class TrainConfig(Frozen):
     max_failures: int = Field(3, ge=-1, description="Worker failures to recover from (-1: any).")
     export_merged: bool = Field(True, description="Also save the LoRA-merged model (plain transformers).")
     storage: StorageConfig = StorageConfig()
-
-    @field_validator("run_name")
-    @classmethod
-    def _safe_run_name(cls, v: str | None) -> str | None:
-        if v is not None and (not v or "/" in v or v in (".", "..")):
-            raise ValueError("must be a non-empty name without '/'")
-        return v
 
     def fingerprint(self) -> str:
         return config_fingerprint(self.model_copy(update={"run_name": None, "storage": StorageConfig()}))

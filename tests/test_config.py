@@ -8,6 +8,8 @@ import pytest
 from crome_ray.config import (
     ConfigError,
     IngestConfig,
+    OracleJobConfig,
+    TrainConfig,
     load_config,
     load_job_config,
     parse_override,
@@ -100,3 +102,10 @@ def test_fingerprint_follows_what_changes_the_output_not_where_it_goes():
     changed = load_config(IngestConfig, None, ["source.ties=keep"])
     assert base.fingerprint() == moved.fingerprint()
     assert base.fingerprint() != changed.fingerprint()
+
+
+@pytest.mark.parametrize("cls", [IngestConfig, OracleJobConfig, TrainConfig])
+@pytest.mark.parametrize("bad", ["a/b", "..", "''"])
+def test_every_job_refuses_a_run_name_that_is_not_one_folder_name(cls, bad):
+    with pytest.raises(ConfigError, match="run_name"):
+        load_config(cls, None, [f"run_name={bad}"])
