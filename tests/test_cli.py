@@ -77,11 +77,16 @@ def test_runs_show_refuses_an_uncommitted_folder(tmp_path):
 
 
 @pytest.mark.ray
-def test_demo_ingests_the_sample_and_runs_the_oracle_on_the_simulator(tmp_path, ray_cluster):
+def test_demo_ingests_the_sample_runs_the_oracle_on_the_simulator_and_trains_a_reward_model(
+    tmp_path, ray_cluster
+):
     res = runner.invoke(app, ["demo", "--output", str(tmp_path)])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "ingest" / "demo-ultrafeedback" / "_COMMITTED").exists()
     assert (tmp_path / "oracle" / "demo-oracle" / "_COMMITTED").exists()
+    assert (tmp_path / "train" / "demo-rm" / "_COMMITTED").exists()
+    assert (tmp_path / "train" / "demo-rm" / "model" / "config.json").exists()
+    assert "eval pair accuracy" in res.output
     assert "of $0.05 cap" in res.output and "simulated" in res.output
     shown = runner.invoke(app, ["runs", "show", str(tmp_path / "ingest" / "demo-ultrafeedback")])
     assert '"pairs_written"' in shown.output

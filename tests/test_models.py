@@ -27,7 +27,7 @@ def test_a_hub_id_without_network_says_what_to_use_instead(tmp_path, monkeypatch
         resolve_model("org/model", cache=str(tmp_path))
 
 
-def test_an_s3_folder_is_copied_once_into_the_cache(s3, tmp_path):
+def test_an_s3_folder_is_copied_once_and_again_only_when_it_changes(s3, tmp_path):
     bucket = s3.new_bucket()
     client = s3.client()
     client.put_object(Bucket=bucket, Key="models/rm/config.json", Body=b'{"model_type": "llama"}')
@@ -36,8 +36,12 @@ def test_an_s3_folder_is_copied_once_into_the_cache(s3, tmp_path):
     path = resolve_model(f"s3://{bucket}/models/rm", cache=str(tmp_path), storage=storage)
     assert json.loads((path / "config.json").read_text()) == {"model_type": "llama"}
     assert (path / "sub" / "tokenizer.json").exists() and (path / COMPLETE).exists()
-    client.delete_object(Bucket=bucket, Key="models/rm/config.json")
+    copied_at = (path / "config.json").stat().st_mtime_ns
     assert resolve_model(f"s3://{bucket}/models/rm/", cache=str(tmp_path), storage=storage) == path
+    assert (path / "config.json").stat().st_mtime_ns == copied_at  # served from the cache
+    client.put_object(Bucket=bucket, Key="models/rm/config.json", Body=b'{"model_type": "llama", "v": 2}')
+    again = resolve_model(f"s3://{bucket}/models/rm", cache=str(tmp_path), storage=storage)
+    assert again != path and json.loads((again / "config.json").read_text())["v"] == 2  # rewritten: fetched
 
 
 @pytest.mark.slow

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -79,17 +81,19 @@ def _strip(uri: str) -> str:
 class _Encode:
     """Ray Data callable: pairs → token columns (one tokenizer per actor)."""
 
-    def __init__(self, model_path: str, max_length: int):
+    def __init__(self, model: str, storage_json: str, max_length: int):
         from transformers import AutoConfig, AutoTokenizer
 
+        from crome_ray.config import StorageConfig
+        from crome_ray.models import resolve_model
         from crome_ray.train.batches import PairEncoder
-        from crome_ray.train.model import prepare_tokenizer
+        from crome_ray.train.model import is_decoder_type, prepare_tokenizer
 
-        kind = AutoConfig.from_pretrained(model_path).model_type
-        is_decoder = kind not in ("bert", "roberta", "deberta-v2", "distilbert", "electra")
-        self.encoder = PairEncoder(
-            prepare_tokenizer(AutoTokenizer.from_pretrained(model_path)), max_length, is_decoder
-        )
+        # resolved here, on this actor's node (the driver's local path may not exist here)
+        path = str(resolve_model(model, storage=StorageConfig.model_validate_json(storage_json)))
+        tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(path))
+        kind = AutoConfig.from_pretrained(path).model_type
+        self.encoder = PairEncoder(tokenizer, max_length, is_decoder_type(kind))
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         return {**self.encoder.encode_pairs(batch), "pair_id": batch["pair_id"]}
@@ -104,23 +108,22 @@ def _swap_half(batch: dict[str, Any]) -> dict[str, Any]:
     return {**batch, "chosen": chosen, "rejected": rejected}
 
 
-def tokenized(files: list[str], cfg: TrainConfig, model_path: str, limit: int | None, shuffle: bool):
+def tokenized(files: list[str], cfg: TrainConfig, model: str, limit: int | None, shuffle: bool):
     import ray
 
     cols = ["pair_id", "prompt", "chosen", "rejected", "label"]
-    ds = ray.data.read_parquet(
-        [_strip(f) for f in files], filesystem=_pyarrow_fs(cfg, files[0]), columns=cols
-    )
+    ds = ray.data.read_parquet([_strip(f) for f in files], filesystem=_pyarrow_fs(cfg, files[0]))
+    ds = ds.select_columns(cols)
     if limit:
         ds = ds.limit(limit)
     if shuffle:
         ds = ds.map_batches(_swap_half, batch_format="numpy")
     ds = ds.map_batches(
         _Encode,
-        fn_constructor_args=(model_path, cfg.max_length),
+        fn_constructor_args=(model, cfg.storage.model_dump_json(), cfg.max_length),
         batch_format="numpy",
         batch_size=64,
-        compute=ray.data.ActorPoolStrategy(size=1),
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, cfg.scaling.workers)),
         num_cpus=0.5,
     )
     return ds.materialize()
@@ -135,6 +138,7 @@ def _train_fn(config: dict[str, Any]) -> None:
     import ray.train.torch
     import torch
 
+    from crome_ray.models import resolve_model
     from crome_ray.train.batches import rows_of
     from crome_ray.train.export import export_model
     from crome_ray.train.loop import train_worker
@@ -183,7 +187,8 @@ def _train_fn(config: dict[str, Any]) -> None:
             ckpt = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
             ray.train.report(metrics, checkpoint=ckpt)
             if self.rank == 0:  # the history survives restarts: it is rewritten whole each time
-                print(progress_line(metrics, ckpt is not None), flush=True)
+                # to the process's own stdout: Ray Train's patched print would log it twice
+                print(progress_line(metrics, ckpt is not None), file=sys.__stdout__, flush=True)
                 history.append(metrics)
                 with run.fs.open(run.file("metrics.jsonl"), "wb") as f:
                     f.write("".join(json.dumps(r) + "\n" for r in history).encode())
@@ -200,7 +205,9 @@ def _train_fn(config: dict[str, Any]) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if not cfg.scaling.use_gpu:  # Ray gives a worker fractional CPUs; torch would use every core
         torch.set_num_threads(max(1, round(cfg.scaling.cpus_per_worker)))
-    train_worker(cfg, config["model_path"], RayRuntime(), config["total_steps"], export=export)
+    # resolved on this worker's node (built-in and s3:// models are fetched once per node)
+    model_path = str(resolve_model(config["model"], storage=cfg.storage))
+    train_worker(cfg, model_path, RayRuntime(), config["total_steps"], export=export)
 
 
 def progress_line(m: dict[str, Any], checkpoint: bool) -> str:
@@ -218,7 +225,7 @@ def run_train_job(
     cfg: TrainConfig, *, force: bool = False, log: Callable[[str], None] = print
 ) -> TrainResult:
     import ray
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from crome_ray.models import resolve_model
@@ -237,13 +244,17 @@ def run_train_job(
     run.fs.makedirs(run.path, exist_ok=True)
 
     started = time.time()
-    model_path = str(resolve_model(cfg.model, storage=cfg.storage))
+    model_path = str(resolve_model(cfg.model, storage=cfg.storage))  # fetched here first: fails fast
+    # workers resolve the name on their own node; a local folder is passed as an absolute path
+    model_ref = (
+        str(Path(cfg.model).expanduser().resolve()) if Path(cfg.model).expanduser().is_dir() else cfg.model
+    )
     train_files = pair_files(cfg.train_data, cfg, cfg.train_limit, log)
-    train_ds = tokenized(train_files, cfg, model_path, cfg.train_limit, cfg.shuffle_labels)
+    train_ds = tokenized(train_files, cfg, model_ref, cfg.train_limit, cfg.shuffle_labels)
     datasets = {"train": train_ds}
     if cfg.eval_data:
         datasets["eval"] = tokenized(
-            pair_files(cfg.eval_data, cfg, cfg.eval_limit, log), cfg, model_path, cfg.eval_limit, False
+            pair_files(cfg.eval_data, cfg, cfg.eval_limit, log), cfg, model_ref, cfg.eval_limit, False
         )
     counts = {name: ds.count() for name, ds in datasets.items()}
     truncated = {name: int(ds.sum("truncated") or 0) for name, ds in datasets.items()}
@@ -262,7 +273,7 @@ def run_train_job(
         _train_fn,
         train_loop_config={
             "cfg": cfg.model_dump_json(),
-            "model_path": model_path,
+            "model": model_ref,
             "total_steps": total_steps,
             "run_uri": run.uri,
             "has_eval": "eval" in datasets,
@@ -281,6 +292,7 @@ def run_train_job(
             storage_filesystem=_pyarrow_fs(cfg, run.uri) if split_uri(run.uri)[0] in ("s3", "s3a") else None,
             failure_config=FailureConfig(max_failures=cfg.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
+            logging_config=LoggingConfig(log_level="WARNING"),  # our own line per logged step instead
         ),
         datasets=datasets,
         dataset_config=DataConfig(datasets_to_split=["train"]),

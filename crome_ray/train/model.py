@@ -35,6 +35,14 @@ LORA_TARGETS: dict[str, list[str]] = {
 }
 
 
+ENCODER_TYPES = frozenset({"bert", "roberta", "deberta-v2", "distilbert", "electra"})
+
+
+def is_decoder_type(model_type: str) -> bool:
+    """Whether a model of this ``config.model_type`` reads its reward at the last token."""
+    return model_type not in ENCODER_TYPES
+
+
 @dataclass
 class RewardModel:
     model: torch.nn.Module  # returns .logits of shape (batch, 1)
@@ -68,13 +76,7 @@ def load_reward_model(
 
     tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(str(path)))
     config = AutoConfig.from_pretrained(str(path))
-    is_decoder = not getattr(config, "is_encoder_decoder", False) and config.model_type not in (
-        "bert",
-        "roberta",
-        "deberta-v2",
-        "distilbert",
-        "electra",
-    )
+    is_decoder = is_decoder_type(config.model_type)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # "score.weight newly initialized" is expected here
     try:

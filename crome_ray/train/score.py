@@ -16,7 +16,7 @@ from crome_ray.models import ModelError, resolve_model
 from crome_ray.storage import filesystem, join
 from crome_ray.train.batches import PairEncoder
 from crome_ray.train.export import score_texts
-from crome_ray.train.model import prepare_tokenizer
+from crome_ray.train.model import is_decoder_type, prepare_tokenizer
 
 
 def model_folder(uri: str, storage: StorageConfig | None = None) -> str:
@@ -65,8 +65,7 @@ class RewardScorer:
             base_type = AutoConfig.from_pretrained(str(path)).model_type
         net.config.pad_token_id = self.tokenizer.pad_token_id
         self.model = net.to(self.device).eval()
-        is_decoder = base_type not in ("bert", "roberta", "deberta-v2", "distilbert", "electra")
-        self.encoder = PairEncoder(self.tokenizer, max_length, is_decoder)
+        self.encoder = PairEncoder(self.tokenizer, max_length, is_decoder_type(base_type))
         self.batch_size = batch_size
 
     def score(self, prompts: list[str], responses: list[str]) -> list[float]:
