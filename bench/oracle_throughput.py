@@ -251,7 +251,7 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=180.0, help="seconds per side")
     ap.add_argument("--latency", type=float, default=1.5, help="median latency, seconds")
     ap.add_argument("--sigma", type=float, default=0.5)
-    ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--side", choices=["crome-ray", "ray.data.llm"], help="run one side in this process")
     ap.add_argument("--skip-ray-llm", action="store_true")
     args = ap.parse_args()

@@ -232,6 +232,12 @@ class OracleJobConfig(Frozen):
     workers: int = Field(2, gt=0, description="Ray Data actors calling the oracle.")
     worker_cpus: float = Field(0.25, gt=0, description="CPUs per actor (oracle calls are I/O bound).")
     batch_size: int = Field(32, gt=0, description="Rows per actor call; they run concurrently.")
+    batches_per_worker: int = Field(
+        2,
+        gt=0,
+        description="Batches an actor works on at once, so the next batch's calls start while "
+        "the last few of a batch are still out (no stall at batch boundaries).",
+    )
     rows_per_file: int = Field(50_000, gt=0)
 
     def fingerprint(self) -> str:

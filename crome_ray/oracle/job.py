@@ -207,7 +207,11 @@ def _run_online(cfg, api_key, rows, put, report) -> dict[str, Any]:
                 "governor_name": gov_name,
                 "max_output_tokens": cfg.max_output_tokens,
             },
-            compute=ray.data.ActorPoolStrategy(size=cfg.workers),
+            compute=ray.data.ActorPoolStrategy(
+                size=cfg.workers,
+                max_concurrent_calls_per_actor=cfg.batches_per_worker,
+                enable_true_multi_threading=cfg.batches_per_worker > 1,
+            ),
             num_cpus=cfg.worker_cpus,
             batch_size=cfg.batch_size,
             batch_format="pyarrow",

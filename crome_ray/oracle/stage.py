@@ -3,7 +3,9 @@
 Each actor builds its backend, cache writer and a handle to the run's governor once
 (``__init__``), and runs an asyncio loop on a thread of its own; ``__call__`` sends a
 batch's requests concurrently (the governor decides how many go at once) and adds
-the answers as columns. A request's own failure is a value in the ``oracle_error``
+the answers as columns. Several ``__call__``s may run at once on Ray Data's threads
+(``batches_per_worker``): each only hands its batch to the one loop and waits, so every
+call still runs on that loop. A request's own failure is a value in the ``oracle_error``
 column, never an exception that would fail the batch.
 
 Input columns: ``prompt``; optional ``system``, ``schema`` (JSON text), ``max_output_tokens``.
