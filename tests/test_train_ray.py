@@ -140,12 +140,21 @@ def test_smollm2_trains_on_two_workers(tmp_path, ray_cluster, smollm2_path):
     assert len(scores) == 1
 
 
-def test_crome_ray_train_runs_from_the_command_line_and_prints_a_summary(tmp_path, ray_cluster, tiny_llama):
+def test_crome_ray_train_runs_from_the_command_line_with_a_relative_root_and_prints_a_summary(
+    tmp_path, ray_cluster, tiny_llama, monkeypatch, samples
+):
+    import shutil
+
     from typer.testing import CliRunner
 
     from crome_ray.cli import app
 
-    args = ["train", "--model", str(tiny_llama), "--output", str(tmp_path / "runs"), "--run-name", "cli",
+    (tmp_path / "data").mkdir()
+    shutil.copy(samples / "ultrafeedback" / "train_1k.jsonl", tmp_path / "data" / "train.jsonl")
+    shutil.copy(samples / "ultrafeedback" / "eval_200.jsonl", tmp_path / "data" / "eval.jsonl")
+    monkeypatch.chdir(tmp_path)  # relative paths, as a user types them; Ray Train's workers run elsewhere
+    args = ["train", "--model", str(tiny_llama), "--output", "runs", "--run-name", "cli",
+            "--data", "data/train.jsonl", "eval_data=data/eval.jsonl",
             "--max-steps", "2", "--workers", "1", "train_limit=16", "eval_limit=8", "max_length=64",
             "scaling.cpus_per_worker=0.5"]  # fmt: skip
     res = CliRunner().invoke(app, args)

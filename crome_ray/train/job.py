@@ -63,7 +63,7 @@ def pair_files(uri: str, cfg: TrainConfig, limit: int | None, log: Callable[[str
     if not files:
         raise TrainError(f"{run.uri} has no pairs")
     proto = split_uri(run.uri)[0]  # where the table is (an ingested source lands under storage.root)
-    return [f"{proto}://{f}" if proto in ("s3", "s3a") else f for f in files]
+    return [f"{proto}://{f}" if proto in ("s3", "s3a") else str(Path(f).resolve()) for f in files]
 
 
 def _pyarrow_fs(cfg: TrainConfig, uri: str):
@@ -233,6 +233,8 @@ def run_train_job(
 
     check_root(cfg.storage.root, cfg.storage)
     run = RunFolder.at(cfg.storage.root, JOB, cfg.run_name or default_run_name(cfg), cfg.storage)
+    if split_uri(run.uri)[0] == "file":  # Ray Train workers run in a folder of their own
+        run = RunFolder.from_uri(str(Path(run.path).resolve()), cfg.storage)
     fingerprint = cfg.fingerprint()
     if run.is_committed():
         if not force and run.manifest().get("fingerprint") == fingerprint:
