@@ -24,3 +24,4 @@ def connect(num_cpus: int | None = None, dashboard: bool = False) -> None:
         include_dashboard=dashboard if not address else None,
     )
     ray.data.DataContext.get_current().enable_progress_bars = False  # we print our own progress
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # not a line per dataset execution
