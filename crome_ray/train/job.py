@@ -225,6 +225,7 @@ def run_train_job(
     cfg: TrainConfig, *, force: bool = False, log: Callable[[str], None] = print
 ) -> TrainResult:
     import ray
+    from ray.data.aggregate import Count, Sum
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -239,9 +240,10 @@ def run_train_job(
     if run.is_committed():
         if not force and run.manifest().get("fingerprint") == fingerprint:
             return TrainResult(run=run, skipped=True, manifest=run.manifest())
-        run.prepare(fingerprint, force=True) if force else run.prepare(fingerprint)
+        run.prepare(fingerprint, force=force)  # a different config: refused unless forced
     elif force and run.exists():
         run.fs.rm(run.path, recursive=True)
+    on_s3 = split_uri(run.uri)[0] in ("s3", "s3a")
     resumed = run.fs.exists(run.file("ray"))
     run.fs.makedirs(run.path, exist_ok=True)
 
@@ -258,9 +260,10 @@ def run_train_job(
         datasets["eval"] = tokenized(
             pair_files(cfg.eval_data, cfg, cfg.eval_limit, log), cfg, model_ref, cfg.eval_limit, False
         )
-    counts = {name: ds.count() for name, ds in datasets.items()}
-    truncated = {name: int(ds.sum("truncated") or 0) for name, ds in datasets.items()}
-    ties = {name: int(ds.sum("is_tie") or 0) for name, ds in datasets.items()}
+    totals = {name: ds.aggregate(Count(), Sum("truncated"), Sum("is_tie")) for name, ds in datasets.items()}
+    counts = {name: int(t["count()"]) for name, t in totals.items()}
+    truncated = {name: int(t["sum(truncated)"] or 0) for name, t in totals.items()}
+    ties = {name: int(t["sum(is_tie)"] or 0) for name, t in totals.items()}
     if counts["train"] < cfg.scaling.workers:
         raise TrainError(f"{counts['train']} training pairs for {cfg.scaling.workers} workers")
     total_steps = steps_for(cfg, counts["train"], cfg.scaling.workers)
@@ -290,8 +293,8 @@ def run_train_job(
         ),
         run_config=RunConfig(
             name="ray",
-            storage_path=_strip(run.uri) if split_uri(run.uri)[0] in ("s3", "s3a") else run.path,
-            storage_filesystem=_pyarrow_fs(cfg, run.uri) if split_uri(run.uri)[0] in ("s3", "s3a") else None,
+            storage_path=_strip(run.uri) if on_s3 else run.path,
+            storage_filesystem=_pyarrow_fs(cfg, run.uri) if on_s3 else None,
             failure_config=FailureConfig(max_failures=cfg.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             logging_config=LoggingConfig(log_level="WARNING"),  # our own line per logged step instead

@@ -113,6 +113,33 @@ def _batches(runtime: Runtime, cfg: TrainConfig, rng: random.Random) -> Iterator
             raise RuntimeError("this worker's share of the training data is empty")
 
 
+@dataclass
+class _Window:
+    """What the steps since the last report add up to (summed over micro-batches)."""
+
+    batches: int = 0
+    loss: float = 0.0
+    loss_bt: float = 0.0
+    loss_tie: float = 0.0
+    tokens: int = 0
+    pref: int = 0
+    correct: int = 0
+    ties: int = 0
+    tie_abs: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+
+    def add(self, parts, tokens: int) -> None:
+        self.batches += 1
+        self.loss += float(parts.total.detach())
+        self.loss_bt += float(parts.bt)
+        self.loss_tie += float(parts.tie)
+        self.tokens += tokens
+        self.pref += parts.n_pref
+        self.correct += parts.correct
+        self.ties += parts.n_tie
+        self.tie_abs += parts.tie_abs_delta_sum
+
+
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     inner = getattr(model, "module", model)
     names = {n for n, p in inner.named_parameters() if p.requires_grad}
@@ -204,8 +231,7 @@ def train_worker(
 
     model.train()
     batches = _batches(runtime, cfg, rng)
-    window: dict[str, float] = {}
-    window_tokens, window_start = 0, time.perf_counter()
+    window = _Window()
     last: dict[str, Any] = {"step": step, "started_at_step": started_at}
     is_ddp = hasattr(model, "no_sync")
     while step < total_steps:
@@ -220,14 +246,7 @@ def train_worker(
                     r_a, r_b, batch.is_tie, cfg.loss.tie_weight, cfg.loss.margin, cfg.loss.center_coefficient
                 )
                 (parts.total / cfg.grad_accum).backward()
-            for k, v in parts.metrics().items():
-                window[k] = window.get(k, 0.0) + v
-            window["_n"] = window.get("_n", 0.0) + 1
-            window["_pref"] = window.get("_pref", 0.0) + parts.n_pref
-            window["_correct"] = window.get("_correct", 0.0) + parts.correct
-            window["_tie"] = window.get("_tie", 0.0) + parts.n_tie
-            window["_tie_abs"] = window.get("_tie_abs", 0.0) + parts.tie_abs_delta_sum
-            window_tokens += batch.tokens
+            window.add(parts, batch.tokens)
         if cfg.optim.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(params, cfg.optim.max_grad_norm)
         optimizer.step()
@@ -239,20 +258,20 @@ def train_worker(
         due_eval = (cfg.eval_every and step % cfg.eval_every == 0) or step == total_steps
         if not (due_log or due_ckpt or due_eval):
             continue
-        elapsed = time.perf_counter() - window_start
+        elapsed = time.perf_counter() - window.started
+        w = window
         tokens, pref, correct, ties, tie_abs = runtime.all_sum(
-            [float(window_tokens), window.get("_pref", 0.0), window.get("_correct", 0.0),
-             window.get("_tie", 0.0), window.get("_tie_abs", 0.0)]
-        )  # fmt: skip
-        n = window.get("_n", 1.0)
+            [float(w.tokens), float(w.pref), float(w.correct), float(w.ties), w.tie_abs]
+        )
+        n = w.batches or 1
         metrics: dict[str, Any] = {
             "step": step,
             "started_at_step": started_at,
             "lr": scheduler.get_last_lr()[0],
             "tokens_per_s": tokens / elapsed if elapsed > 0 else 0.0,
-            "loss": window.get("loss", 0.0) / n,
-            "loss_bt": window.get("loss_bt", 0.0) / n,
-            "loss_tie": window.get("loss_tie", 0.0) / n,
+            "loss": w.loss / n,
+            "loss_bt": w.loss_bt / n,
+            "loss_tie": w.loss_tie / n,
         }
         if pref:
             metrics["pair_accuracy"] = correct / pref
@@ -260,7 +279,7 @@ def train_worker(
             metrics["tie_abs_delta"] = tie_abs / ties
         if due_eval and runtime.has_eval:
             metrics.update(evaluate(model, runtime, cfg, pad_id, dtype))
-        window, window_tokens, window_start = {}, 0, time.perf_counter()
+        window = _Window()
         with tempfile.TemporaryDirectory(prefix="crome-ckpt-") as tmp:
             ckpt_dir = None
             if due_ckpt and runtime.rank == 0:
