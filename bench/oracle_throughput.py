@@ -14,6 +14,13 @@ steady middle of each run (after a warm-up, before the tail):
 - CPU milliseconds per answered call, across every process of the run (driver, Ray,
   actors; not the simulator), from the difference of two CPU samples.
 
+A third side, ``raw-aiohttp``, is the floor at the same rate: one process, no Ray, no
+governor or cache, sending the quota's worth every 0.2 s with aiohttp and validating
+the JSON. CPU per call falls with the rate (fewer wake-ups per call), so crome-ray's
+CPU is also reported as a ratio to this floor, measured in the same invocation.
+
+The JSON line also splits CPU per call by process (``cpu_ms_per_call_by_process``).
+
 Prints one JSON line, then a table.
 """
 
@@ -87,10 +94,23 @@ def stats(url: str) -> dict:
         return json.loads(r.read())
 
 
+def _role(cmd: str, is_driver: bool) -> str:
+    """A short name for a process: the driver, a Ray worker by its actor/task name, or a daemon."""
+    if is_driver:
+        return "driver"
+    if cmd.startswith("ray::"):
+        return cmd.split()[0]
+    for daemon in ("gcs_server", "raylet", "dashboard", "runtime_env", "log_monitor", "monitor"):
+        if daemon in cmd:
+            return daemon
+    return "other"
+
+
 def cpu_seconds(exclude: set[int]) -> dict[str, float]:
     """CPU seconds so far: ``work`` = the driver and Ray worker processes (actors, tasks, the
-    governor); ``system`` = Ray's own daemons (raylet, GCS, agents), a fixed cost per node."""
-    out = {"work": 0.0, "system": 0.0}
+    governor); ``system`` = Ray's own daemons (raylet, GCS, agents), a fixed cost per node;
+    ``by_role`` splits both by process kind (see ``_role``)."""
+    out: dict = {"work": 0.0, "system": 0.0, "by_role": {}}
     me = psutil.Process()
     for p in [me, *me.children(recursive=True)]:
         if p.pid in exclude:
@@ -102,6 +122,8 @@ def cpu_seconds(exclude: set[int]) -> dict[str, float]:
             continue
         kind = "work" if p.pid == me.pid or cmd.startswith("ray::") else "system"
         out[kind] += t.user + t.system
+        role = _role(cmd, p.pid == me.pid)
+        out["by_role"][role] = out["by_role"].get(role, 0.0) + t.user + t.system
     return out
 
 
@@ -145,6 +167,10 @@ def measure(url: str, sim_pid: int, run, duration: float, rpm: int) -> dict:
         "cpu_ms_per_call_with_ray_daemons": round(
             1000 * (c2["work"] + c2["system"] - c1["work"] - c1["system"]) / max(calls, 1), 3
         ),
+        "cpu_ms_per_call_by_process": {
+            role: round(1000 * (sec - c1["by_role"].get(role, 0.0)) / max(calls, 1), 3)
+            for role, sec in sorted(c2["by_role"].items())
+        },
         "answered_in_window": calls,
         "window_s": round(t2 - t1, 1),
         "answered_twice": s2["answered_twice"],
@@ -154,7 +180,7 @@ def measure(url: str, sim_pid: int, run, duration: float, rpm: int) -> dict:
     }
 
 
-def run_crome(url: str, rows: list[dict], rpm: int, workers: int, tmp: Path) -> None:
+def run_crome(url: str, rows: list[dict], rpm: int, workers: int, batches: int, tmp: Path) -> None:
     from pydantic import SecretStr
 
     from crome_ray.config import OracleJobConfig, load_config
@@ -171,6 +197,7 @@ def run_crome(url: str, rows: list[dict], rpm: int, workers: int, tmp: Path) -> 
             f"oracle.base_url={url}",
             "max_output_tokens=256",
             f"workers={workers}",
+            f"batches_per_worker={batches}",
             "batch_size=128",
             "worker_cpus=0.25",
             f"oracle.quota.rpm={rpm}",
@@ -217,8 +244,55 @@ def run_ray_data_llm(url: str, rows: list[dict], rpm: int, workers: int) -> None
         pass
 
 
+def run_raw_floor(url: str, rows: list[dict], rpm: int) -> None:
+    """The least any client can do at this rate: one process, no Ray, no governor, no cache.
+    Sends the quota's worth each 0.2 s tick with aiohttp, reads the JSON, validates it."""
+    import asyncio
+
+    import aiohttp
+
+    from crome_ray.oracle.gemini import parse_json_answer
+
+    async def main() -> None:
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), trust_env=False)
+        endpoint = f"{url}/v1beta/models/gemini-2.5-flash:generateContent"
+
+        async def one(row: dict) -> None:
+            body = {
+                "contents": [{"role": "user", "parts": [{"text": row["prompt"]}]}],
+                "systemInstruction": {"parts": [{"text": row["system"]}]},
+                "generationConfig": {
+                    "maxOutputTokens": 256,
+                    "responseMimeType": "application/json",
+                    "responseJsonSchema": SCHEMA,
+                },
+            }
+            async with session.post(endpoint, json=body, headers={"x-goog-api-key": KEY}) as r:
+                data = await r.json()
+            parse_json_answer(data["candidates"][0]["content"]["parts"][0]["text"], SCHEMA)
+
+        tick, per_s, start, sent, tasks = 0.2, rpm / 60.0 * 0.98, time.monotonic(), 0, []
+        while sent < len(rows):
+            due = min(len(rows), int((time.monotonic() - start) * per_s) + 1)
+            tasks += [asyncio.create_task(one(r)) for r in rows[sent:due]]
+            sent = due
+            await asyncio.sleep(tick)
+        await asyncio.gather(*tasks)
+        await session.close()
+
+    asyncio.run(main())
+
+
 def run_side(side: str, args: argparse.Namespace) -> dict:
     """One side in this process: its own Ray, its own simulator process."""
+    if side == "raw-aiohttp":
+        rows = prompts(int(args.rpm * args.duration / 60))
+        sim, url = start_sim(args.rpm, args.latency, args.sigma)
+        try:
+            return measure(url, sim.pid, lambda: run_raw_floor(url, rows, args.rpm), args.duration, args.rpm)
+        finally:
+            sim.terminate()
+            sim.wait(10)
     import ray
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -235,7 +309,7 @@ def run_side(side: str, args: argparse.Namespace) -> dict:
     sim, url = start_sim(args.rpm, args.latency, args.sigma)
     try:
         if side == "crome-ray":
-            fn = lambda: run_crome(url, rows, args.rpm, args.workers, tmp)  # noqa: E731
+            fn = lambda: run_crome(url, rows, args.rpm, args.workers, args.batches_per_worker, tmp)  # noqa: E731
         else:
             fn = lambda: run_ray_data_llm(url, rows, args.rpm, args.workers)  # noqa: E731
         return measure(url, sim.pid, fn, args.duration, args.rpm)
@@ -252,8 +326,12 @@ def main() -> None:
     ap.add_argument("--latency", type=float, default=1.5, help="median latency, seconds")
     ap.add_argument("--sigma", type=float, default=0.5)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--side", choices=["crome-ray", "ray.data.llm"], help="run one side in this process")
+    ap.add_argument("--batches-per-worker", type=int, default=2, help="crome-ray: batches per actor at once")
+    ap.add_argument(
+        "--side", choices=["crome-ray", "ray.data.llm", "raw-aiohttp"], help="run one side in this process"
+    )
     ap.add_argument("--skip-ray-llm", action="store_true")
+    ap.add_argument("--skip-floor", action="store_true", help="skip the raw aiohttp floor at the same rate")
     args = ap.parse_args()
     if args.side:
         print("SIDE " + json.dumps(run_side(args.side, args)), flush=True)
@@ -261,6 +339,7 @@ def main() -> None:
 
     results = {}
     sides = ["crome-ray"] + ([] if args.skip_ray_llm else ["ray.data.llm"])
+    sides += [] if args.skip_floor else ["raw-aiohttp"]
     for side in sides:  # one process per side: nothing of one run can slow the other
         cmd = [
             sys.executable,
@@ -277,6 +356,8 @@ def main() -> None:
             str(args.sigma),
             "--workers",
             str(args.workers),
+            "--batches-per-worker",
+            str(args.batches_per_worker),
         ]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.duration * 3 + 300)
         line = next((x for x in proc.stdout.splitlines() if x.startswith("SIDE ")), None)
@@ -288,6 +369,7 @@ def main() -> None:
         "latency_median_s": args.latency,
         "latency_sigma": args.sigma,
         "workers": args.workers,
+        "batches_per_worker": args.batches_per_worker,
         "prompts": int(args.rpm * args.duration / 60),
         "results": results,
     }
@@ -296,6 +378,10 @@ def main() -> None:
             results["crome-ray"]["fraction_of_quota"]
             / max(results["ray.data.llm"]["fraction_of_quota"], 1e-9),
             3,
+        )
+    if all("cpu_ms_per_call" in results.get(s, {}) for s in ("crome-ray", "raw-aiohttp")):
+        out["cpu_ratio_vs_raw_floor"] = round(
+            results["crome-ray"]["cpu_ms_per_call"] / max(results["raw-aiohttp"]["cpu_ms_per_call"], 1e-9), 2
         )
     print(json.dumps(out))
     header = ("side", "fraction of quota", "over-rate 429s", "CPU ms/call", "answered twice")

@@ -108,6 +108,25 @@ def test_limiter_caps_calls_in_flight():
     assert isinstance(lim.acquire(1, 1), Grant)
 
 
+def test_the_limiter_says_what_held_a_call_back():
+    clock = Clock()
+    lim = limiter(clock, rpm=2, max_in_flight=1)
+    first = lim.acquire(1, 1)
+    assert isinstance(first, Grant) and lim.blocked_by is None
+    lim.acquire(1, 1)
+    assert lim.blocked_by == "in_flight"
+    lim.settle(first)
+    clock.t += 1.0
+    second = lim.acquire(1, 1)
+    assert isinstance(second, Grant)
+    lim.settle(second)
+    assert isinstance(lim.acquire(1, 1), float) and lim.blocked_by in ("pace", "requests")
+    big = limiter(clock, input_tpm=100)
+    big.acquire(90, 1)
+    clock.t += 5.0
+    assert isinstance(big.acquire(20, 1), float) and big.blocked_by == "input"
+
+
 def test_a_429_slows_the_rate_and_it_recovers_over_recovery_s():
     clock = Clock()
     lim = limiter(clock, rpm=600, backoff=0.5, recovery_s=10)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import itertools
 import time
 import uuid
@@ -36,6 +35,12 @@ from crome_ray.oracle.cache import LedgerStore, Location
 from crome_ray.oracle.limits import Grant, RateLimiter
 
 HIT, GO, WAIT, BUSY, BUDGET = "hit", "go", "wait", "busy", "budget"
+ERROR = "error"  # to a remote worker: the governor failed (the value says how)
+# The shortest sleep of a waiting queue. At the quota, the window frees one request per
+# 1/rate seconds; waking for each would be a wake-up per grant. Grants made up to 50 ms
+# late cost nothing (a remote worker collects its decisions once per 0.2 s tick) and
+# come in small batches, a few per wake-up.
+MIN_WAIT_S = 0.05
 
 
 @dataclass
@@ -189,6 +194,22 @@ class GovernorCore:
         return self.stats()
 
 
+class _Mailbox:
+    """Where a queued decision goes: a list the worker's next ``exchange`` empties. It has the
+    two methods of a future the queue uses, without an asyncio task per request."""
+
+    __slots__ = ("box", "request_id")
+
+    def __init__(self, box: list, request_id: int):
+        self.box, self.request_id = box, request_id
+
+    def done(self) -> bool:
+        return False
+
+    def set_result(self, decision: tuple[str, Any]) -> None:
+        self.box.append((self.request_id, *decision, time.monotonic()))
+
+
 class _AsyncFacade:
     """Async permissions for many waiting callers, granted first come, first served.
 
@@ -196,7 +217,10 @@ class _AsyncFacade:
     otherwise the caller joins a queue that one dispatcher serves in order, sleeping
     until the quota allows the head or a call ends. This keeps the work per grant
     constant: waking every waiter at each chance would cost O(waiters) per grant.
-    A caller whose key is in flight elsewhere is parked until a call ends.
+    A caller whose key is in flight elsewhere is parked until a call ends. A call's end
+    wakes the dispatcher only when it can let the head go sooner (the in-flight cap or a
+    token window held it, or parked callers came back); a wait for the request window
+    or the pacer is a timer, not a poll.
     """
 
     core: GovernorCore
@@ -204,41 +228,52 @@ class _AsyncFacade:
     def _setup(self) -> None:
         self._queue: collections.deque = collections.deque()
         self._parked: list = []
-        self._wake = asyncio.Event()
+        self._wake: asyncio.Future | None = None
         self._dispatcher: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    async def begin(self, key: str, owner: str, est_input: int, max_output: int, worst_cost: float):
+    def _on_loop(self) -> None:
         loop = asyncio.get_running_loop()
-        if self._loop is not loop:  # a new event loop (in-process use): its own queue and event
+        if self._loop is not loop:  # a new event loop (in-process use): its own queue
             self._setup()
             self._loop = loop
-        args = (key, owner, est_input, max_output, worst_cost)
-        if key in self.core.index or not self._queue:
+
+    def _now_or_queue(self, args: tuple, waiter) -> tuple[str, Any] | None:
+        """The decision if it can be made now; otherwise ``waiter`` joins the queue."""
+        if args[0] in self.core.index or not self._queue:
             kind, value = self.core.begin(*args)
             if kind not in (WAIT, BUSY):
                 return kind, value
-        future = asyncio.get_running_loop().create_future()
-        self._queue.append((args, future))
+        self._queue.append((args, waiter))
         if self._dispatcher is None or self._dispatcher.done():
             self._dispatcher = asyncio.create_task(self._dispatch())
-        return await future
+        return None
+
+    async def begin(self, key: str, owner: str, est_input: int, max_output: int, worst_cost: float):
+        self._on_loop()
+        future = asyncio.get_running_loop().create_future()
+        decision = self._now_or_queue((key, owner, est_input, max_output, worst_cost), future)
+        return decision if decision is not None else await future
 
     async def _dispatch(self) -> None:
         try:
             await self._serve_queue()
         except BaseException as e:  # never strand waiters: hand them the failure
-            for _, future in [*self._queue, *self._parked]:
-                if not future.done():
-                    future.set_exception(e)
+            for _, waiter in [*self._queue, *self._parked]:
+                if not waiter.done():
+                    if isinstance(waiter, _Mailbox):
+                        waiter.set_result((ERROR, f"the oracle governor failed: {e!r}"))
+                    else:
+                        waiter.set_exception(e)
             self._queue.clear()
             self._parked = []
             raise
 
     async def _serve_queue(self) -> None:
+        loop = asyncio.get_running_loop()
         while self._queue:
-            args, future = self._queue[0]
-            if future.done():  # the caller went away
+            args, waiter = self._queue[0]
+            if waiter.done():  # the caller went away
                 self._queue.popleft()
                 continue
             kind, value = self.core.begin(*args)
@@ -246,22 +281,30 @@ class _AsyncFacade:
                 self._parked.append(self._queue.popleft())
                 continue
             if kind == WAIT:
-                if self.core.limiter.in_flight >= self.core.config.quota.max_in_flight:
+                if self.core.limiter.blocked_by == "in_flight":
                     value = 1.0  # a slot frees when a call ends, which wakes us
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=min(value, 1.0))
+                self._wake = wake = loop.create_future()
+                timer = loop.call_later(min(max(value, MIN_WAIT_S), 1.0), _resolve, wake)
+                try:
+                    await wake
+                finally:
+                    timer.cancel()
+                    self._wake = None
                 continue
             self._queue.popleft()
-            future.set_result((kind, value))
+            waiter.set_result((kind, value))
 
     def _released(self) -> None:
+        wake = False
         if self._parked:  # their keys may be free (or answered) now: back to the front
             self._queue.extendleft(reversed(self._parked))
             self._parked = []
+            wake = True
             if self._dispatcher is None or self._dispatcher.done():
                 self._dispatcher = asyncio.create_task(self._dispatch())
-        self._wake.set()
+        can_go_sooner = wake or self.core.limiter.blocked_by in ("in_flight", "input", "output")
+        if can_go_sooner and self._wake is not None:
+            _resolve(self._wake)
 
     async def finish(self, grant_id, cost, input_tokens, output_tokens, location, final=True) -> None:
         self.core.finish(grant_id, cost, input_tokens, output_tokens, location, final)
@@ -276,6 +319,11 @@ class _AsyncFacade:
 
     async def close(self) -> dict[str, Any]:
         return self.core.close()
+
+
+def _resolve(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class LocalGovernor(_AsyncFacade):
@@ -298,7 +346,6 @@ class GovernorActorImpl(_AsyncFacade):
         self.core = GovernorCore(config, ledger, cache.scan())
         self._setup()
         self._mailboxes: dict[str, list] = {}
-        self._deciding: set[asyncio.Task] = set()
 
     async def ping(self) -> bool:
         return True
@@ -314,20 +361,17 @@ class GovernorActorImpl(_AsyncFacade):
                 self.core.fail(*args)
         if settlements:
             self._released()
+        self._on_loop()
         box = self._mailboxes.setdefault(worker, [])
         for request_id, args in requests:
-            task = asyncio.create_task(self._decide(box, request_id, args))
-            self._deciding.add(task)  # a task nobody holds can be collected mid-flight
-            task.add_done_callback(self._deciding.discard)
-        await asyncio.sleep(0)  # let requests that can be decided at once be decided now
+            waiter = _Mailbox(box, request_id)
+            decision = self._now_or_queue(tuple(args), waiter)
+            if decision is not None:
+                waiter.set_result(decision)
         now = time.monotonic()
         out = [(request_id, kind, value, now - decided) for request_id, kind, value, decided in box]
         box.clear()
         return out
-
-    async def _decide(self, box: list, request_id: int, args: tuple) -> None:
-        kind, value = await self.begin(*args)
-        box.append((request_id, kind, value, time.monotonic()))
 
 
 def governor_actor(name: str, namespace: str = "crome-ray"):
@@ -415,5 +459,9 @@ class RemoteGovernor:
                     continue
                 future = self._waiting.pop(request_id, None)
                 self._args.pop(request_id, None)
-                if future is not None and not future.done():
+                if future is None or future.done():
+                    continue
+                if kind == ERROR:
+                    future.set_exception(RuntimeError(value))
+                else:
                     future.set_result((kind, value))

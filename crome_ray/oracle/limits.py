@@ -86,6 +86,9 @@ class RateLimiter:
         self._tat = clock()  # GCRA theoretical arrival time of the next request
         self._ids = itertools.count(1)
         self.throttles = 0
+        # what the last ``wait`` was held back by: "in_flight", "pace", "requests", "input",
+        # "output" (None: nothing). Only a call's end can free "in_flight" or token room early.
+        self.blocked_by: str | None = None
 
     def _current_scale(self, now: float) -> float:
         if self.scale < 1.0:
@@ -98,18 +101,22 @@ class RateLimiter:
         now = self.clock()
         s = self._current_scale(now)
         if self.in_flight >= self.q.max_in_flight:
+            self.blocked_by = "in_flight"
             return 0.05  # woken earlier by a settle in the governor
         interval = (self.q.window_s + self.q.window_slack_s) / (self.q.rpm * s)
         tolerance = interval * max(1.0, self.q.max_in_flight / 8)
-        pace = max(0.0, self._tat - tolerance - now)
-        waits = [
-            pace,
-            self.requests.wait(1, now, self.q.rpm * s),
-            self.input.wait(input_tokens, now, self.q.input_tpm * s),
-        ]
+        waits = {
+            "pace": max(0.0, self._tat - tolerance - now),
+            "requests": self.requests.wait(1, now, self.q.rpm * s),
+            "input": self.input.wait(input_tokens, now, self.q.input_tpm * s),
+        }
         if self.output is not None:
-            waits.append(self.output.wait(output_tokens, now, self.q.output_tpm * s))
-        return max(waits)
+            waits["output"] = self.output.wait(output_tokens, now, self.q.output_tpm * s)
+        self.blocked_by = max(waits, key=waits.__getitem__)
+        longest = waits[self.blocked_by]
+        if longest <= 0:
+            self.blocked_by = None
+        return longest
 
     def acquire(self, input_tokens: int, output_tokens: int) -> Grant | float:
         """A grant, or the seconds to wait before asking again."""

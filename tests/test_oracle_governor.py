@@ -1,0 +1,116 @@
+"""The governor's queue: who waits, what wakes it, and what a worker hears when it breaks.
+
+In one process, no server: the decisions are the governor's alone.
+"""
+
+import asyncio
+
+import pytest
+
+from crome_ray.config import OracleConfig, load_config
+from crome_ray.oracle.governor import ERROR, GO, WAIT, GovernorActorImpl, GovernorCore, LocalGovernor
+
+
+def config(**over) -> OracleConfig:
+    base = {"quota.window_slack_s": 0.0, "quota.input_tpm": 10_000_000, "budget.cap_usd": 100}
+    return load_config(OracleConfig, None, [f"{k}={v}" for k, v in {**base, **over}.items()])
+
+
+def ask(gov, key: str):
+    return gov.begin(key, f"owner-{key}", 10, 10, 0.001)
+
+
+def counting_begins(core: GovernorCore) -> list[int]:
+    calls = [0]
+    real = core.begin
+
+    def begin(*args):
+        calls[0] += 1
+        return real(*args)
+
+    core.begin = begin
+    return calls
+
+
+def test_calls_ending_do_not_wake_a_governor_that_waits_for_the_request_window():
+    async def scenario():
+        core = GovernorCore(config(**{"quota.rpm": 2, "quota.max_in_flight": 100}))
+        gov = LocalGovernor(core)
+        grants = [await ask(gov, "a"), await ask(gov, "b")]
+        assert [kind for kind, _ in grants] == [GO, GO]
+        begins = counting_begins(core)
+        third = asyncio.create_task(ask(gov, "c"))
+        await asyncio.sleep(0.05)
+        assert core.limiter.blocked_by in ("pace", "requests")
+        checked = begins[0]
+        for _, grant in grants:
+            await gov.finish(grant, 0.0, 10, 10, None)
+        await asyncio.sleep(0.1)
+        assert not third.done()  # the window is still full: nothing it could do
+        assert begins[0] == checked  # and it did not look
+        third.cancel()
+
+    asyncio.run(scenario())
+
+
+def test_a_call_ending_lets_a_caller_held_by_the_in_flight_cap_go_at_once():
+    async def scenario():
+        core = GovernorCore(config(**{"quota.rpm": 100_000, "quota.max_in_flight": 1}))
+        gov = LocalGovernor(core)
+        kind, grant = await ask(gov, "a")
+        assert kind == GO
+        second = asyncio.create_task(ask(gov, "b"))
+        await asyncio.sleep(0.05)
+        assert not second.done() and core.limiter.blocked_by == "in_flight"
+        await gov.finish(grant, 0.0, 10, 10, None)
+        kind, _ = await asyncio.wait_for(second, timeout=0.3)  # not the 1 s fallback timer
+        assert kind == GO
+
+    asyncio.run(scenario())
+
+
+def test_a_worker_waiting_on_a_broken_governor_hears_why_instead_of_hanging(tmp_path):
+    async def scenario():
+        cfg = config(**{"quota.rpm": 2, "quota.max_in_flight": 100})
+        actor = GovernorActorImpl(cfg.model_dump_json(), None, str(tmp_path / "cache"), None)
+        args = ("k1", "w-1", 10, 10, 0.001), ("k2", "w-2", 10, 10, 0.001), ("k3", "w-3", 10, 10, 0.001)
+        first = await actor.exchange("w", [], [(i, a) for i, a in enumerate(args)])
+        assert sorted(kind for _, kind, _, _ in first) == [GO, GO]  # the third waits in the queue
+
+        def broken(*_):
+            raise OSError("ledger unreachable")
+
+        actor.core.begin = broken
+        await actor.exchange("w", [("finish", first[0][2], 0.0, 10, 10, None, True)], [])
+        await asyncio.sleep(1.2)  # the dispatcher's next look at the queue
+        later = await actor.exchange("w", [], [])
+        assert [(i, kind) for i, kind, _, _ in later] == [(2, ERROR)]
+        assert "ledger unreachable" in later[0][2]
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("held_by", ["in_flight", "window"])
+def test_every_queued_caller_is_served_in_order(held_by):
+    async def scenario():
+        if held_by == "in_flight":
+            core = GovernorCore(config(**{"quota.rpm": 100_000, "quota.max_in_flight": 2}))
+        else:
+            quota = {"quota.rpm": 600, "quota.window_s": 1.0, "quota.max_in_flight": 100}
+            core = GovernorCore(config(**quota))
+        gov = LocalGovernor(core)
+        order = []
+
+        async def one(key):
+            kind, value = await ask(gov, key)
+            while kind == WAIT:
+                kind, value = await ask(gov, key)
+            order.append(key)
+            await asyncio.sleep(0.01)
+            await gov.finish(value, 0.0, 10, 10, None)
+
+        keys = [f"k{i:02d}" for i in range(30)]
+        await asyncio.wait_for(asyncio.gather(*(one(k) for k in keys)), timeout=10)
+        assert order == keys
+
+    asyncio.run(scenario())
