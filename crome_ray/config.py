@@ -289,8 +289,10 @@ class ScalingSettings(Frozen):
     workers: int = Field(2, gt=0, description="Training workers (one per GPU on a GPU cluster).")
     use_gpu: bool = False
     cpus_per_worker: float = Field(0.9, gt=0, description="CPUs per worker (fractional on a laptop).")
-    strategy: Literal["ddp"] = Field(
-        "ddp", description="Data parallelism. FSDP (sharded, for multi-billion models) is not built yet."
+    strategy: Literal["ddp", "fsdp"] = Field(
+        "ddp",
+        description="ddp: a full copy of the model per worker. fsdp: weights, gradients and optimizer "
+        "state sharded across workers (FSDP2), for models that do not fit one device.",
     )
 
 

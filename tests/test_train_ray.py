@@ -76,6 +76,29 @@ def test_two_worker_ddp_on_cpu_checkpoints_to_s3_and_exports_a_model_that_scores
     assert again.skipped  # committed with the same config: nothing is redone
 
 
+@pytest.mark.parametrize("finetune", ["lora", "full"])
+def test_two_worker_fsdp_on_cpu_trains_shards_and_exports_a_plain_model(
+    tmp_path, ray_cluster, tiny_llama, finetune
+):
+    cfg = train_config(
+        tiny_llama,
+        tmp_path / "runs",
+        f"finetune={finetune}",
+        "scaling.strategy=fsdp",
+        "max_steps=6",
+        "checkpoint_every=3",
+        "eval_every=3",
+        "eval_limit=31",
+    )
+    result = run_train_job(cfg)
+    m = result.manifest
+    assert m["steps"] == 6 and m["final"]["eval_pairs"] == 31  # every worker in step, each pair once
+    probe = json.loads(result.run.fs.open(result.run.file("model", "probe.json")).read())
+    scores = RewardScorer(result.run.uri).score([p for p, _ in PROBE], [r for _, r in PROBE])
+    assert scores == pytest.approx([p["score"] for p in probe], abs=1e-4)
+    assert len({round(s, 4) for s in scores}) > 1  # a trained head, not a constant
+
+
 def train_worker_pids() -> list[int]:
     return [
         p.pid

@@ -142,6 +142,7 @@ def _train_fn(config: dict[str, Any]) -> None:
     from crome_ray.train.batches import rows_of
     from crome_ray.train.export import export_model
     from crome_ray.train.loop import train_worker
+    from crome_ray.train.sharding import shard
 
     cfg = TrainConfig.model_validate_json(config["cfg"])
     ctx = ray.train.get_context()
@@ -168,7 +169,9 @@ def _train_fn(config: dict[str, Any]) -> None:
                 yield from (row for row, keep in zip(rows_of(b), mine, strict=True) if keep)
 
         def wrap(self, model):
-            return ray.train.torch.prepare_model(model, parallel_strategy=cfg.scaling.strategy)
+            if cfg.scaling.strategy == "fsdp":
+                return shard(model, device)
+            return ray.train.torch.prepare_model(model)
 
         def all_sum(self, values):
             if self.world_size == 1:

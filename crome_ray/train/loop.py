@@ -25,12 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 
 from crome_ray.config import TrainConfig
 from crome_ray.train.batches import PairBatch, PairRow, collate, length_grouped, rewards
 from crome_ray.train.loss import composite_loss
 from crome_ray.train.model import RewardModel, load_reward_model
+from crome_ray.train.sharding import gathered_optimizer, gathered_weights, is_sharded, load_gathered
 
 STATE_FILE = "train_state.pt"
 
@@ -146,15 +148,30 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in inner.state_dict().items() if k in names}
 
 
+def _equal_forward_counts(chunks: list[list[PairRow]], runtime: Runtime, pad_id: int) -> int:
+    """FSDP: pad this worker's eval batches to the largest count among workers (each forward
+    is a collective). Returns how many real batches come first."""
+    mine = [float(len(chunks)) if r == runtime.rank else 0.0 for r in range(runtime.world_size)]
+    counts = runtime.all_sum(mine)
+    real = len(chunks)
+    spare = [PairRow(np.array([pad_id]), np.array([pad_id]), False, 2)]
+    chunks.extend([chunks[0] if chunks else spare] * (int(max(counts)) - real))
+    return real
+
+
 def evaluate(model, runtime: Runtime, cfg: TrainConfig, pad_id: int, dtype) -> dict[str, float]:
     rows = runtime.eval_rows()
     sums = [0.0] * 6  # bt sum, n_pref, correct, tie sum, n_tie, tie |Δ| sum
+    chunks = list(_chunks(rows or iter(()), cfg.batch_size))
+    real = _equal_forward_counts(chunks, runtime, pad_id) if is_sharded(model) else len(chunks)
     model.eval()
     with torch.no_grad():
-        for chunk in _chunks(rows or iter(()), cfg.batch_size):
+        for i, chunk in enumerate(chunks):
             batch = collate(chunk, pad_id).to(runtime.device)
             with _autocast(runtime.device, dtype):
                 r_a, r_b = rewards(model, batch)
+            if i >= real:
+                continue  # a padding batch: its forward pass only keeps the workers in step
             parts = composite_loss(r_a, r_b, batch.is_tie, cfg.loss.tie_weight, cfg.loss.margin)
             sums[0] += float(parts.bt) * parts.n_pref
             sums[1] += parts.n_pref
@@ -217,15 +234,26 @@ def train_worker(
     name = "constant_with_warmup" if cfg.optim.schedule == "constant" else cfg.optim.schedule
     scheduler = get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
 
+    sharded = is_sharded(model)
+    strategy = "fsdp" if sharded else "ddp"
     step, started_at = 0, 0
     found = runtime.latest_checkpoint()
     if found:
         state = torch.load(Path(found) / STATE_FILE, map_location="cpu", weights_only=False)
-        inner = getattr(model, "module", model)
-        missing = inner.load_state_dict(state["weights"], strict=False)
-        if missing.unexpected_keys:
-            raise RuntimeError(f"checkpoint {found} does not fit this model: {missing.unexpected_keys[:3]}")
-        optimizer.load_state_dict(state["optimizer"])
+        if state.get("strategy", "ddp") != strategy:
+            raise RuntimeError(
+                f"checkpoint {found} was written by a {state.get('strategy', 'ddp')} run; this run "
+                f"uses {strategy}: start a new run (another run_name) or keep the strategy"
+            )
+        if sharded:
+            load_gathered(model, optimizer, state["weights"], state["optimizer"])
+        else:
+            inner = getattr(model, "module", model)
+            missing = inner.load_state_dict(state["weights"], strict=False)
+            if missing.unexpected_keys:
+                unexpected = missing.unexpected_keys[:3]
+                raise RuntimeError(f"checkpoint {found} does not fit this model: {unexpected}")
+            optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step = started_at = int(state["step"])
 
@@ -238,8 +266,10 @@ def train_worker(
         optimizer.zero_grad(set_to_none=True)
         for micro in range(cfg.grad_accum):
             batch: PairBatch = collate(next(batches), pad_id).to(device)
-            sync = not is_ddp or micro == cfg.grad_accum - 1
-            with contextlib.nullcontext() if sync else model.no_sync():
+            sync = micro == cfg.grad_accum - 1
+            if sharded:
+                model.set_requires_gradient_sync(sync)
+            with model.no_sync() if is_ddp and not sync else contextlib.nullcontext():
                 with _autocast(device, dtype):
                     r_a, r_b = rewards(model, batch)
                 parts = composite_loss(
@@ -282,18 +312,30 @@ def train_worker(
         window = _Window()
         with tempfile.TemporaryDirectory(prefix="crome-ckpt-") as tmp:
             ckpt_dir = None
+            if due_ckpt and sharded:  # gathered by every worker, written by rank 0
+                weights, optim_state = gathered_weights(model, True), gathered_optimizer(model, optimizer)
+            elif due_ckpt and runtime.rank == 0:
+                weights, optim_state = trainable_state(model), optimizer.state_dict()
             if due_ckpt and runtime.rank == 0:
                 state = {
-                    "weights": trainable_state(model),
-                    "optimizer": optimizer.state_dict(),
+                    "weights": weights,
+                    "optimizer": optim_state,
                     "scheduler": scheduler.state_dict(),
                     "step": step,
+                    "strategy": strategy,
                 }
                 torch.save(state, os.path.join(tmp, STATE_FILE))
                 ckpt_dir = tmp
             runtime.report(metrics, ckpt_dir)
         last = metrics
-    if runtime.rank == 0 and export is not None:  # after the last checkpoint: export may merge in place
+    if export is not None and sharded:  # gathered whole into a plain copy of the model, on rank 0
+        weights = gathered_weights(model, trainable_only=False)
+        if runtime.rank == 0:
+            plain = load_reward_model(model_path, finetune=cfg.finetune, lora=cfg.lora)
+            plain.model.load_state_dict(weights)
+            plain.model.eval()
+            export(plain)
+    elif runtime.rank == 0 and export is not None:  # after the last checkpoint: export may merge in place
         model.eval()
         export(RewardModel(getattr(model, "module", model), rm.tokenizer, rm.is_decoder, rm.lora))
     return last
