@@ -67,7 +67,7 @@ def side_plain(args, root: str) -> dict:
         c: table.column(c).to_numpy(zero_copy_only=False)
         for c in ("pair_id", "prompt", "chosen", "rejected", "label")
     }
-    rows = rows_of(_Encode(path, cfg.max_length)(batch))
+    rows = rows_of(_Encode(path, cfg.storage.model_dump_json(), cfg.max_length)(batch))
     runtime = LocalRuntime(rows)
     train_worker(cfg, path, runtime, total_steps=args.steps)
     return {"windows": [r["tokens_per_s"] for r in runtime.reports]}

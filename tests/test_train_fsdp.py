@@ -25,6 +25,8 @@ from crome_ray.train.model import load_reward_model
 from crome_ray.train.sharding import is_sharded, shard, transformer_blocks
 from tests.test_train import config, encoded
 
+pytestmark = pytest.mark.slow  # two processes per case, ~10 s each
+
 
 @dataclass
 class TwoProcessRuntime:

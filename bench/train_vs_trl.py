@@ -1,0 +1,284 @@
+"""Reward-model training throughput: crome-ray's loop vs TRL's RewardTrainer, same model, data and steps.
+
+Run as:
+    .venv/bin/pip install -e ".[bench]"                         # trl, datasets, accelerate
+    .venv/bin/python bench/train_vs_trl.py                       # CPU: MiniLM, full fine-tuning
+    .venv/bin/python bench/train_vs_trl.py --model dummy-llama-1b --finetune full \\
+        --batch-size 16 --max-length 1024 --steps 30             # GPU: a ~1.1B decoder in bf16
+
+Both sides get the same token ids (UltraFeedback sample pairs encoded once by
+crome-ray's encoder: chat template, truncation), the same base weights, the same
+optimizer (AdamW, same lr, no warm-up), the same pairs per step and the same number
+of steps, in one process each (one device; no Ray on either side, so this compares
+the training loops themselves):
+
+- crome-ray: ``train_worker`` with a ``LocalRuntime`` (length-grouped batches, both
+  sides of a pair in one forward pass, bf16 autocast on GPU);
+- TRL: ``trl.RewardTrainer`` on a ``datasets.Dataset`` with ``chosen_ids`` /
+  ``rejected_ids`` (its pre-tokenised path), bf16 on GPU, no evaluation, no saving.
+
+Throughput is real (non-pad) tokens per second over the steps after the warm-up
+(both sides count the attention mask's ones). On a GPU, MFU is model FLOPs per
+second (6 × non-embedding parameters per token for full fine-tuning, 4 × for LoRA,
+where the frozen weights get no weight gradient) over the GPU's dense bf16 peak.
+``dummy-llama-1b`` is a randomly initialised Llama (TinyLlama's shape, 1.1B
+parameters) with SmolLM2's tokenizer: throughput does not depend on the weights.
+
+Prints one JSON line, then a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+PASSED_ON = ("model", "finetune", "max_length", "batch_size", "steps", "log_every", "pairs", "lr", "threads")
+PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12}  # dense, per GPU
+
+
+def make_dummy_llama(out: Path) -> Path:
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from crome_ray.models import resolve_model
+
+    tok = AutoTokenizer.from_pretrained(resolve_model("smollm2"))
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=2048,
+        intermediate_size=5632,
+        num_hidden_layers=22,
+        num_attention_heads=32,
+        num_key_value_heads=4,
+        max_position_embeddings=4096,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def model_path(name: str, work: Path) -> str:
+    from crome_ray.models import resolve_model
+
+    if name == "dummy-llama-1b":
+        out = work / "dummy-llama-1b"
+        return str(out if (out / "config.json").exists() else make_dummy_llama(out))
+    return str(resolve_model(name))
+
+
+def encoded_rows(path: str, args) -> list:
+    import numpy as np
+
+    from crome_ray.config import SAMPLE_ULTRAFEEDBACK, StorageConfig
+    from crome_ray.train.batches import rows_of
+    from crome_ray.train.job import _Encode
+
+    with open(REPO / SAMPLE_ULTRAFEEDBACK) as f:
+        raw = [json.loads(line) for line in f][: args.pairs]
+    batch = {
+        "prompt": np.array([r["prompt"] for r in raw], dtype=object),
+        "chosen": np.array([r["chosen"] for r in raw], dtype=object),
+        "rejected": np.array([r["rejected"] for r in raw], dtype=object),
+        "label": np.array(["chosen"] * len(raw), dtype=object),
+        "pair_id": np.array([f"{i:08x}" for i in range(len(raw))], dtype=object),
+    }
+    return rows_of(_Encode(path, StorageConfig().model_dump_json(), args.max_length)(batch))
+
+
+def flops_per_token(path: str, finetune: str) -> float:
+    from transformers import AutoConfig
+
+    c = AutoConfig.from_pretrained(path)
+    if not hasattr(c, "num_hidden_layers") or not hasattr(c, "intermediate_size"):
+        return 0.0
+    h, layers, inter = c.hidden_size, c.num_hidden_layers, c.intermediate_size
+    kv = getattr(c, "num_key_value_heads", c.num_attention_heads) * (h // c.num_attention_heads)
+    per_layer = h * h * 2 + h * kv * 2 + h * inter * (3 if "llama" in c.model_type else 2)
+    n = layers * per_layer
+    return (6 if finetune == "full" else 4) * n
+
+
+def side_crome(args, path: str, rows: list) -> dict:
+    import torch
+
+    from crome_ray.config import TrainConfig, load_config
+    from crome_ray.train.loop import LocalRuntime, train_worker
+
+    cfg = load_config(
+        TrainConfig,
+        None,
+        [
+            f"finetune={args.finetune}",
+            f"max_length={args.max_length}",
+            f"batch_size={args.batch_size}",
+            f"log_every={args.log_every}",
+            "checkpoint_every=1000000",
+            "eval_data=null",
+            f"optim.lr={args.lr}",
+            "optim.warmup_ratio=0",
+            "optim.schedule=constant",
+        ],
+    )
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    runtime = LocalRuntime(rows, device=device)
+    train_worker(cfg, path, runtime, total_steps=args.steps)
+    windows = [r["tokens_per_s"] for r in runtime.reports]
+    steady = windows[1:] or windows
+    return {"tokens_per_s": sum(steady) / len(steady), "windows": [round(w) for w in windows]}
+
+
+def side_trl(args, path: str, rows: list) -> dict:
+    import torch
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import RewardConfig, RewardTrainer
+
+    from crome_ray.config import LoraSettings
+    from crome_ray.train.model import load_reward_model
+
+    cuda = torch.cuda.is_available()
+    rm = load_reward_model(path, finetune="full")  # the same model class, head and pad token
+    peft_config = None
+    if args.finetune == "lora":
+        from peft import LoraConfig
+
+        from crome_ray.train.model import LORA_TARGETS
+
+        s = LoraSettings()
+        targets = LORA_TARGETS.get(rm.model.config.model_type, "all-linear")
+        peft_config = LoraConfig(
+            r=s.r, lora_alpha=s.alpha, lora_dropout=s.dropout, target_modules=targets, task_type="SEQ_CLS"
+        )
+    data = Dataset.from_dict(
+        {"chosen_ids": [r.ids_a.tolist() for r in rows], "rejected_ids": [r.ids_b.tolist() for r in rows]}
+    )
+    marks: list[tuple[float, int]] = []
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, _args, state, control, **kw):
+            if cuda:
+                torch.cuda.synchronize()
+            marks.append((time.perf_counter(), trainer._total_train_tokens))
+
+    config = RewardConfig(
+        output_dir=tempfile.mkdtemp(prefix="trl-bench-"),
+        per_device_train_batch_size=args.batch_size,
+        max_steps=args.steps,
+        learning_rate=args.lr,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        bf16=cuda,
+        logging_steps=args.log_every,
+        report_to=[],
+        save_strategy="no",
+        eval_strategy="no",
+        max_length=None,
+        dataloader_num_workers=0,
+        disable_dropout=True,
+        use_cpu=not cuda,
+    )
+    trainer = RewardTrainer(
+        model=rm.model,
+        args=config,
+        train_dataset=data,
+        processing_class=rm.tokenizer,
+        peft_config=peft_config,
+        callbacks=[Clock()],
+    )
+    trainer.train()
+    start = min(args.log_every, len(marks) - 1)  # the first window is warm-up, as on the other side
+    (t0, n0), (t1, n1) = marks[start - 1], marks[-1]
+    return {"tokens_per_s": (n1 - n0) / (t1 - t0)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="minilm", help="built-in name, path, or dummy-llama-1b")
+    ap.add_argument("--finetune", default="full", choices=["full", "lora"])
+    ap.add_argument("--max-length", type=int, default=128)
+    ap.add_argument("--batch-size", type=int, default=8, help="pairs per step")
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--log-every", type=int, default=5)
+    ap.add_argument("--pairs", type=int, default=400)
+    ap.add_argument("--lr", type=float, default=1e-5)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads on CPU")
+    ap.add_argument("--side", choices=["crome-ray", "trl"], help="run one side in this process")
+    ap.add_argument("--work", default=None)
+    args = ap.parse_args()
+    work = Path(args.work or tempfile.mkdtemp(prefix="crome-trl-bench-"))
+
+    if args.side:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        torch.manual_seed(0)
+        path = model_path(args.model, work)
+        rows = encoded_rows(path, args)
+        fn = side_crome if args.side == "crome-ray" else side_trl
+        print("RESULT " + json.dumps(fn(args, path, rows)), flush=True)
+        return
+
+    results = {}
+    for side in ("crome-ray", "trl"):
+        cmd = [sys.executable, __file__, "--side", side, "--work", str(work)]
+        for k in PASSED_ON:
+            cmd += [f"--{k.replace('_', '-')}", str(getattr(args, k))]
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+        lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+        if proc.returncode != 0 or not lines:
+            results[side] = {"error": (proc.stderr or proc.stdout)[-2000:]}
+            continue
+        results[side] = json.loads(lines[-1][len("RESULT ") :])
+        results[side]["tokens_per_s"] = round(results[side]["tokens_per_s"], 1)
+
+    device, peak = "cpu", 0.0
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            device = torch.cuda.get_device_name(0)
+            peak = next((v for k, v in PEAK_BF16.items() if k in device), 0.0)
+    except ImportError:
+        pass
+    per_token = flops_per_token(model_path(args.model, work), args.finetune)
+    for r in results.values():
+        if "tokens_per_s" in r and peak and per_token:
+            r["mfu"] = round(r["tokens_per_s"] * per_token / peak, 4)
+    line = {
+        "bench": "train_vs_trl",
+        "device": device,
+        "model": args.model,
+        "finetune": args.finetune,
+        "max_length": args.max_length,
+        "batch_pairs": args.batch_size,
+        "steps": args.steps,
+        "results": results,
+    }
+    if all("tokens_per_s" in results.get(s, {}) for s in ("crome-ray", "trl")):
+        line["ratio_vs_trl"] = round(results["crome-ray"]["tokens_per_s"] / results["trl"]["tokens_per_s"], 3)
+    print(json.dumps(line))
+    print(f"\n{'side':>10} {'tokens/s':>10} {'MFU':>7}")
+    for side, r in results.items():
+        if "error" in r:
+            print(f"{side:>10} failed: {r['error'][-400:]}")
+        else:
+            mfu = f"{r['mfu']:.1%}" if "mfu" in r else "-"
+            print(f"{side:>10} {r['tokens_per_s']:>10,.0f} {mfu:>7}")
+    if "ratio_vs_trl" in line:
+        print(f"\ncrome-ray / TRL: {line['ratio_vs_trl']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
