@@ -129,6 +129,26 @@ def tokenized(files: list[str], cfg: TrainConfig, model: str, limit: int | None,
     return ds.materialize()
 
 
+def _quiet_worker_logs() -> None:
+    """A worker's output reaches the user's terminal: keep it to our progress line per log
+    step. Ray Train logs each report (with its whole metrics dict) on a logger named by its
+    file path, outside ``ray.train``, so its LoggingConfig does not reach it; Ray Data logs
+    each dataset execution; transformers draws a progress bar per saved model."""
+    import logging
+
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled"
+    try:
+        from ray.train.v2._internal.execution import context as train_context
+
+        logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
+    except ImportError:  # another Ray version: its lines stay
+        pass
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def _train_fn(config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker."""
     import os
@@ -206,6 +226,7 @@ def _train_fn(config: dict[str, Any]) -> None:
         export_model(rm, run, cfg.max_length, merged=cfg.export_merged)
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    _quiet_worker_logs()
     if not cfg.scaling.use_gpu:  # Ray gives a worker fractional CPUs; torch would use every core
         torch.set_num_threads(max(1, round(cfg.scaling.cpus_per_worker)))
     # resolved on this worker's node (built-in and s3:// models are fetched once per node)
