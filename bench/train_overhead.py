@@ -22,13 +22,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+from sides import run_side  # noqa: E402
 
 
 def overrides(args, root: str) -> list[str]:
@@ -120,16 +121,13 @@ def main() -> None:
 
     root = tempfile.mkdtemp(prefix="crome-bench-")
     results = {}
+    passed_on = ("model", "finetune", "max_length", "batch_size", "steps", "log_every", "pairs", "threads")
     for side in ("plain", "ray", "ray-ddp"):
-        cmd = [sys.executable, __file__, "--side", side, "--root", root]
-        for k in ("model", "finetune", "max_length", "batch_size", "steps", "log_every", "pairs", "threads"):
-            cmd += [f"--{k.replace('_', '-')}", str(getattr(args, k))]
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
-        lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-        if proc.returncode != 0 or not lines:
-            results[side] = {"error": (proc.stderr or proc.stdout)[-2000:]}
+        out = run_side(__file__, side, args, passed_on, "--root", root)
+        if "error" in out:
+            results[side] = out
             continue
-        windows = json.loads(lines[-1][len("RESULT ") :])["windows"]
+        windows = out["windows"]
         steady = windows[1:] or windows
         results[side] = {
             "tokens_per_s": round(sum(steady) / len(steady), 1),

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,34 +38,19 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+from sides import run_side  # noqa: E402
 
 PASSED_ON = ("model", "finetune", "max_length", "batch_size", "steps", "log_every", "pairs", "lr", "threads")
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12}  # dense, per GPU
 
 
 def make_dummy_llama(out: Path) -> Path:
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from crome_ray.models import random_llama
 
-    from crome_ray.models import resolve_model
-
-    tok = AutoTokenizer.from_pretrained(resolve_model("smollm2"))
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=2048,
-        intermediate_size=5632,
-        num_hidden_layers=22,
-        num_attention_heads=32,
-        num_key_value_heads=4,
-        max_position_embeddings=4096,
-        pad_token_id=tok.pad_token_id,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+    # TinyLlama's shape: 1.1B parameters
+    shape = {"hidden": 2048, "intermediate": 5632, "layers": 22, "heads": 32, "kv_heads": 4}
+    return random_llama(out, **shape, dtype="bfloat16")
 
 
 def model_path(name: str, work: Path) -> str:
@@ -232,16 +216,9 @@ def main() -> None:
 
     results = {}
     for side in ("crome-ray", "trl"):
-        cmd = [sys.executable, __file__, "--side", side, "--work", str(work)]
-        for k in PASSED_ON:
-            cmd += [f"--{k.replace('_', '-')}", str(getattr(args, k))]
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
-        lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-        if proc.returncode != 0 or not lines:
-            results[side] = {"error": (proc.stderr or proc.stdout)[-2000:]}
-            continue
-        results[side] = json.loads(lines[-1][len("RESULT ") :])
-        results[side]["tokens_per_s"] = round(results[side]["tokens_per_s"], 1)
+        results[side] = run_side(__file__, side, args, PASSED_ON, "--work", str(work))
+        if "tokens_per_s" in results[side]:
+            results[side]["tokens_per_s"] = round(results[side]["tokens_per_s"], 1)
 
     device, peak = "cpu", 0.0
     try:

@@ -251,3 +251,30 @@ def _pull_hub(repo_id: str, cache: Path) -> Path:
             f"Without network access use a built-in model ({', '.join(BUILTIN)}), a local folder "
             "or an s3:// folder"
         ) from None
+
+
+def random_llama(out: Path, *, hidden: int, intermediate: int, layers: int, heads: int, kv_heads: int,
+                 dtype: str = "float32") -> Path:  # fmt: skip
+    """A randomly initialised Llama with SmolLM2's real tokenizer and chat template, saved to
+    ``out``: training mechanics at small sizes (tests) and throughput at large ones
+    (benchmarks), where the weights do not matter."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(resolve_model("smollm2"))
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=4096,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).to(getattr(torch, dtype)).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
