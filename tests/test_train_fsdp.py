@@ -115,15 +115,18 @@ def pair_rows(tiny_llama, samples, tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("finetune", ["lora", "full"])
+@pytest.mark.parametrize(
+    ("finetune", "checkpointing"), [("lora", False), ("full", False), ("lora", True)], ids=str
+)
 def test_sharded_training_computes_what_replicated_training_computes(
-    tiny_llama, pair_rows, tmp_path, finetune
+    tiny_llama, pair_rows, tmp_path, finetune, checkpointing
 ):
+    cfg = {"finetune": finetune, "grad_accum": 2, "eval_every": 2, "optim.lr": 0.01}
     job = {
         "model": str(tiny_llama),
         "rows": str(pair_rows),
         "steps": 4,
-        "cfg": {"finetune": finetune, "grad_accum": 2, "eval_every": 2, "optim.lr": 0.01},
+        "cfg": {**cfg, "gradient_checkpointing": checkpointing},
     }
     ddp = run_two(tmp_path, "ddp", strategy="ddp", **job)
     fsdp = run_two(tmp_path, "fsdp", strategy="fsdp", **job)
