@@ -220,15 +220,12 @@ def main() -> None:
         if "tokens_per_s" in results[side]:
             results[side]["tokens_per_s"] = round(results[side]["tokens_per_s"], 1)
 
-    device, peak = "cpu", 0.0
-    try:
-        import torch
+    import torch
 
-        if torch.cuda.is_available():
-            device = torch.cuda.get_device_name(0)
-            peak = next((v for k, v in PEAK_BF16.items() if k in device), 0.0)
-    except ImportError:
-        pass
+    device, peak = "cpu", 0.0
+    if torch.cuda.is_available():
+        device = torch.cuda.get_device_name(0)
+        peak = next((v for k, v in PEAK_BF16.items() if k in device), 0.0)
     per_token = flops_per_token(model_path(args.model, work), args.finetune)
     for r in results.values():
         if "tokens_per_s" in r and peak and per_token:

@@ -253,8 +253,16 @@ def _pull_hub(repo_id: str, cache: Path) -> Path:
         ) from None
 
 
-def random_llama(out: Path, *, hidden: int, intermediate: int, layers: int, heads: int, kv_heads: int,
-                 dtype: str = "float32") -> Path:  # fmt: skip
+def random_llama(
+    out: Path,
+    *,
+    hidden: int,
+    intermediate: int,
+    layers: int,
+    heads: int,
+    kv_heads: int,
+    dtype: str = "float32",
+) -> Path:
     """A randomly initialised Llama with SmolLM2's real tokenizer and chat template, saved to
     ``out``: training mechanics at small sizes (tests) and throughput at large ones
     (benchmarks), where the weights do not matter."""

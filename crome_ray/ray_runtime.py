@@ -24,4 +24,11 @@ def connect(num_cpus: int | None = None, dashboard: bool = False) -> None:
         include_dashboard=dashboard if not address else None,
     )
     ray.data.DataContext.get_current().enable_progress_bars = False  # we print our own progress
-    logging.getLogger("ray.data").setLevel(logging.WARNING)  # not a line per dataset execution
+    quiet_ray_data_logs()
+
+
+def quiet_ray_data_logs() -> None:
+    """In this process (driver or worker): no Ray Data line per dataset execution, nor its
+    notice that progress bars are off (we print our own progress)."""
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)

@@ -209,6 +209,9 @@ class _Mailbox:
     def set_result(self, decision: tuple[str, Any]) -> None:
         self.box.append((self.request_id, *decision, time.monotonic()))
 
+    def set_exception(self, e: BaseException) -> None:  # sent on as a decision: no exception crosses Ray
+        self.set_result((ERROR, f"the oracle governor failed: {e!r}"))
+
 
 class _AsyncFacade:
     """Async permissions for many waiting callers, granted first come, first served.
@@ -261,10 +264,7 @@ class _AsyncFacade:
         except BaseException as e:  # never strand waiters: hand them the failure
             for _, waiter in [*self._queue, *self._parked]:
                 if not waiter.done():
-                    if isinstance(waiter, _Mailbox):
-                        waiter.set_result((ERROR, f"the oracle governor failed: {e!r}"))
-                    else:
-                        waiter.set_exception(e)
+                    waiter.set_exception(e)
             self._queue.clear()
             self._parked = []
             raise
@@ -295,14 +295,13 @@ class _AsyncFacade:
             waiter.set_result((kind, value))
 
     def _released(self) -> None:
-        wake = False
-        if self._parked:  # their keys may be free (or answered) now: back to the front
+        requeued = bool(self._parked)
+        if requeued:  # their keys may be free (or answered) now: back to the front
             self._queue.extendleft(reversed(self._parked))
             self._parked = []
-            wake = True
             if self._dispatcher is None or self._dispatcher.done():
                 self._dispatcher = asyncio.create_task(self._dispatch())
-        can_go_sooner = wake or self.core.limiter.blocked_by in ("in_flight", "input", "output")
+        can_go_sooner = requeued or self.core.limiter.blocked_by in ("in_flight", "input", "output")
         if can_go_sooner and self._wake is not None:
             _resolve(self._wake)
 

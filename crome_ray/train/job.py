@@ -136,8 +136,9 @@ def _quiet_worker_logs() -> None:
     each dataset execution; transformers draws a progress bar per saved model."""
     import logging
 
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
-    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled"
+    from crome_ray.ray_runtime import quiet_ray_data_logs
+
+    quiet_ray_data_logs()
     try:
         from ray.train.v2._internal.execution import context as train_context
 
