@@ -66,12 +66,12 @@ def main() -> None:
         cfg = load_config(TrainConfig, None, over)
         started = time.time()
         result = run_train_job(cfg, force=True)
-        final = result.manifest["final"]
+        final = result.details["final"]
         results[label] = {
             "eval_accuracy": round(final["eval_accuracy"], 4),
             "eval_pairs": int(final["eval_pairs"]),
             "train_pair_accuracy_last_window": round(final.get("pair_accuracy", float("nan")), 4),
-            "steps": result.manifest["steps"],
+            "steps": result.details["steps"],
             "train_pairs": result.manifest["counts"]["pairs"]["train"],
             "wall_s": round(time.time() - started, 1),
         }

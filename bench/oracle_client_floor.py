@@ -48,7 +48,7 @@ def prompt(i: int) -> str:
 async def run_raw(base: str, n: int, c: int) -> float:
     import aiohttp
 
-    from crome_ray.oracle.gemini import parse_json_answer
+    from crome_ray.oracle.answers import parse_json_answer
 
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), trust_env=False)
     sem = asyncio.Semaphore(c)
@@ -82,7 +82,8 @@ async def run_raw(base: str, n: int, c: int) -> float:
 
 async def run_backend(base: str, n: int, c: int, public: bool) -> float:
     from crome_ray.config import OracleConfig
-    from crome_ray.oracle.gemini import GeminiBackend, answer_from_response, parse_json_answer
+    from crome_ray.oracle.answers import parse_json_answer
+    from crome_ray.oracle.gemini import GeminiBackend, answer_from_response
     from crome_ray.oracle.protocol import GenerationParams, OracleRequest
 
     backend = GeminiBackend(OracleConfig(model=MODEL, base_url=base), "k")
@@ -113,7 +114,8 @@ async def run_client(base: str, n: int, c: int) -> float:
     from crome_ray.oracle.cache import ResponseCache
     from crome_ray.oracle.client import OracleClient
     from crome_ray.oracle.gemini import GeminiBackend
-    from crome_ray.oracle.governor import GovernorCore, LocalGovernor
+    from crome_ray.oracle.governor import LocalGovernor
+    from crome_ray.oracle.governor_core import GovernorCore
     from crome_ray.oracle.protocol import GenerationParams, OracleRequest
 
     cfg = load_config(

@@ -251,7 +251,7 @@ def run_raw_floor(url: str, rows: list[dict], rpm: int) -> None:
 
     import aiohttp
 
-    from crome_ray.oracle.gemini import parse_json_answer
+    from crome_ray.oracle.answers import parse_json_answer
 
     async def main() -> None:
         session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), trust_env=False)

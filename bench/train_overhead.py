@@ -54,7 +54,7 @@ def side_plain(args, root: str) -> dict:
     from crome_ray.config import TrainConfig, load_config
     from crome_ray.models import resolve_model
     from crome_ray.train.batches import rows_of
-    from crome_ray.train.job import _Encode, pair_files
+    from crome_ray.train.dataset import Encode, pair_files, pairs_run
     from crome_ray.train.loop import LocalRuntime, train_worker
 
     torch.set_num_threads(args.threads)
@@ -62,13 +62,13 @@ def side_plain(args, root: str) -> dict:
     path = str(resolve_model(cfg.model))
     import pyarrow.parquet as pq
 
-    files = pair_files(cfg.train_data, cfg, cfg.train_limit, lambda s: None)
+    files = pair_files(pairs_run(cfg.train_data, cfg, cfg.train_limit, lambda s: None))
     table = pq.read_table(files[0]).slice(0, args.pairs)
     batch = {
         c: table.column(c).to_numpy(zero_copy_only=False)
         for c in ("pair_id", "prompt", "chosen", "rejected", "label")
     }
-    rows = rows_of(_Encode(path, cfg.storage.model_dump_json(), cfg.max_length)(batch))
+    rows = rows_of(Encode(path, cfg.storage.model_dump_json(), cfg.max_length)(batch))
     runtime = LocalRuntime(rows)
     train_worker(cfg, path, runtime, total_steps=args.steps)
     return {"windows": [r["tokens_per_s"] for r in runtime.reports]}
@@ -91,7 +91,7 @@ def side_ray(args, root: str, workers: int) -> dict:
     history = [
         json.loads(line) for line in result.run.fs.cat(result.run.file("metrics.jsonl")).decode().splitlines()
     ]
-    return {"windows": [h["tokens_per_s"] for h in history], "wall_s": result.manifest["wall_s"]}
+    return {"windows": [h["tokens_per_s"] for h in history], "wall_s": result.manifest["timings"]["seconds"]}
 
 
 def main() -> None:

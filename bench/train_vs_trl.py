@@ -67,7 +67,7 @@ def encoded_rows(path: str, args) -> list:
 
     from crome_ray.config import SAMPLE_ULTRAFEEDBACK, StorageConfig
     from crome_ray.train.batches import rows_of
-    from crome_ray.train.job import _Encode
+    from crome_ray.train.dataset import Encode
 
     with open(REPO / SAMPLE_ULTRAFEEDBACK) as f:
         raw = [json.loads(line) for line in f][: args.pairs]
@@ -78,7 +78,7 @@ def encoded_rows(path: str, args) -> list:
         "label": np.array(["chosen"] * len(raw), dtype=object),
         "pair_id": np.array([f"{i:08x}" for i in range(len(raw))], dtype=object),
     }
-    return rows_of(_Encode(path, StorageConfig().model_dump_json(), args.max_length)(batch))
+    return rows_of(Encode(path, StorageConfig().model_dump_json(), args.max_length)(batch))
 
 
 def flops_per_token(path: str, finetune: str) -> float:

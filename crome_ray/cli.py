@@ -256,12 +256,44 @@ def models_path(
 def runs_show(
     uri: Annotated[str, typer.Argument(help="A run folder: local path or s3://...")],
 ) -> None:
-    """Print the manifest of a committed run (refuses an uncommitted folder)."""
+    """Print the manifest of a committed run, and whether it is stale (refuses an uncommitted one)."""
+    from crome_ray.runs import stale_reasons
+
     try:
-        manifest = RunFolder.from_uri(uri).manifest()
+        run = RunFolder.from_uri(uri)
+        manifest = run.manifest()
+        reasons = stale_reasons(manifest)
     except StorageError as e:
         fail(str(e))
     console.print_json(json.dumps(manifest, default=str))
+    if reasons:
+        console.print("[yellow]stale:[/] " + "; ".join(reasons) + " (re-run the step to bring it up to date)")
+    else:
+        attempt = manifest.get("attempt", "-")
+        console.print(f"[green]committed[/] attempt {attempt}, up to date with its inputs")
+
+
+@runs_app.command("list")
+def runs_list(
+    root: Annotated[str, typer.Argument(help="Storage root: a folder or s3://bucket/prefix.")] = "runs",
+) -> None:
+    """Every run under ROOT: step, status (committed, stale, incomplete), rows per table, age."""
+    import time
+
+    from crome_ray.runs import list_runs
+    from crome_ray.summaries import runs_table
+
+    try:
+        statuses = list_runs(root)
+    except StorageError as e:
+        fail(str(e))
+    if not statuses:
+        console.print(f"no runs under {root}")
+        return
+    console.print(runs_table(statuses, time.time()))
+    for s in statuses:
+        if s.reasons and s.state == "stale":
+            console.print(f"[yellow]{s.job}/{s.name}[/]: " + "; ".join(s.reasons))
 
 
 @app.command()
@@ -417,9 +449,9 @@ def oracle_probe(
     """Check key, model and quota with one cheap call. Prints nothing secret."""
     import asyncio
 
+    from crome_ray.oracle.backends import make_backend
     from crome_ray.oracle.pricing import call_cost
     from crome_ray.oracle.protocol import GenerationParams, OracleError, OracleRequest
-    from crome_ray.oracle.stage import make_backend
     from crome_ray.secrets import MissingSecretError, resolve_api_key
 
     try:

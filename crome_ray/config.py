@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -180,8 +181,13 @@ class RetryConfig(Frozen):
 
 
 class BudgetConfig(Frozen):
-    cap_usd: float = Field(5.0, ge=0, description="Hard cap on oracle spend for the run; never exceeded.")
-    allocation_usd: float | None = Field(
+    """Dollars as ``Decimal``: ``cap_usd: 5.0`` in YAML or ``cap_usd=2.50`` on the command line is
+    read as the decimal written, never through a float; the governor counts whole micro-dollars."""
+
+    cap_usd: Decimal = Field(
+        Decimal("5.0"), ge=0, description="Hard cap on oracle spend for the run; never exceeded."
+    )
+    allocation_usd: Decimal | None = Field(
         None,
         gt=0,
         description="Spend allowance persisted ahead of use (default 1% of the cap); a crash "

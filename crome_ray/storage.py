@@ -4,11 +4,11 @@ URIs are local paths, ``s3://bucket/key`` (s3fs; any S3-compatible endpoint) or
 ``hf://datasets/...`` (huggingface_hub, read-only). Filesystems are fsspec objects,
 which pyarrow and Ray Data accept as they are.
 
-A run folder is ``<root>/<job>/<run-name>/``. A step writes its outputs, then
-``manifest.json`` (config, counts, versions, timings), then the ``_COMMITTED``
-marker, last. Readers refuse a folder without the marker; writers skip a committed
-folder made by the same config fingerprint and refuse one made by another, unless
-forced. A half-written folder left by a crash is cleared and written again.
+A run folder is ``<root>/<job>/<run-name>/``. Each attempt at a step writes into
+its own ``attempts/<id>/`` folder: its tables, then ``manifest.json``. The commit is
+one switch: the ``_COMMITTED`` marker, written last, names the attempt that is the
+run's output (see ``RunFolder``). Readers refuse a run without the marker. When a
+step skips, conflicts or resumes is decided in ``crome_ray.runs``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
@@ -32,6 +33,8 @@ from crome_ray.config import StorageConfig
 
 COMMIT_MARKER = "_COMMITTED"
 MANIFEST = "manifest.json"
+ATTEMPTS = "attempts"
+ATTEMPT_LABEL = "_ATTEMPT.json"
 
 
 class StorageError(RuntimeError):
@@ -83,6 +86,24 @@ def filesystem(uri: str, storage: StorageConfig | None = None) -> tuple[fsspec.A
     raise StorageError(f"unsupported storage scheme {proto!r} in {uri!r}: use a local path, s3:// or hf://")
 
 
+def pyarrow_filesystem(uri: str, storage: StorageConfig | None = None):
+    """A pyarrow filesystem over the fsspec one for ``uri`` (Ray Data readers, Ray Train storage)."""
+    from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+    fs, _ = filesystem(uri, storage)
+    return PyFileSystem(FSSpecHandler(fs))
+
+
+def path_in_filesystem(uri: str) -> str:
+    """``s3://b/k`` -> ``b/k`` (what a pyarrow filesystem wants); a local path stays as it is."""
+    proto, path = split_uri(uri)
+    return path if proto in ("s3", "s3a") else uri
+
+
+def is_remote(uri: str) -> bool:
+    return split_uri(uri)[0] != "file"
+
+
 def describe_s3_failure(uri: str, exc: BaseException, storage: StorageConfig | None) -> str:
     """Turn botocore/s3fs failures into one sentence saying what to fix."""
     bucket = split_uri(uri)[1].split("/", 1)[0]
@@ -132,21 +153,15 @@ def library_versions() -> dict[str, str]:
 
 
 @dataclass(frozen=True)
-class RunFolder:
-    """``<root>/<job>/<run-name>/`` on some filesystem."""
+class Folder:
+    """A plain folder on some filesystem: where one attempt of a step writes its files."""
 
     uri: str
     fs: fsspec.AbstractFileSystem
     path: str
 
     @classmethod
-    def at(cls, root: str, job: str, run_name: str, storage: StorageConfig | None = None) -> RunFolder:
-        uri = join(root, job, run_name)
-        fs, path = filesystem(uri, storage)
-        return cls(uri=uri, fs=fs, path=path)
-
-    @classmethod
-    def from_uri(cls, uri: str, storage: StorageConfig | None = None) -> RunFolder:
+    def from_uri(cls, uri: str, storage: StorageConfig | None = None) -> Folder:
         fs, path = filesystem(uri, storage)
         return cls(uri=uri.rstrip("/"), fs=fs, path=path.rstrip("/"))
 
@@ -159,67 +174,182 @@ class RunFolder:
     def exists(self) -> bool:
         return self.fs.exists(self.path)
 
-    def is_committed(self) -> bool:
-        return self.fs.exists(self.file(COMMIT_MARKER))
-
-    def manifest(self) -> dict[str, Any]:
-        """The manifest of a committed run; refuses an uncommitted folder."""
-        if not self.is_committed():
-            if self.exists():
-                raise UncommittedRunError(
-                    f"run folder {self.uri} is not committed (no {COMMIT_MARKER} marker): the step "
-                    "that writes it crashed or is still running. Re-run that step to finish it."
-                )
-            raise StorageError(f"run folder {self.uri} does not exist")
-        with self.fs.open(self.file(MANIFEST), "rb") as f:
-            return json.loads(f.read())
-
-    def prepare(self, fingerprint: str, force: bool = False) -> bool:
-        """Get ready to write. Returns False when a matching committed run exists (skip)."""
-        if self.is_committed() and not force:
-            found = self.manifest().get("fingerprint")
-            if found == fingerprint:
-                return False
-            raise RunConflictError(
-                f"run folder {self.uri} was committed by a different config (fingerprint "
-                f"{found}, this one {fingerprint}): choose another run name, or force to overwrite"
-            )
-        if self.exists():
-            self.fs.rm(self.path, recursive=True)
-        self.fs.makedirs(self.path, exist_ok=True)
-        return True
-
-    def commit(self, manifest: dict[str, Any]) -> None:
-        """Write the manifest, then the marker. Only the marker makes the run visible."""
-        body = json.dumps(manifest, indent=2, sort_keys=True, default=str).encode()
-        with self.fs.open(self.file(MANIFEST), "wb") as f:
-            f.write(body)
-        marker = {
-            "committed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "fingerprint": manifest.get("fingerprint"),
-        }
-        with self.fs.open(self.file(COMMIT_MARKER), "wb") as f:
-            f.write(json.dumps(marker).encode())
-
     def table_files(self, table: str) -> list[str]:
         folder = self.file(table)
         if not self.fs.exists(folder):
             return []
         return sorted(p for p in self.fs.ls(folder, detail=False) if str(p).endswith(".parquet"))
 
+    def write_json(self, name: str, doc: dict[str, Any]) -> None:
+        body = json.dumps(doc, indent=2, sort_keys=True, default=str).encode()
+        with self.fs.open(self.file(name), "wb") as f:
+            f.write(body)
+
+    def read_json(self, name: str) -> dict[str, Any]:
+        with self.fs.open(self.file(name), "rb") as f:
+            return json.loads(f.read())
+
+
+def _new_attempt_id() -> str:
+    # sortable by start time (to the microsecond); the suffix keeps two writers apart
+    now = time.time()
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f"{int(now * 1e6) % 1_000_000:06d}"
+    return f"{stamp}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """``<root>/<job>/<run-name>/``: the attempts of one step, and the marker naming the one that counts.
+
+    Each attempt writes into ``attempts/<id>/`` and never touches another attempt. The
+    commit writes the attempt's ``manifest.json``, then replaces ``_COMMITTED`` (which
+    names the attempt) in one step: an atomic rename on local disk, one PUT on S3, where
+    an object is replaced whole or not at all. Until then readers see the previous
+    committed attempt, so a forced run that fails loses nothing. Attempts other than
+    the committed one are removed after the switch.
+
+    Readers (``manifest``, ``table_files``, ``read_table``, ``file``, ``uri_of``) go to
+    the committed attempt and refuse a run that has none. A marker without an
+    ``attempt`` field (written before attempts existed) names the run folder itself.
+    """
+
+    uri: str
+    fs: fsspec.AbstractFileSystem
+    path: str
+    storage: StorageConfig | None = None
+
+    @classmethod
+    def at(cls, root: str, job: str, run_name: str, storage: StorageConfig | None = None) -> RunFolder:
+        return cls.from_uri(join(root, job, run_name), storage)
+
+    @classmethod
+    def from_uri(cls, uri: str, storage: StorageConfig | None = None) -> RunFolder:
+        fs, path = filesystem(uri, storage)
+        return cls(uri=uri.rstrip("/"), fs=fs, path=path.rstrip("/"), storage=storage)
+
+    @property
+    def name(self) -> str:
+        return self.uri.rsplit("/", 1)[-1]
+
+    def exists(self) -> bool:
+        return self.fs.exists(self.path)
+
+    def marker(self) -> dict[str, Any] | None:
+        """The commit marker's contents, or None when the run has never committed."""
+        try:
+            with self.fs.open("/".join([self.path, COMMIT_MARKER]), "rb") as f:
+                return json.loads(f.read())
+        except FileNotFoundError:
+            return None
+
+    def is_committed(self) -> bool:
+        return self.marker() is not None
+
+    def committed(self) -> Folder:
+        """The folder of the committed attempt; refuses a run that never committed."""
+        marker = self.marker()
+        if marker is None:
+            if self.exists():
+                raise UncommittedRunError(
+                    f"run folder {self.uri} is not committed (no {COMMIT_MARKER} marker): the step "
+                    "that writes it crashed or is still running. Re-run that step to finish it."
+                )
+            raise StorageError(f"run folder {self.uri} does not exist")
+        attempt = marker.get("attempt")
+        if attempt is None:
+            return Folder(self.uri, self.fs, self.path)
+        return self.attempt(attempt)
+
+    def attempt(self, attempt_id: str) -> Folder:
+        return Folder(
+            join(self.uri, ATTEMPTS, attempt_id), self.fs, "/".join([self.path, ATTEMPTS, attempt_id])
+        )
+
+    def attempt_ids(self) -> list[str]:
+        folder = "/".join([self.path, ATTEMPTS])
+        if not self.fs.exists(folder):
+            return []
+        return sorted(str(p).rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(folder, detail=False))
+
+    def manifest(self) -> dict[str, Any]:
+        """The manifest of the committed attempt; refuses an uncommitted run."""
+        return self.committed().read_json(MANIFEST)
+
+    def file(self, *parts: str) -> str:
+        return self.committed().file(*parts)
+
+    def uri_of(self, *parts: str) -> str:
+        return self.committed().uri_of(*parts)
+
+    def table_files(self, table: str) -> list[str]:
+        return self.committed().table_files(table)
+
     def read_table(self, table: str) -> pa.Table:
-        """Read a whole table of a committed run (refuses uncommitted folders)."""
-        manifest = self.manifest()
-        files = self.table_files(table)
+        """Read a whole table of the committed attempt (refuses uncommitted runs)."""
+        folder = self.committed()
+        files = folder.table_files(table)
         if not files:
-            raise StorageError(f"run {self.uri} has no table {table!r}; it has {manifest.get('tables')}")
+            tables = folder.read_json(MANIFEST).get("tables")
+            raise StorageError(f"run {self.uri} has no table {table!r}; it has {sorted(tables or {})}")
         return pa.concat_tables([pq.read_table(f, filesystem=self.fs) for f in files])
+
+    def new_attempt(self, fingerprint: str) -> Folder:
+        """A fresh attempt folder, labelled with the config fingerprint it is written for."""
+        folder = self.attempt(_new_attempt_id())
+        self.fs.makedirs(folder.path, exist_ok=True)
+        folder.write_json(ATTEMPT_LABEL, {"fingerprint": fingerprint, "started_at": time.time()})
+        return folder
+
+    def resumable_attempt(self, fingerprint: str) -> Folder | None:
+        """The newest uncommitted attempt started for ``fingerprint`` (a crashed run to resume)."""
+        committed = (self.marker() or {}).get("attempt")
+        for attempt_id in reversed(self.attempt_ids()):
+            if attempt_id == committed:
+                continue
+            folder = self.attempt(attempt_id)
+            try:
+                label = folder.read_json(ATTEMPT_LABEL)
+            except FileNotFoundError:
+                continue
+            if label.get("fingerprint") == fingerprint:
+                return folder
+        return None
+
+    def commit(self, attempt: Folder, manifest: dict[str, Any]) -> None:
+        """Write the attempt's manifest, then switch the marker to it; then drop the other attempts."""
+        attempt_id = attempt.path.rsplit("/", 1)[-1]
+        attempt.write_json(MANIFEST, manifest)
+        marker = {
+            "attempt": attempt_id,
+            "committed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "fingerprint": manifest.get("fingerprint"),
+        }
+        body = json.dumps(marker).encode()
+        target = "/".join([self.path, COMMIT_MARKER])
+        if split_uri(self.uri)[0] == "file":
+            tmp = f"{target}.{uuid.uuid4().hex[:8]}.tmp"
+            Path(tmp).write_bytes(body)
+            os.replace(tmp, target)  # atomic: readers see the old marker or the new one
+        else:
+            with self.fs.open(target, "wb") as f:  # one PUT: the object is replaced whole
+                f.write(body)
+        self.drop_attempts(keep=attempt_id)
+
+    def drop_attempts(self, keep: str) -> None:
+        """Remove every attempt but ``keep``, and what a run written before attempts left behind."""
+        for attempt_id in self.attempt_ids():
+            if attempt_id != keep:
+                self.fs.rm(self.attempt(attempt_id).path, recursive=True)
+        for entry in self.fs.ls(self.path, detail=False):
+            name = str(entry).rstrip("/").rsplit("/", 1)[-1]
+            if name not in (ATTEMPTS, COMMIT_MARKER):
+                self.fs.rm(str(entry), recursive=True)
 
 
 class PartWriter:
     """Buffers rows and writes ``<table>/part-NNNNN.parquet`` files of at most N rows."""
 
-    def __init__(self, run: RunFolder, table: str, schema: pa.Schema, rows_per_file: int):
+    def __init__(self, run: Folder, table: str, schema: pa.Schema, rows_per_file: int):
         self.run, self.table, self.schema, self.rows_per_file = run, table, schema, rows_per_file
         self._buffer: list[dict[str, Any]] = []
         self.files: list[str] = []

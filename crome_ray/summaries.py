@@ -36,10 +36,10 @@ def print_ingest(console: Console, result: Any) -> None:
             "force to redo)"
         )
     console.print(ingest_table(result.counts, title=f"ingest: {result.manifest['run_name']}"))
-    tables = result.manifest["tables"]
-    console.print(f"pairs:      {result.run.uri_of(tables['pairs'][0]).rsplit('/', 1)[0]}/")
-    console.print(f"quarantine: {result.run.uri_of(tables['quarantine'][0]).rsplit('/', 1)[0]}/")
-    console.print(f"manifest:   {result.run.uri_of('manifest.json')}")
+    out = result.output
+    console.print(f"pairs:      {out.uri_of('pairs')}/")
+    console.print(f"quarantine: {out.uri_of('quarantine')}/")
+    console.print(f"manifest:   {out.uri_of('manifest.json')}")
 
 
 def print_oracle(console: Console, result: Any) -> None:
@@ -52,30 +52,30 @@ def print_oracle(console: Console, result: Any) -> None:
     table.add_column("value", justify="right")
     for k, v in m["counts"].items():
         table.add_row(k.replace("_", " "), f"{v:,}")
-    o = m["oracle"]
+    o = m["details"]["oracle"]
     table.add_row("calls (paid attempts)", f"{o['grants']:,}")
     table.add_row("cache hits", f"{o['hits']:,}")
     table.add_row("throttled (429)", f"{o['throttled']:,}")
     table.add_row("spent", f"${o['spent_usd']:.4f} of ${o['cap_usd']:.2f} cap", style="bold")
     console.print(table)
-    console.print(f"responses:  {result.run.uri_of('responses')}/")
-    console.print(f"ledger:     {m['ledger']}")
+    console.print(f"responses:  {result.output.uri_of('responses')}/")
+    console.print(f"ledger:     {m['details']['ledger']}")
 
 
 def print_train(console: Console, result: Any) -> None:
     """Summary of a ``TrainResult``."""
-    m = result.manifest
+    m, d = result.manifest, result.details
     if result.skipped:
         console.print(f"[cyan]already committed with the same config:[/] {result.run.uri} (force to redo)")
-    final = m["final"]
+    final = d["final"]
     table = Table(title=f"train: {result.run.uri.rsplit('/', 1)[1]}", header_style="bold")
     table.add_column("what")
     table.add_column("value", justify="right")
     pairs = m["counts"]["pairs"]
     table.add_row("training pairs (ties)", f"{pairs['train']:,} ({m['counts']['ties']['train']:,})")
     table.add_row("truncated pairs", f"{m['counts']['truncated']['train']:,}")
-    table.add_row("steps", f"{final.get('step', 0):,} of {m['steps']:,}")
-    if m.get("resumed"):
+    table.add_row("steps", f"{final.get('step', 0):,} of {d['steps']:,}")
+    if d.get("resumed"):
         table.add_row("resumed from step", f"{final.get('started_at_step', 0):,}")
     for key, label in (
         ("loss", "loss (last window)"),
@@ -86,8 +86,32 @@ def print_train(console: Console, result: Any) -> None:
     ):
         if key in final:
             table.add_row(label, f"{final[key]:,.3f}" if key != "tokens_per_s" else f"{final[key]:,.0f}")
-    table.add_row("wall time", f"{m['wall_s']:,.0f} s")
+    table.add_row("wall time", f"{m['timings']['seconds']:,.0f} s")
     console.print(table)
-    for name, uri in m["exported"].items():
+    for name, uri in d["exported"].items():
         console.print(f"{name + ':':<10} {uri}")
-    console.print(f"manifest:  {result.run.uri_of('manifest.json')}")
+    console.print(f"manifest:  {result.output.uri_of('manifest.json')}")
+
+
+def runs_table(statuses: list[Any], now: float) -> Table:
+    """``crome-ray runs list``: one line per run folder."""
+    table = Table(title="runs", header_style="bold")
+    for col in ("step", "run", "status", "rows"):
+        table.add_column(col)
+    table.add_column("age", justify="right")
+    style = {"committed": "green", "stale": "yellow", "incomplete": "red"}
+    for s in statuses:
+        rows = ", ".join(f"{name} {n:,}" for name, n in s.rows.items())
+        status = f"[{style[s.state]}]{s.state}[/]"
+        if s.uncommitted_attempts and s.state != "incomplete":
+            status += f" (+{s.uncommitted_attempts} unfinished)"
+        age = _age(now - s.committed_at) if s.committed_at else "-"
+        table.add_row(s.job, s.name, status, rows or "-", age)
+    return table
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"

@@ -30,7 +30,7 @@ def test_ingest_prints_a_summary_and_where_the_results_are(tmp_path, samples):
     )
     assert res.exit_code == 0, res.output
     assert "pairs written" in res.output and "of which ties" in res.output
-    assert f"{tmp_path}/ingest/eval/pairs/" in res.output
+    assert f"{tmp_path}/ingest/eval/attempts/" in res.output and "/pairs/" in res.output
     again = runner.invoke(
         app,
         [

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from crome_ray.config import IngestConfig, load_config
-from crome_ray.data.ingest import default_run_name, run_ingest
+from crome_ray.data.ingest import IngestError, default_run_name, run_ingest
 from crome_ray.storage import RunFolder
 
 
@@ -56,7 +56,7 @@ def test_ultrafeedback_sample_with_ties_kept_labels_them_tie(tmp_path, samples):
 def test_a_second_run_with_the_same_config_skips_and_a_forced_one_redoes(tmp_path, samples):
     cfg = cfg_for(tmp_path, f"source.path={samples / 'ultrafeedback' / 'eval_200.jsonl'}")
     first = run_ingest(cfg)
-    marker = Path(RunFolder.from_uri(first.run.uri).file("_COMMITTED"))
+    marker = Path(first.run.path) / "_COMMITTED"
     stamp = marker.read_text()
     again = run_ingest(cfg)
     assert again.skipped and again.manifest == first.manifest and marker.read_text() == stamp
@@ -74,7 +74,10 @@ def test_limit_stops_after_that_many_pairs(tmp_path, samples):
     )
     result = run_ingest(cfg)
     assert result.counts["pairs_written"] == 50
-    assert result.manifest["tables"]["pairs"] == [f"pairs/part-0000{i}.parquet" for i in range(3)]
+    assert result.manifest["tables"]["pairs"] == {
+        "files": [f"pairs/part-0000{i}.parquet" for i in range(3)],
+        "rows": 50,
+    }
 
 
 def test_llmbar_natural(tmp_path, samples):
@@ -113,7 +116,7 @@ def test_xstest_pairs_from_the_five_completion_files(tmp_path, samples):
 @pytest.mark.parametrize("fmt", ["pairs", "auto"])
 def test_reading_our_own_parquet_back_gives_the_same_pairs(tmp_path, samples, fmt):
     first = run_ingest(cfg_for(tmp_path, f"source.path={samples / 'ultrafeedback' / 'eval_200.jsonl'}"))
-    pairs_dir = f"{first.run.uri}/pairs"
+    pairs_dir = first.output.uri_of("pairs")
     again = run_ingest(
         cfg_for(
             tmp_path / "b", f"source.path={pairs_dir}", f"source.format={fmt}", "source.name=ultrafeedback"
@@ -123,3 +126,77 @@ def test_reading_our_own_parquet_back_gives_the_same_pairs(tmp_path, samples, fm
     b = RunFolder.from_uri(again.run.uri).read_table("pairs").to_pylist()
     assert [r["pair_id"] for r in a] == [r["pair_id"] for r in b]
     assert a == b
+
+
+# --- fields that change a row's meaning are read, or refused: never dropped -------------------
+
+
+def tie_labelled_rows(samples, n=20):
+    """IQN-style rows as a new user writes them: prompt/chosen/rejected plus label and kind,
+    without pair_id or schema_version; every other one a tie."""
+    rows = [json.loads(x) for x in (samples / "ultrafeedback" / "eval_200.jsonl").read_text().splitlines()]
+    out = []
+    for i, r in enumerate(x for x in rows if x["chosen"].strip() and x["rejected"].strip()):
+        if len(out) == n:
+            break
+        tie = i % 2 == 0
+        out.append(
+            {
+                "prompt": r["prompt"],
+                "chosen": r["chosen"],
+                "rejected": r["rejected"],
+                "label": "tie" if tie else "chosen",
+                **({"kind": "neutral_iqn"} if tie else {}),
+            }
+        )
+    return out
+
+
+def write_rows(path: Path, rows: list[dict], fmt: str) -> Path:
+    if fmt == "jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    return path
+
+
+@pytest.mark.parametrize("ext", ["jsonl", "parquet"])
+@pytest.mark.parametrize("fmt", ["auto", "pairs"])
+def test_a_tie_labelled_file_keeps_its_ties_in_every_format_that_reads_labels(tmp_path, samples, ext, fmt):
+    rows = tie_labelled_rows(samples)
+    source = write_rows(tmp_path / f"ties.{ext}", rows, ext)
+    result = run_ingest(cfg_for(tmp_path / "runs", f"source.path={source}", f"source.format={fmt}"))
+    pairs = RunFolder.from_uri(result.run.uri).read_table("pairs").to_pylist()
+    assert result.counts["ties_kept"] == sum(r["label"] == "tie" for r in rows) == 10
+    assert [p["label"] for p in pairs] == [r["label"] for r in rows]
+    assert [p["kind"] for p in pairs] == [r.get("kind", "original") for r in rows]
+
+
+@pytest.mark.parametrize("field", ["label", "kind"])
+@pytest.mark.parametrize("fmt", ["ultrafeedback_binarized", "rewardbench"])
+def test_a_format_that_would_drop_a_meaningful_field_is_refused_naming_the_field_and_the_reader(
+    tmp_path, samples, fmt, field
+):
+    rows = [{**r, "subset": "chat"} for r in tie_labelled_rows(samples)]
+    if field == "kind":
+        rows = [{k: v for k, v in r.items() if k != "label"} for r in rows]
+    source = write_rows(tmp_path / "ties.jsonl", rows, "jsonl")
+    cfg = cfg_for(tmp_path / "runs", f"source.path={source}", f"source.format={fmt}", "run_name=x")
+    with pytest.raises(
+        IngestError, match=rf"field '{field}' .* format '{fmt}' does not read it.*source.format=pairs"
+    ):
+        run_ingest(cfg)
+    assert not RunFolder.at(str(tmp_path / "runs"), "ingest", "x").is_committed()
+
+
+def test_a_label_that_means_what_the_format_assumes_is_not_an_error(tmp_path, samples):
+    rows = [{**r, "label": "chosen"} for r in tie_labelled_rows(samples)]
+    rows = [{k: v for k, v in r.items() if k != "kind"} for r in rows]
+    source = write_rows(tmp_path / "plain.jsonl", rows, "jsonl")
+    result = run_ingest(
+        cfg_for(tmp_path / "runs", f"source.path={source}", "source.format=ultrafeedback_binarized")
+    )
+    assert result.counts["pairs_written"] == 20 and result.counts["ties_kept"] == 0

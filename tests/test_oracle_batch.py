@@ -8,8 +8,8 @@ from crome_ray.config import OracleConfig, load_config
 from crome_ray.oracle.batch import BatchRunner, BatchState
 from crome_ray.oracle.cache import LedgerStore, ResponseCache
 from crome_ray.oracle.gemini import GeminiBackend
-from crome_ray.oracle.governor import GovernorCore
-from crome_ray.oracle.pricing import call_cost
+from crome_ray.oracle.governor_core import GovernorCore
+from crome_ray.oracle.pricing import call_cost_micros
 from crome_ray.oracle.protocol import ErrorKind, GenerationParams, OracleError, OracleRequest, OracleResult
 from crome_ray.oracle.simulator import RunningSimulator, SimConfig
 
@@ -49,8 +49,13 @@ def test_batch_mode_answers_everything_at_the_batch_price(sim, tmp_path):
     assert all(isinstance(x, OracleResult) and 1 <= x.parsed["score"] <= 10 for x in results)
     assert sim.stats.batch_jobs == 3 and sim.stats.requests == 0  # 10 + 10 + 5, no online calls
     x = results[0]
-    assert x.cost_usd == pytest.approx(call_cost(x.usage, cfg.price()) * 0.5)
-    assert core.budget.spent == pytest.approx(sum(x.cost_usd for x in results))
+    online = call_cost_micros(x.usage, cfg.price())
+    assert (
+        round(x.cost_usd * 1e6)
+        == call_cost_micros(x.usage, cfg.price(), batch=True)
+        == pytest.approx(online * 0.5, abs=1)
+    )
+    assert core.budget.spent == sum(round(x.cost_usd * 1e6) for x in results)  # exact micro-dollars
 
 
 def test_a_restart_after_submitting_polls_the_same_jobs_instead_of_resubmitting(sim, tmp_path):
@@ -83,7 +88,7 @@ def test_batch_requests_beyond_the_cap_are_marked_budget_exhausted(sim, tmp_path
     r, _cfg, core = runner(sim, tmp_path, cap=0.0006)
     results = asyncio.run(r.run(reqs(20)))
     exhausted = [x for x in results if isinstance(x, OracleError) and x.kind == ErrorKind.BUDGET_EXHAUSTED]
-    assert 0 < len(exhausted) < 20 and core.budget.spent <= 0.0006
+    assert 0 < len(exhausted) < 20 and core.budget.spent <= 600  # micro-dollars
 
 
 def test_the_oracle_job_in_batch_mode_needs_no_ray_and_commits_its_run(sim, tmp_path, monkeypatch):
@@ -118,4 +123,4 @@ def test_the_oracle_job_in_batch_mode_needs_no_ray_and_commits_its_run(sim, tmp_
     result = run_oracle_job(cfg, SecretStr("k"))
     assert ray.is_initialized() == ray_before  # batch mode starts no Ray
     assert result.manifest["counts"] == {"prompts": 13, "bad_input": 1, "answered": 12}
-    assert result.manifest["oracle"]["spent_usd"] > 0 and sim.stats.batch_jobs == 1
+    assert result.details["oracle"]["spent_micros"] > 0 and sim.stats.batch_jobs == 1

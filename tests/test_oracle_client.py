@@ -2,7 +2,6 @@
 retries, retryDelay, invalid output, the cache and the cap."""
 
 import asyncio
-import time
 
 import pytest
 
@@ -10,8 +9,9 @@ from crome_ray.config import OracleConfig, load_config
 from crome_ray.oracle.cache import LedgerStore, ResponseCache
 from crome_ray.oracle.client import OracleClient
 from crome_ray.oracle.gemini import GeminiBackend, answer_from_response
-from crome_ray.oracle.governor import GovernorCore, LocalGovernor
-from crome_ray.oracle.pricing import call_cost
+from crome_ray.oracle.governor import LocalGovernor
+from crome_ray.oracle.governor_core import GovernorCore
+from crome_ray.oracle.pricing import call_cost_micros
 from crome_ray.oracle.protocol import (
     ErrorKind,
     GenerationParams,
@@ -64,6 +64,11 @@ def run(client, reqs):
     return asyncio.run(client.call_many(reqs))
 
 
+def micros(result) -> int:
+    """A result's cost back in whole micro-dollars (it is stored as dollars for display)."""
+    return round(result.cost_usd * 1_000_000)
+
+
 @pytest.fixture()
 def sim():
     with RunningSimulator(SimConfig(latency_median_s=0.01)) as s:
@@ -75,11 +80,10 @@ def test_answers_are_parsed_priced_and_a_second_run_pays_for_nothing(sim, tmp_pa
     client, core = make_client(cfg, tmp_path)
     first = run(client, requests(20))
     assert all(isinstance(r, OracleResult) and r.parsed["verdict"] in ("Pass", "Fail") for r in first)
-    assert (
-        core.resumed_from == 0
-        and LedgerStore(str(tmp_path / "ledger.json")).load()["allocated"] >= core.budget.spent
-    )
-    assert all(r.cost_usd == pytest.approx(call_cost(r.usage, cfg.price())) and r.cost_usd > 0 for r in first)
+    ledger = LedgerStore(str(tmp_path / "ledger.json")).load()
+    assert core.resumed_from == 0 and ledger["allocated_micros"] >= core.budget.spent > 0
+    assert all(micros(r) == call_cost_micros(r.usage, cfg.price()) > 0 for r in first)
+    assert core.budget.spent == sum(micros(r) for r in first)  # exact: whole micro-dollars
     assert sim.stats.answered == 20
     core.close()  # a clean end persists the exact spend
 
@@ -89,7 +93,8 @@ def test_answers_are_parsed_priced_and_a_second_run_pays_for_nothing(sim, tmp_pa
     assert [r.parsed for r in again] == [r.parsed for r in first]
     assert all(r.cached and r.cost_usd == 0 for r in again)
     assert core2.counts["hits"] == 20
-    assert core2.resumed_from == pytest.approx(sum(r.cost_usd for r in first))
+    assert core2.resumed_from == sum(micros(r) for r in first)
+    assert LedgerStore(str(tmp_path / "ledger.json")).load()["spent_micros"] == core2.resumed_from
 
 
 def test_identical_requests_in_flight_together_are_paid_once(sim, tmp_path):
@@ -98,17 +103,59 @@ def test_identical_requests_in_flight_together_are_paid_once(sim, tmp_path):
     assert sim.stats.answered == 1 and sum(r.cached for r in results) == 7
 
 
-def test_a_429_retry_delay_is_honoured(tmp_path):
-    with RunningSimulator(SimConfig(rpm=1, window_s=1.5, latency_median_s=0.01)) as sim:
-        cfg = oracle_config(sim)  # our quota (1,000 rpm) is wrong: the server throttles
+@pytest.mark.parametrize("hint", ["body", "header"])
+def test_a_429_is_retried_once_and_no_sooner_than_the_server_asked(tmp_path, hint):
+    """The server's delay (RetryInfo.retryDelay in the body, or a Retry-After header) is far longer
+    than our own backoff (<= 0.05 s here): only honouring it can space the two attempts that far."""
+    delay = 1.0
+    sim_cfg = SimConfig(first_429s=1, capacity_retry_delay_s=delay, retry_hint=hint, latency_median_s=0.01)
+    with RunningSimulator(sim_cfg) as sim:
+        cfg = oracle_config(sim, **{"retry.initial_backoff_s": 0.01, "retry.max_backoff_s": 0.05})
         client, core = make_client(cfg, tmp_path)
-        start = time.monotonic()
-        results = run(client, requests(2))
-        elapsed = time.monotonic() - start
-    assert all(isinstance(r, OracleResult) for r in results)
-    assert sim.stats.quota_429 >= 1 and core.counts["throttled"] == sim.stats.quota_429
-    assert elapsed >= 1.4  # the second call waited out the server's retryDelay (~1.5 s)
+        [r] = run(client, requests(1))
+        arrivals = list(sim.stats.arrivals)
+    assert isinstance(r, OracleResult) and r.attempts == 2
+    assert len(arrivals) == 2, arrivals  # the 429, then exactly one retry
+    (first, body), (retry, same_body) = arrivals
+    assert body == same_body  # of the same request
+    assert retry - first >= delay
+    assert sim.stats.capacity_429 == 1 and core.counts["throttled"] == 1
     assert core.limiter.scale < 1.0  # and the governor slowed everyone down
+
+
+RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
+
+
+@pytest.mark.parametrize(
+    "details, headers, seconds",
+    [
+        ({"error": {"details": [{"@type": RETRY_INFO, "retryDelay": "1.5s"}]}}, None, 1.5),
+        (
+            {"error": {"details": [{"@type": "x.ErrorInfo"}, {"@type": RETRY_INFO, "retryDelay": "30s"}]}},
+            None,
+            30,
+        ),
+        ({"error": {"details": [{"@type": RETRY_INFO, "retryDelay": "0.250s"}]}}, {"Retry-After": "9"}, 0.25),
+        ({"error": {"message": "no RetryInfo"}}, {"Retry-After": "7"}, 7),
+        (None, {"Retry-After": "Wed, 21 Oct 2015 07:28:30 GMT"}, 30),  # an HTTP-date, 30 s after "now"
+        (None, {"Retry-After": "Wed, 21 Oct 2015 07:27:00 GMT"}, 0),  # already past: no wait
+        ({"error": {"details": [{"@type": RETRY_INFO, "retryDelay": "1.5"}]}}, None, None),  # no unit
+        (None, {"Retry-After": "soon"}, None),
+        (None, {"Retry-After": "nan"}, None),
+        ("not a dict", None, None),
+        (None, None, None),
+    ],
+)
+def test_the_delay_a_server_asks_for_is_read_from_retry_info_or_retry_after(details, headers, seconds):
+    from datetime import UTC, datetime
+
+    from multidict import CIMultiDict
+
+    from crome_ray.oracle.gemini import retry_delay
+
+    now = datetime(2015, 10, 21, 7, 28, 0, tzinfo=UTC)
+    got = retry_delay(details, CIMultiDict(headers) if headers else None, now=now)  # as aiohttp hands them
+    assert got == (pytest.approx(seconds) if seconds is not None else None)
 
 
 def test_malformed_json_is_asked_again_a_bounded_number_of_times_then_recorded(tmp_path):
@@ -144,8 +191,8 @@ def test_server_errors_and_hangs_are_retried_and_nothing_is_answered_twice(tmp_p
     # a timed-out call may still be billed: the budget counted each one at its worst case
     assert stats["abandoned"] <= stats["hangs"]
     worst = sum(client._sizes(r)[2] for r in requests(30))
-    assert core.budget.spent >= sum(r.cost_usd for r in results)
-    assert core.budget.spent <= sum(r.cost_usd for r in results) + worst
+    assert core.budget.spent >= sum(micros(r) for r in results)
+    assert core.budget.spent <= sum(micros(r) for r in results) + worst
     assert max(r.attempts for r in results) > 1
 
 
@@ -156,8 +203,8 @@ def test_when_the_cap_is_reached_the_rest_is_marked_budget_exhausted(sim, tmp_pa
     exhausted = [r for r in results if isinstance(r, OracleError) and r.kind == ErrorKind.BUDGET_EXHAUSTED]
     assert exhausted and len(exhausted) < 40
     # what the provider would bill, from its own token counts, stays under the cap
-    billed = call_cost(Usage(sim.stats.input_tokens, sim.stats.output_tokens), cfg.price())
-    assert billed <= 0.004 and core.budget.spent <= 0.004
+    billed = call_cost_micros(Usage(sim.stats.input_tokens, sim.stats.output_tokens), cfg.price())
+    assert billed <= core.budget.spent <= 4_000
 
 
 def test_a_fatal_error_is_not_retried(tmp_path):
@@ -279,3 +326,41 @@ def test_an_answer_read_from_the_wire_equals_the_sdks_reading_of_it(sim):
     assert fast.text and fast.text == sdk.text
     assert fast.usage == sdk.usage and fast.usage.input_tokens > 0
     assert fast.finish_reason == sdk.finish_reason == "STOP"
+
+
+def test_backends_come_from_one_registry_that_names_the_known_ones_for_an_unknown_name():
+    import typing
+
+    from crome_ray.oracle import backends
+
+    cfg = load_config(OracleConfig, None, ["base_url=http://127.0.0.1:9"])
+    gemini = backends.make_backend(cfg, KEY)
+    assert type(gemini) is GeminiBackend and isinstance(gemini, backends.OracleBackend)
+    assert gemini.price == cfg.price()  # what it charges comes from the config
+    # every backend the config accepts can be made, and the registry knows no other
+    assert set(typing.get_args(OracleConfig.model_fields["backend"].annotation)) == set(
+        backends.known_backends()
+    )
+    with pytest.raises(
+        ValueError, match=r"oracle.backend 'nope' is not a known backend; known backends: gemini"
+    ):
+        backends.make_backend(cfg.model_copy(update={"backend": "nope"}), KEY)
+
+
+def test_a_registered_backend_is_made_by_name_and_a_name_cannot_be_taken_twice(monkeypatch):
+    from crome_ray.oracle import backends
+
+    monkeypatch.setattr(backends, "_registry", dict(backends._registry))
+
+    @backends.register_backend("echo")
+    class Echo:
+        name = "echo"
+
+        def __init__(self, config, api_key):
+            self.config, self.api_key = config, api_key
+
+    cfg = load_config(OracleConfig, None).model_copy(update={"backend": "echo"})
+    made = backends.make_backend(cfg, "k")
+    assert type(made) is Echo and made.api_key == "k" and "echo" in backends.known_backends()
+    with pytest.raises(ValueError, match="'gemini' is registered already"):
+        backends.register_backend("gemini")(Echo)

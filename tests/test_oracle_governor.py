@@ -8,7 +8,10 @@ import asyncio
 import pytest
 
 from crome_ray.config import OracleConfig, load_config
-from crome_ray.oracle.governor import ERROR, GO, WAIT, GovernorActorImpl, GovernorCore, LocalGovernor
+from crome_ray.oracle.governor import GovernorActorImpl, LocalGovernor
+from crome_ray.oracle.governor_core import Decision, GovernorCore
+
+GO, WAIT, ERROR = Decision.GO, Decision.WAIT, Decision.ERROR
 
 
 def config(**over) -> OracleConfig:
@@ -17,7 +20,7 @@ def config(**over) -> OracleConfig:
 
 
 def ask(gov, key: str):
-    return gov.begin(key, f"owner-{key}", 10, 10, 0.001)
+    return gov.begin(key, f"owner-{key}", 10, 10, 1_000)  # worst case: 1,000 micro-dollars
 
 
 def counting_begins(core: GovernorCore) -> list[int]:
@@ -44,7 +47,7 @@ def test_calls_ending_do_not_wake_a_governor_that_waits_for_the_request_window()
         assert core.limiter.blocked_by in ("pace", "requests")
         checked = begins[0]
         for _, grant in grants:
-            await gov.finish(grant, 0.0, 10, 10, None)
+            await gov.finish(grant, 0, 10, 10, None)
         await asyncio.sleep(0.1)
         assert not third.done()  # the window is still full: nothing it could do
         assert begins[0] == checked  # and it did not look
@@ -62,7 +65,7 @@ def test_a_call_ending_lets_a_caller_held_by_the_in_flight_cap_go_at_once():
         second = asyncio.create_task(ask(gov, "b"))
         await asyncio.sleep(0.05)
         assert not second.done() and core.limiter.blocked_by == "in_flight"
-        await gov.finish(grant, 0.0, 10, 10, None)
+        await gov.finish(grant, 0, 10, 10, None)
         kind, _ = await asyncio.wait_for(second, timeout=0.3)  # not the 1 s fallback timer
         assert kind == GO
 
@@ -73,15 +76,15 @@ def test_a_worker_waiting_on_a_broken_governor_hears_why_instead_of_hanging(tmp_
     async def scenario():
         cfg = config(**{"quota.rpm": 2, "quota.max_in_flight": 100})
         actor = GovernorActorImpl(cfg.model_dump_json(), None, str(tmp_path / "cache"), None)
-        args = ("k1", "w-1", 10, 10, 0.001), ("k2", "w-2", 10, 10, 0.001), ("k3", "w-3", 10, 10, 0.001)
+        args = ("k1", "w-1", 10, 10, 1_000), ("k2", "w-2", 10, 10, 1_000), ("k3", "w-3", 10, 10, 1_000)
         first = await actor.exchange("w", [], [(i, a) for i, a in enumerate(args)])
-        assert sorted(kind for _, kind, _, _ in first) == [GO, GO]  # the third waits in the queue
+        assert [kind for _, kind, _, _ in first] == [GO, GO]  # the third waits in the queue
 
         def broken(*_):
             raise OSError("ledger unreachable")
 
         actor.core.begin = broken
-        await actor.exchange("w", [("finish", first[0][2], 0.0, 10, 10, None, True)], [])
+        await actor.exchange("w", [("finish", first[0][2], 0, 10, 10, None, True)], [])
         await asyncio.sleep(1.2)  # the dispatcher's next look at the queue
         later = await actor.exchange("w", [], [])
         assert [(i, kind) for i, kind, _, _ in later] == [(2, ERROR)]
@@ -107,10 +110,28 @@ def test_every_queued_caller_is_served_in_order(held_by):
                 kind, value = await ask(gov, key)
             order.append(key)
             await asyncio.sleep(0.01)
-            await gov.finish(value, 0.0, 10, 10, None)
+            await gov.finish(value, 0, 10, 10, None)
 
         keys = [f"k{i:02d}" for i in range(30)]
         await asyncio.wait_for(asyncio.gather(*(one(k) for k in keys)), timeout=10)
         assert order == keys
 
     asyncio.run(scenario())
+
+
+def test_decisions_cross_ray_as_the_same_enum_members(tmp_path):
+    """What ``exchange`` returns is pickled by Ray (cloudpickle); a worker compares with ``is``."""
+    from ray import cloudpickle
+
+    async def scenario():
+        cfg = config(**{"quota.rpm": 100_000, "quota.max_in_flight": 1})
+        actor = GovernorActorImpl(cfg.model_dump_json(), None, str(tmp_path / "cache"), None)
+        return await actor.exchange(
+            "w", [], [(0, ("k1", "o1", 10, 10, 1_000)), (1, ("k2", "o2", 10, 10, 1_000))]
+        )
+
+    decisions = asyncio.run(scenario())
+    wire = cloudpickle.dumps(decisions)
+    received = cloudpickle.loads(wire)
+    assert [(i, kind) for i, kind, _, _ in received] == [(0, GO)] and received[0][1] is GO
+    assert len(wire) < 200  # a decision stays a few bytes on the wire

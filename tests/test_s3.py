@@ -29,13 +29,15 @@ def ingested(s3, samples):
 def test_ingest_writes_a_committed_run_to_s3_that_pyarrow_reads_back(s3, ingested):
     bucket, result = ingested
     keys = sorted(o["Key"] for o in s3.client().list_objects_v2(Bucket=bucket)["Contents"])
+    attempt = f"crome/ingest/uf/attempts/{result.manifest['attempt']}"
     assert keys == [
         "crome/ingest/uf/_COMMITTED",
-        "crome/ingest/uf/manifest.json",
-        "crome/ingest/uf/pairs/part-00000.parquet",
-        "crome/ingest/uf/quarantine/part-00000.parquet",
+        f"{attempt}/_ATTEMPT.json",
+        f"{attempt}/manifest.json",
+        f"{attempt}/pairs/part-00000.parquet",
+        f"{attempt}/quarantine/part-00000.parquet",
     ]
-    table = pq.read_table(f"{bucket}/crome/ingest/uf/pairs", filesystem=s3.pyarrow_fs())
+    table = pq.read_table(f"{bucket}/{attempt}/pairs", filesystem=s3.pyarrow_fs())
     assert table.num_rows == result.counts["pairs_written"] > 150
     run = RunFolder.from_uri(result.run.uri, StorageConfig(endpoint_url=s3.endpoint))
     assert run.manifest()["counts"] == result.counts
@@ -47,7 +49,8 @@ def test_ray_data_reads_the_pairs_table_from_s3(s3, ingested, ray_cluster):
     from ray.data.expressions import col
 
     bucket, result = ingested
-    ds = ray.data.read_parquet(f"s3://{bucket}/crome/ingest/uf/pairs", filesystem=s3.pyarrow_fs())
+    attempt = f"crome/ingest/uf/attempts/{result.manifest['attempt']}"
+    ds = ray.data.read_parquet(f"s3://{bucket}/{attempt}/pairs", filesystem=s3.pyarrow_fs())
     assert ds.count() == result.counts["pairs_written"]
     rows = ds.filter(expr=col("label") == "chosen").take(3)
     assert len(rows) == 3 and all(r["prompt"] and r["pair_id"] for r in rows)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from crome_ray.config import TrainConfig, load_config
-from crome_ray.storage import RunFolder
+from crome_ray.storage import Folder
 from crome_ray.train.batches import PairEncoder, PairRow, collate, length_grouped, rewards, rows_of
 from crome_ray.train.export import PROBE, export_model, score_texts
 from crome_ray.train.loop import LocalRuntime, train_worker
@@ -64,6 +64,34 @@ def test_an_encoder_pair_is_a_sentence_pair_that_keeps_its_cls_when_too_long(min
     long = enc.encode("question " * 100, "answer " * 100)
     assert long.truncated and len(long.ids) == 32 and long.ids[0] == rm.tokenizer.cls_token_id
     assert rm.tokenizer.sep_token_id in long.ids[1:-1]  # both texts kept a share
+
+
+@pytest.mark.parametrize("kind", ["decoder", "encoder"])
+def test_a_huge_text_is_cut_before_the_tokenizer_and_encodes_as_if_read_whole(tiny_llama, minilm_path, kind):
+
+    rm = load_reward_model(tiny_llama if kind == "decoder" else minilm_path, finetune="full")
+    seen: list[int] = []
+    real = rm.tokenizer.__class__.__call__
+
+    def spy(tok, *texts, **kw):
+        seen.append(sum(len(t) for t in texts if isinstance(t, str)))
+        return real(tok, *texts, **kw)
+
+    enc = PairEncoder(rm.tokenizer, 64, rm.is_decoder)
+    whole = PairEncoder(rm.tokenizer, 64, rm.is_decoder)
+    whole.max_chars = 10**9  # never cut: the reference
+    words = " ".join(f"w{i} lorem ipsum" for i in range(600))  # ~9k characters
+    prompt, answer = ("Q? " + words, "the answer ends here.") if kind == "decoder" else ("Q? " + words, words)
+    expected = whole.encode(prompt, answer)
+    rm.tokenizer.__class__.__call__ = spy
+    try:
+        got = enc.encode(prompt, answer)
+    finally:
+        rm.tokenizer.__class__.__call__ = real
+    assert got == expected and got.truncated and len(got.ids) == 64
+    assert seen and max(seen) <= 2 * 8 * 64 + 16  # the tokenizer read one kilobyte or two, not 9k characters
+    if kind == "encoder":
+        assert rm.tokenizer.decode(got.ids).startswith("[CLS] q? w0 lorem")  # both starts kept
 
 
 def test_length_grouping_yields_every_row_once_in_batches_of_similar_length():
@@ -157,7 +185,7 @@ def test_the_exported_model_scores_like_the_model_at_the_end_of_training(
 ):
     rows = encoded(tiny_llama, samples, 8)
     cfg = config(model=str(tiny_llama), finetune=finetune, **{"optim.lr": 1e-2})
-    run = RunFolder.from_uri(str(tmp_path / "run"))
+    run = Folder.from_uri(str(tmp_path / "run"))
     run.fs.makedirs(run.path, exist_ok=True)
     live: dict = {}
 

@@ -39,10 +39,13 @@ class TwoProcessRuntime:
     strategy: str
     restore: str | None = None
     saved: str | None = None
+    split: str = "strided"  # or "kinds": rank 0 gets the preference pairs, rank 1 the ties
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     has_eval: bool = True
 
     def train_rows(self):
+        if self.split == "kinds":
+            return iter([r for r in self.rows if r.is_tie == (self.rank == 1)])
         return iter(self.rows[self.rank :: self.world_size])
 
     def eval_rows(self):
@@ -74,7 +77,14 @@ def _worker(rank: int, port: int, job: dict) -> None:
         with open(job["rows"], "rb") as f:
             rows, eval_rows = pickle.load(f)
         runtime = TwoProcessRuntime(
-            rows, eval_rows, rank, 2, job["strategy"], job.get("restore"), job.get("saved")
+            rows,
+            eval_rows,
+            rank,
+            2,
+            job["strategy"],
+            job.get("restore"),
+            job.get("saved"),
+            job.get("split", "strided"),
         )
         cfg = config(**job["cfg"])
         out: dict = {}
@@ -89,6 +99,8 @@ def _worker(rank: int, port: int, job: dict) -> None:
         out["metrics"] = train_worker(cfg, job["model"], runtime, job["steps"], export=export)
         if rank == 0:
             torch.save(out, job["out"])
+        else:  # what rank 1 reported, for tests that compare the ranks' views
+            torch.save(out["metrics"], job["out"] + ".rank1")
     finally:
         torch.distributed.destroy_process_group()
 
@@ -170,3 +182,18 @@ def test_the_blocks_sharded_are_the_transformer_layers(tiny_llama, minilm_path):
     bert = load_reward_model(str(minilm_path), finetune="lora").model
     blocks = transformer_blocks(bert)
     assert len(blocks) == 6 and all(type(b).__name__ == "BertLayer" for b in blocks)
+
+
+def test_every_metric_is_reduced_over_all_workers_even_when_one_worker_holds_all_the_ties(
+    tiny_llama, pair_rows, tmp_path
+):
+    """Rank 0 trains on preference pairs only, rank 1 on ties only, one batch each. The
+    window's loss is the mean of the two batch losses: BT on rank 0's, λ × tie on rank 1's."""
+    job = {"model": str(tiny_llama), "rows": str(pair_rows), "steps": 1, "split": "kinds"}
+    out = run_two(tmp_path, "kinds", strategy="ddp", cfg={"loss.tie_weight": 0.5}, **job)
+    m, rank1 = out["metrics"], torch.load(str(tmp_path / "kinds.pt") + ".rank1", weights_only=False)
+    for key in ("loss", "loss_bt", "loss_tie", "pair_accuracy", "tie_abs_delta"):
+        assert key in m and m[key] == pytest.approx(rank1[key], rel=1e-9), key  # one view on every rank
+    assert m["loss_tie"] >= 0.6931  # −½[log σ(Δ) + log σ(−Δ)] ≥ log 2, whatever Δ is
+    assert m["loss_bt"] > 0 and m["tie_abs_delta"] > 0
+    assert m["loss"] == pytest.approx((m["loss_bt"] + 0.5 * m["loss_tie"]) / 2, rel=1e-6)

@@ -8,11 +8,13 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import psutil
 import pytest
 
 from crome_ray.config import TrainConfig, load_config
+from crome_ray.storage import RunFolder
 from crome_ray.train.export import PROBE
 from crome_ray.train.job import run_train_job
 from crome_ray.train.score import RewardScorer
@@ -54,9 +56,11 @@ def test_two_worker_ddp_on_cpu_checkpoints_to_s3_and_exports_a_model_that_scores
     )
     result = run_train_job(cfg)
     m = result.manifest
-    assert not result.skipped and m["steps"] == 12 and m["final"]["step"] == 12
+    assert not result.skipped and m["details"]["steps"] == 12 and m["details"]["final"]["step"] == 12
     assert m["counts"]["pairs"] == {"train": 64, "eval": 31}
-    assert 0 <= m["final"]["eval_accuracy"] <= 1 and m["final"]["eval_pairs"] == 31  # each once, none dropped
+    assert (
+        0 <= m["details"]["final"]["eval_accuracy"] <= 1 and m["details"]["final"]["eval_pairs"] == 31
+    )  # each once, none dropped
     fs = result.run.fs
     names = [p.rsplit("/", 1)[1] for p in fs.ls(result.run.file("ray"), detail=False)]
     checkpoints = [n for n in names if n.startswith("checkpoint_") and not n.endswith(".json")]
@@ -65,7 +69,7 @@ def test_two_worker_ddp_on_cpu_checkpoints_to_s3_and_exports_a_model_that_scores
         json.loads(line) for line in fs.open(result.run.file("metrics.jsonl")).read().decode().splitlines()
     ]
     assert [h["step"] for h in history] == [4, 5, 8, 10, 12]
-    assert set(m["exported"]) == {"model", "adapter"}
+    assert set(m["details"]["exported"]) == {"model", "adapter"}
 
     probe = json.loads(fs.open(result.run.file("model", "probe.json")).read())
     scorer = RewardScorer(result.run.uri, storage=cfg.storage)
@@ -92,7 +96,9 @@ def test_two_worker_fsdp_on_cpu_trains_shards_and_exports_a_plain_model(
     )
     result = run_train_job(cfg)
     m = result.manifest
-    assert m["steps"] == 6 and m["final"]["eval_pairs"] == 31  # every worker in step, each pair once
+    assert (
+        m["details"]["steps"] == 6 and m["details"]["final"]["eval_pairs"] == 31
+    )  # every worker in step, each pair once
     probe = json.loads(result.run.fs.open(result.run.file("model", "probe.json")).read())
     scores = RewardScorer(result.run.uri).score([p for p, _ in PROBE], [r for _, r in PROBE])
     assert scores == pytest.approx([p["score"] for p in probe], abs=1e-4)
@@ -124,7 +130,7 @@ def test_a_worker_killed_mid_run_resumes_from_the_s3_checkpoint_and_finishes(s3,
 
         fs, _ = filesystem(f"s3://{bucket}/crome", cfg.storage)
         # a checkpoint counts once Ray Train has registered it (its snapshot names it)
-        snapshots = fs.glob(f"{bucket}/crome/train/*/ray/checkpoint_manager_snapshot.json")
+        snapshots = fs.glob(f"{bucket}/crome/train/*/attempts/*/ray/checkpoint_manager_snapshot.json")
         if snapshots and "checkpoint_2" in fs.cat(snapshots[0]).decode():
             pids = train_worker_pids()
             if pids:
@@ -135,14 +141,14 @@ def test_a_worker_killed_mid_run_resumes_from_the_s3_checkpoint_and_finishes(s3,
     runner.join(600)
     assert killed is not None, "no checkpoint appeared before the run ended: the run is too short to test"
     result = out["result"]
-    final = result.manifest["final"]
+    final = result.details["final"]
     steps = [
         json.loads(line)["step"]
         for line in result.run.fs.cat(result.run.file("metrics.jsonl")).decode().splitlines()
     ]
     assert final["step"] == 400
     assert final["started_at_step"] >= 40 and final["started_at_step"] % 40 == 0  # from a checkpoint
-    assert result.manifest["resumed"] is True
+    assert result.details["resumed"] is True
     resumed_at = final["started_at_step"]
     after_restart = list(range(resumed_at + 40, 401, 40))
     assert steps[-len(after_restart) :] == after_restart and resumed_at in steps[: -len(after_restart)]
@@ -154,9 +160,9 @@ def test_smollm2_trains_on_two_workers(tmp_path, ray_cluster, smollm2_path):
     cfg = train_config("smollm2", tmp_path / "runs", "max_steps=3", "train_limit=24", "eval_limit=8",
                        "max_length=64", "batch_size=2", "export_merged=false")  # fmt: skip
     result = run_train_job(cfg)
-    final = result.manifest["final"]
+    final = result.details["final"]
     assert final["step"] == 3 and final["tokens_per_s"] > 0 and 0 <= final["eval_accuracy"] <= 1
-    assert set(result.manifest["exported"]) == {"adapter"}
+    assert set(result.details["exported"]) == {"adapter"}
     scores = RewardScorer(str(tmp_path / "runs" / "train" / result.run.uri.rsplit("/", 1)[1])).score(
         [PROBE[0][0]], [PROBE[0][1]]
     )
@@ -184,6 +190,83 @@ def test_crome_ray_train_runs_from_the_command_line_with_a_relative_root_and_pri
     assert res.exit_code == 0, res.output
     assert "16 training pairs" in res.output and "eval pair accuracy" in res.output
     assert (tmp_path / "runs" / "train" / "cli" / "_COMMITTED").exists()
-    assert (tmp_path / "runs" / "train" / "cli" / "model" / "config.json").exists()
+    assert (tmp_path / "runs" / "train" / "cli" / "_COMMITTED").exists()
+    assert Path(
+        RunFolder.from_uri(str(tmp_path / "runs" / "train" / "cli")).file("model", "config.json")
+    ).exists()
     res = CliRunner().invoke(app, ["train", "--model", str(tiny_llama), "scaling.workers=0"])
     assert res.exit_code == 2 and "scaling.workers" in res.output
+
+
+def test_the_global_shuffle_mixes_kinds_into_every_workers_share_and_changes_each_epoch(
+    tmp_path, ray_cluster, tiny_llama, samples
+):
+    """40 preference pairs, then 40 ties, in file order: without a global shuffle rank 0
+    would get every preference pair and rank 1 every tie, and each epoch would end in ties."""
+    from crome_ray.train.dataset import pair_files, pairs_run, shuffled_each_epoch, tokenized
+
+    rows = [json.loads(x) for x in (samples / "ultrafeedback" / "train_1k.jsonl").read_text().splitlines()]
+    rows = [
+        r for r in rows if r["chosen"].strip() and r["rejected"].strip() and r["chosen"] != r["rejected"]
+    ][:80]
+    source = tmp_path / "ordered.jsonl"
+    source.write_text(
+        "".join(
+            json.dumps({"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"],
+                        "label": "tie" if i >= 40 else "chosen"}) + "\n"
+            for i, r in enumerate(rows)
+        )
+    )  # fmt: skip
+    cfg = train_config(tiny_llama, tmp_path / "runs", f"train_data={source}", "train_limit=null")
+    files = pair_files(pairs_run(str(source), cfg, None, lambda _: None))
+    ds = shuffled_each_epoch(tokenized(files, cfg, str(tiny_llama), None, swap_labels=False), cfg.seed)
+
+    shares: list[list] = [[], []]
+    splits = ds.streaming_split(2, equal=True)  # what Ray Train's DataConfig does with "train"
+
+    def consume(rank):
+        for batch in splits[rank].iter_batches(batch_size=16, batch_format="numpy"):
+            shares[rank].extend(batch["is_tie"].tolist())
+
+    threads = [threading.Thread(target=consume, args=(r,)) for r in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert [len(s) for s in shares] == [40, 40]
+    for share in shares:
+        assert 0.3 <= sum(share) / len(share) <= 0.7  # kinds in proportion (0.5), not 0 and 1
+
+    epoch1 = [(r["pair_id"], bool(r["is_tie"])) for r in ds.iter_rows()]
+    epoch2 = [(r["pair_id"], bool(r["is_tie"])) for r in ds.iter_rows()]
+    assert sorted(epoch1) == sorted(epoch2) and epoch1 != epoch2  # reshuffled at each pass
+    assert 0.3 <= sum(t for _, t in epoch1[:40]) / 40 <= 0.7  # one worker: ties spread, not at the end
+
+
+def test_a_forced_training_run_that_fails_leaves_the_committed_run_byte_identical(
+    tmp_path, ray_cluster, tiny_llama
+):
+    import hashlib
+
+    from crome_ray.train.job import TrainError
+
+    base = ["max_steps=2", "scaling.workers=1", "run_name=rm", "train_limit=8", "eval_limit=4"]
+    first = run_train_job(train_config(tiny_llama, tmp_path / "runs", *base))
+    folder = tmp_path / "runs" / "train" / "rm"
+
+    def snapshot():
+        return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(folder.rglob("*")) if p.is_file()}  # fmt: skip
+
+    before = snapshot()
+    broken = train_config(tiny_llama, tmp_path / "runs", *base, "lora.target_modules=[no_such_module]",
+                          "max_failures=0")  # fmt: skip
+    with pytest.raises(TrainError, match="NoMatchingPeftModuleError"):
+        run_train_job(broken, force=True)
+    after = snapshot()
+    assert {k: v for k, v in after.items() if k in before} == before
+    assert len(after) > len(before)  # the failed attempt wrote, but only in its own folder
+    run = RunFolder.from_uri(str(folder))
+    assert run.manifest() == first.manifest
+    scores = RewardScorer(str(folder)).score([PROBE[0][0]], [PROBE[0][1]])
+    assert len(scores) == 1  # the committed model is still the one served

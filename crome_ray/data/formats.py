@@ -316,11 +316,35 @@ ROW_PARSERS: dict[str, Callable[[dict[str, Any], RowContext], list[PreferencePai
 }
 
 
+# Fields that change what a row means (a tie is not a preference), with the format that
+# reads them. A format that does not read such a field must not be used on rows that have it.
+MEANINGFUL_FIELDS: dict[str, tuple[str, Any]] = {
+    # field: (the format that reads it, the value that means what ignoring it would mean)
+    "label": ("pairs", "chosen"),
+    "kind": ("pairs", "original"),
+}
+READS: dict[str, frozenset[str]] = {
+    "pairs": frozenset({"label", "kind"}),
+    "llmbar": frozenset({"label"}),  # 1 or 2: which output is better
+}
+
+
+def unread_fields(fmt: str, rec: dict[str, Any]) -> list[str]:
+    """Fields of ``rec`` that change its meaning but that format ``fmt`` would ignore."""
+    return [
+        name
+        for name, (_, neutral) in MEANINGFUL_FIELDS.items()
+        if rec.get(name) not in (None, "", neutral) and name not in READS.get(fmt, frozenset())
+    ]
+
+
 def detect_format(rec: dict[str, Any]) -> str | None:
     """Guess a row-wise format from one record's keys (``format: auto``)."""
     keys = set(rec)
     if {"pair_id", "schema_version", "chosen", "rejected"} <= keys:
         return "pairs"
+    if {"chosen", "rejected"} <= keys and keys & set(MEANINGFUL_FIELDS) and "output_1" not in keys:
+        return "pairs"  # a label or kind column: only the pairs format reads them
     if {"instruction", "completions"} <= keys:
         return "ultrafeedback_raw"
     if {"input", "output_1", "output_2", "label"} <= keys:

@@ -13,7 +13,6 @@ prompt), counted.
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -22,25 +21,20 @@ from typing import Any
 from crome_ray.config import IngestConfig
 from crome_ray.data.formats import (
     DEFAULT_NAMES,
+    MEANINGFUL_FIELDS,
     ROW_PARSERS,
     RowContext,
     RowError,
     RowProblem,
     SourceRecord,
     detect_format,
+    unread_fields,
     xstest_pairs,
 )
 from crome_ray.data.readers import read_source
-from crome_ray.records import (
-    PAIR_SCHEMA,
-    PAIRS_SCHEMA_VERSION,
-    QUARANTINE_SCHEMA,
-    PreferencePair,
-    QuarantineRow,
-    Reason,
-    excerpt,
-)
-from crome_ray.storage import PartWriter, RunFolder, check_root, library_versions, split_uri
+from crome_ray.records import PAIR_SCHEMA, PAIRS_SCHEMA_VERSION, PreferencePair, Reason
+from crome_ray.runs import Step, StepResult
+from crome_ray.storage import check_root, split_uri
 
 JOB = "ingest"
 STAGE = "ingest"
@@ -72,15 +66,7 @@ class IngestCounts:
         }
 
 
-@dataclass(frozen=True)
-class IngestResult:
-    run: RunFolder
-    skipped: bool  # True: a committed run with the same fingerprint was already there
-    manifest: dict[str, Any]
-
-    @property
-    def counts(self) -> dict[str, Any]:
-        return self.manifest["counts"]
+IngestResult = StepResult
 
 
 def default_run_name(cfg: IngestConfig) -> str:
@@ -89,36 +75,24 @@ def default_run_name(cfg: IngestConfig) -> str:
 
 
 def run_ingest(cfg: IngestConfig, *, force: bool = False, progress: Progress | None = None) -> IngestResult:
-    check_root(cfg.storage.root, cfg.storage)
     if split_uri(cfg.source.path)[0] in ("s3", "s3a"):
         check_root(cfg.source.path, cfg.storage)
-    run = RunFolder.at(cfg.storage.root, JOB, cfg.run_name or default_run_name(cfg), cfg.storage)
-    fingerprint = cfg.fingerprint()
-    if not run.prepare(fingerprint, force=force):
-        return IngestResult(run=run, skipped=True, manifest=run.manifest())
+    step = Step(JOB, cfg.run_name or default_run_name(cfg), cfg, force=force)
+    if not step.begin():
+        return step.result
 
-    started = time.time()
     counts = IngestCounts()
-    pairs = PartWriter(run, "pairs", PAIR_SCHEMA, cfg.rows_per_file)
-    quarantine = PartWriter(run, "quarantine", QUARANTINE_SCHEMA, cfg.rows_per_file)
-    seen: dict[str, str] = {}
+    pairs = step.table("pairs", PAIR_SCHEMA, cfg.rows_per_file)
     source_name = cfg.source.name or DEFAULT_NAMES.get(cfg.source.format, "source")
+    quarantine = step.quarantine(source=source_name, stage=STAGE, rows_per_file=cfg.rows_per_file)
+    seen: dict[str, str] = {}
 
     def put_problem(p: RowProblem) -> None:
         if not p.bad:
             counts.unpaired += 1
             return
         counts.quarantined[p.error.reason] += 1
-        quarantine.add(
-            QuarantineRow(
-                source=source_name,
-                location=p.location,
-                stage=STAGE,
-                reason=p.error.reason,
-                detail=p.error.detail,
-                excerpt=excerpt(p.raw),
-            ).to_row()
-        )
+        quarantine.put_problem(p)
 
     for item in _pairs_and_problems(cfg, source_name, counts):
         if isinstance(item, RowProblem):
@@ -148,29 +122,18 @@ def run_ingest(cfg: IngestConfig, *, force: bool = False, progress: Progress | N
         if cfg.source.limit and counts.pairs_written >= cfg.source.limit:
             break
 
-    pair_files, quarantine_files = pairs.close(), quarantine.close()
     if progress:
         progress(counts)
     if counts.pairs_written == 0:
         reasons = ", ".join(f"{k}: {v}" for k, v in counts.quarantined.most_common(3)) or "none"
+        pairs.close()
+        quarantine.writer.close()
         raise IngestError(
             f"no pairs from {cfg.source.path!r} as format {cfg.source.format!r} "
             f"({counts.records_read} records read; quarantined by reason: {reasons}). Check "
-            f"source.format; the quarantine table is in the uncommitted folder {run.uri}"
+            f"source.format; the quarantine table is in the uncommitted attempt {step.folder.uri}"
         )
-    manifest = {
-        "job": JOB,
-        "run_name": run.uri.rsplit("/", 1)[-1],
-        "fingerprint": fingerprint,
-        "config": cfg.model_dump(mode="json"),
-        "counts": counts.as_dict(),
-        "tables": {"pairs": pair_files, "quarantine": quarantine_files},
-        "schema_version": {"pairs": PAIRS_SCHEMA_VERSION},
-        "versions": library_versions(),
-        "timings": {"started_at": started, "seconds": round(time.time() - started, 3)},
-    }
-    run.commit(manifest)
-    return IngestResult(run=run, skipped=False, manifest=manifest)
+    return step.commit(counts.as_dict(), schema_version={"pairs": PAIRS_SCHEMA_VERSION})
 
 
 def _pairs_and_problems(
@@ -210,6 +173,15 @@ def _pairs_and_problems(
                 err = RowError(Reason.UNKNOWN_FORMAT, f"fields {sorted(item.value)} match no known format")
                 yield RowProblem(item.location, err, item.value)
                 continue
+        unread = unread_fields(fmt, item.value)
+        if unread:  # the wrong format for this file, not a bad row: stop before anything is committed
+            name = unread[0]
+            reader = MEANINGFUL_FIELDS[name][0]
+            raise IngestError(
+                f"{item.location}: field {name!r} = {item.value[name]!r} changes what the row means, but "
+                f"format {fmt!r} does not read it (it would be dropped without a word). Use "
+                f"source.format={reader} (or auto), which reads {name!r}"
+            )
         try:
             yield from ROW_PARSERS[fmt](item.value, ctx(item.location))
         except RowError as e:

@@ -19,11 +19,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from crome_ray.config import OracleConfig
+from crome_ray.oracle.answers import judge_answer
 from crome_ray.oracle.budget import Reservation
 from crome_ray.oracle.cache import LedgerStore, ResponseCache
-from crome_ray.oracle.gemini import GeminiBackend, answer_from_response, classify, parse_json_answer
-from crome_ray.oracle.governor import GovernorCore
-from crome_ray.oracle.pricing import call_cost, worst_case_cost
+from crome_ray.oracle.gemini import GeminiBackend, answer_from_response, classify
+from crome_ray.oracle.governor_core import GovernorCore
+from crome_ray.oracle.pricing import call_cost_micros, micros_to_usd, worst_case_micros
 from crome_ray.oracle.protocol import ErrorKind, OracleError, OracleRequest, OracleResult
 
 TERMINAL = {"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"}
@@ -56,14 +57,15 @@ class BatchRunner:
         chunk: int = 1000,
     ):
         self.config, self.backend, self.core, self.cache, self.state = config, backend, governor, cache, state
-        self.price = config.price()
+        self.price = backend.price
         self.chunk = chunk
         self.submitted = 0
         self._mine: set[str] = set()  # display names of jobs this process created (and reserved for)
 
-    def _worst(self, req: OracleRequest) -> float:
+    def _worst(self, req: OracleRequest) -> int:
+        """Micro-dollars, at the batch price."""
         max_out = req.params.max_output_tokens + self.config.thinking_budget
-        return worst_case_cost(req.worst_input_tokens(), max_out, self.price, batch=True)
+        return worst_case_micros(req.worst_input_tokens(), max_out, self.price, batch=True)
 
     async def run(self, requests: list[OracleRequest]) -> list[OracleResult | OracleError]:
         """Submit what the cache lacks, wait for the jobs, return one outcome per request."""
@@ -101,7 +103,7 @@ class BatchRunner:
             job = {
                 "display_name": f"crome-{uuid.uuid4().hex[:12]}",
                 "keys": keys,
-                "reserved": reservations,
+                "reserved": reservations,  # micro-dollars
                 "name": None,
                 "collected": False,
             }
@@ -127,7 +129,7 @@ class BatchRunner:
                 self.state.jobs.remove(job)
                 self.state.save()
                 for k, amount in zip(keys, reservations, strict=True):
-                    self.core.budget.settle(Reservation(amount), 0.0)
+                    self.core.budget.settle(Reservation(amount), 0)
                     results[k] = err
                 continue
             job["name"] = created.name
@@ -182,26 +184,23 @@ class BatchRunner:
                         ErrorKind.RETRYABLE,
                         f"batch {job['name']} ended {state} without an answer for this request",
                     )
-                    cost = 0.0
+                    cost = 0
                 else:
-                    cost = call_cost(ans.usage, self.price, batch=True)
+                    cost = call_cost_micros(ans.usage, self.price, batch=True)
                     schema = keyed[key].json_schema if key in keyed else None
-                    try:
-                        parsed = parse_json_answer(ans.text, schema)
-                        result = OracleResult(
-                            key=key,
-                            text=ans.text,
-                            parsed=parsed,
-                            usage=ans.usage,
-                            cost_usd=cost,
-                            latency_s=0.0,
-                            backend=self.backend.name,
-                            model=self.config.model,
-                        )
-                        self.core.index[key] = self.cache.append(result)
-                        results[key] = result
-                    except OracleError as e:
-                        results[key] = e
+                    outcome = judge_answer(
+                        ans,
+                        schema,
+                        key=key,
+                        cost_usd=micros_to_usd(cost),
+                        backend=self.backend.name,
+                        model=self.config.model,
+                    )
+                    if isinstance(outcome, OracleResult):
+                        self.core.index[key] = self.cache.append(outcome)
+                    else:
+                        self.core.counts["invalid_output"] += 1
+                    results[key] = outcome
                 if mine:
                     self.core.budget.settle(Reservation(amount), cost)
             job["collected"] = True

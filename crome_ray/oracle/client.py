@@ -18,10 +18,11 @@ from dataclasses import replace
 import tenacity
 
 from crome_ray.config import OracleConfig
+from crome_ray.oracle.answers import judge_answer
+from crome_ray.oracle.backends import OracleBackend
 from crome_ray.oracle.cache import ResponseCache
-from crome_ray.oracle.gemini import parse_json_answer
-from crome_ray.oracle.governor import BUDGET, HIT
-from crome_ray.oracle.pricing import call_cost, worst_case_cost
+from crome_ray.oracle.governor_core import Decision
+from crome_ray.oracle.pricing import call_cost_micros, micros_to_usd, worst_case_micros
 from crome_ray.oracle.protocol import ErrorKind, OracleError, OracleRequest, OracleResult
 
 
@@ -44,16 +45,22 @@ def _retryable(exc: BaseException) -> bool:
 
 class OracleClient:
     def __init__(
-        self, config: OracleConfig, backend, governor, cache: ResponseCache, owner: str | None = None
+        self,
+        config: OracleConfig,
+        backend: OracleBackend,
+        governor,
+        cache: ResponseCache,
+        owner: str | None = None,
     ):
         self.config, self.backend, self.governor, self.cache = config, backend, governor, cache
-        self.price = config.price()
+        self.price = backend.price
         self.owner = owner or uuid.uuid4().hex[:12]
         self._calls = itertools.count()
 
-    def _sizes(self, req: OracleRequest) -> tuple[int, int, float]:
+    def _sizes(self, req: OracleRequest) -> tuple[int, int, int]:
+        """(estimated input tokens, most output tokens, worst-case cost in micro-dollars)."""
         max_out = req.params.max_output_tokens + self.config.thinking_budget
-        worst = worst_case_cost(req.worst_input_tokens(), max_out, self.price)
+        worst = worst_case_micros(req.worst_input_tokens(), max_out, self.price)
         return req.estimated_input_tokens(), max_out, worst
 
     async def call(self, req: OracleRequest) -> OracleResult | OracleError:
@@ -102,12 +109,12 @@ class OracleClient:
 
     async def _attempt(self, req, key, owner, est_in, max_out, worst, attempt, last, last_round):
         kind, value = await self.governor.begin(key, owner, est_in, max_out, worst)
-        if kind == HIT:
+        if kind is Decision.HIT:
             return replace(self.cache.read(value), cached=True, cost_usd=0.0, attempts=0)
-        if kind == BUDGET:
+        if kind is Decision.BUDGET:
             raise OracleError(
                 ErrorKind.BUDGET_EXHAUSTED,
-                f"the next call could cross the ${self.config.budget.cap_usd:.2f} cap",
+                f"the next call could cross the ${self.config.budget.cap_usd} cap",
             )
         grant = value
         try:
@@ -119,27 +126,23 @@ class OracleClient:
         except BaseException:
             await self.governor.fail(grant, False, True, True)
             raise
-        cost = call_cost(answer.usage, self.price, batch=False)
+        cost = call_cost_micros(answer.usage, self.price, batch=False)
         billed_out = answer.usage.billed_output_tokens
-        try:
-            parsed = parse_json_answer(answer.text, req.json_schema)
-        except OracleError as e:
-            await self.governor.finish(grant, cost, answer.usage.input_tokens, billed_out, None, last_round)
-            return e
-        result = OracleResult(
+        outcome = judge_answer(
+            answer,
+            req.json_schema,
             key=key,
-            text=answer.text,
-            parsed=parsed,
-            usage=answer.usage,
-            cost_usd=cost,
-            latency_s=answer.latency_s,
+            cost_usd=micros_to_usd(cost),
             backend=self.backend.name,
             model=self.config.model,
             attempts=attempt,
         )
-        location = self.cache.append(result)  # persisted before anyone is told it exists
+        if isinstance(outcome, OracleError):  # billed, not cached: asked again in the next round
+            await self.governor.finish(grant, cost, answer.usage.input_tokens, billed_out, None, last_round)
+            return outcome
+        location = self.cache.append(outcome)  # persisted before anyone is told it exists
         await self.governor.finish(grant, cost, answer.usage.input_tokens, billed_out, location, True)
-        return result
+        return outcome
 
     async def call_many(self, requests: list[OracleRequest]) -> list[OracleResult | OracleError]:
         return list(await asyncio.gather(*(self.call(r) for r in requests)))

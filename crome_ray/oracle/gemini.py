@@ -5,39 +5,34 @@ attempts from the governor, which must see each one (each can be billed). So the
 makes one attempt, failures become ``OracleError`` of a kind (``classify``), and
 ``oracle.client`` retries with tenacity, honouring ``retryDelay`` / ``Retry-After``.
 
-Answers are validated here with ``jsonschema``: with a bad answer the SDK's
-``response.parsed`` is silently ``None``.
+Answers are checked by ``oracle.answers`` (JSON and schema), as every backend's are.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
+import email.utils
 import json
+import math
 import os
 import re
 import time
-from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
-import jsonschema
-
-from crome_ray.config import OracleConfig
-from crome_ray.oracle.protocol import ErrorKind, OracleError, OracleRequest, Usage
+from crome_ray.config import ModelPrice, OracleConfig
+from crome_ray.oracle.backends import register_backend
+from crome_ray.oracle.protocol import Answer, ErrorKind, OracleError, OracleRequest, Usage
 
 _DELAY = re.compile(r"^\s*([0-9]*\.?[0-9]+)s\s*$")
 
 
-@dataclass(frozen=True)
-class Answer:
-    text: str
-    usage: Usage
-    finish_reason: str | None
-    latency_s: float
+def retry_delay(details: Any, headers: Any = None, now: datetime | None = None) -> float | None:
+    """Seconds the server asked us to wait before trying again, or None if it did not say.
 
-
-def retry_delay(details: Any, headers: Any = None) -> float | None:
-    """Seconds from a 429 body's ``RetryInfo.retryDelay`` ("12s", "0.5s") or ``Retry-After``."""
+    From a 429 body's ``RetryInfo.retryDelay`` (a protobuf Duration: "12s", "1.5s"), else
+    from a ``Retry-After`` header, as seconds ("30") or an HTTP-date (waiting until then;
+    ``now`` is for tests). Anything unreadable counts as not said."""
     try:
         for d in (details or {}).get("error", {}).get("details", []) or []:
             m = _DELAY.match(str(d.get("retryDelay", "")))
@@ -45,13 +40,23 @@ def retry_delay(details: Any, headers: Any = None) -> float | None:
                 return float(m.group(1))
     except AttributeError:
         pass
-    if headers is not None:
-        value = headers.get("retry-after") if hasattr(headers, "get") else None
-        try:
-            return float(value) if value is not None else None
-        except ValueError:
-            return None
-    return None
+    value = headers.get("retry-after") if headers is not None and hasattr(headers, "get") else None
+    if value is None:
+        return None
+    value = str(value).strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return max(seconds, 0.0) if math.isfinite(seconds) else None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # an HTTP-date is always GMT
+        when = when.replace(tzinfo=UTC)
+    return max((when - (now or datetime.now(UTC))).total_seconds(), 0.0)
 
 
 def classify(exc: BaseException) -> OracleError:
@@ -86,37 +91,6 @@ def classify(exc: BaseException) -> OracleError:
     return OracleError(ErrorKind.FATAL, f"unexpected {name}: {exc}")
 
 
-@functools.lru_cache(maxsize=256)
-def _validator(schema_json: str) -> jsonschema.protocols.Validator:
-    """One checked, compiled validator per schema (``jsonschema.validate`` re-checks the schema
-    on every call, which costs more than the rest of a call's client work)."""
-    schema = json.loads(schema_json)
-    cls = jsonschema.validators.validator_for(schema)
-    cls.check_schema(schema)
-    return cls(schema)
-
-
-def parse_json_answer(text: str, schema: dict[str, Any] | None) -> Any:
-    """The answer as JSON that satisfies ``schema``, or an INVALID_OUTPUT error with an excerpt."""
-    if schema is None:
-        return None
-    try:
-        value = json.loads(text)
-    except (json.JSONDecodeError, TypeError) as e:
-        raise OracleError(
-            ErrorKind.INVALID_OUTPUT,
-            f"the answer is not JSON ({e.msg if hasattr(e, 'msg') else e})",
-            raw=(text or "")[:300],
-        ) from None
-    try:
-        _validator(json.dumps(schema, sort_keys=True)).validate(value)
-    except jsonschema.ValidationError as e:
-        raise OracleError(
-            ErrorKind.INVALID_OUTPUT, f"the answer does not match the schema: {e.message}", raw=text[:300]
-        ) from None
-    return value
-
-
 PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
 
 
@@ -140,6 +114,7 @@ def _direct_session():
     return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), trust_env=False)
 
 
+@register_backend("gemini")
 class GeminiBackend:
     name = "gemini"
 
@@ -160,6 +135,10 @@ class GeminiBackend:
     @property
     def client(self):
         return self._client
+
+    @property
+    def price(self) -> ModelPrice:
+        return self.config.price()
 
     async def aclose(self) -> None:
         """Close the HTTP session this backend made (the SDK's own is closed by the SDK)."""

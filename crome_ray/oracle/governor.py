@@ -1,21 +1,17 @@
-"""The cluster-wide governor: one named Ray actor per run that every oracle worker asks first.
+"""The cluster-wide governor's shell: many waiting callers (asyncio), one Ray actor per run,
+and the worker's side of it.
 
 Written by hand because nothing in the field does this across a cluster: Ray Data
 LLM's HTTP stage paces each actor on its own (N actors overshoot N-fold), curator
-limits one process, distilabel has no limiter. The governor holds, for the whole run:
+limits one process, distilabel has no limiter. Every decision (quota, dollar cap,
+cache hits, leases) is ``governor_core.GovernorCore``'s; this module only decides when
+to ask it and how its answers travel:
 
-- the quota (``limits.RateLimiter``): a call starts only when it fits the provider's
-  RPM / input-TPM / output-TPM windows and the in-flight cap;
-- the dollar cap (``budget.Budget``): the call's worst-case cost is reserved first,
-  with the allowance persisted in the run's ledger before it can be spent;
-- the cache index: a request whose answer is already stored is a hit, never a call;
-- leases on keys in flight: a second worker asking the same question waits for the
-  first answer instead of paying for it again. A lease left by a killed worker
-  expires, and its reservation is then settled at the worst case (it may have been
-  billed).
+- ``LocalGovernor``: the core behind an async FIFO, in this process (one-process runs, tests);
+- ``GovernorActorImpl`` / ``governor_actor``: the same as a Ray actor every oracle worker asks;
+- ``RemoteGovernor``: a worker's handle on that actor, one batched round trip per tick.
 
-``GovernorCore`` is plain Python (tested with a fake clock); ``Governor`` is the thin
-async Ray actor around it; ``LocalGovernor`` the same interface in-process.
+Decisions cross Ray as ``governor_core.Decision`` members (an enum pickles by reference).
 """
 
 from __future__ import annotations
@@ -25,173 +21,17 @@ import collections
 import itertools
 import time
 import uuid
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from crome_ray.config import OracleConfig
-from crome_ray.oracle.budget import Budget, Reservation
-from crome_ray.oracle.cache import LedgerStore, Location
-from crome_ray.oracle.limits import Grant, RateLimiter
+from crome_ray.oracle.cache import LedgerStore
+from crome_ray.oracle.governor_core import Decision, GovernorCore
 
-HIT, GO, WAIT, BUSY, BUDGET = "hit", "go", "wait", "busy", "budget"
-ERROR = "error"  # to a remote worker: the governor failed (the value says how)
 # The shortest sleep of a waiting queue. At the quota, the window frees one request per
 # 1/rate seconds; waking for each would be a wake-up per grant. Grants made up to 50 ms
 # late cost nothing (a remote worker collects its decisions once per 0.2 s tick) and
 # come in small batches, a few per wake-up.
 MIN_WAIT_S = 0.05
-
-
-@dataclass
-class _Lease:
-    key: str
-    owner: str
-    grant: Grant
-    reservation: Reservation
-    expires: float
-
-
-class GovernorCore:
-    def __init__(
-        self,
-        config: OracleConfig,
-        ledger: LedgerStore | None = None,
-        cached: Iterable[tuple[str, Location, float]] = (),
-        clock: Callable[[], float] = time.monotonic,
-    ):
-        self.config, self.clock, self.ledger = config, clock, ledger
-        prior = ledger.load() if ledger is not None else None
-        self.resumed_from = float(prior["allocated"]) if prior else 0.0
-        cap = config.budget.cap_usd
-        chunk = config.budget.allocation_usd or max(cap * 0.01, 1e-6)
-        self.budget = Budget(cap, chunk, spent_before=self.resumed_from, persist=self._persist)
-        self.limiter = RateLimiter(config.quota, clock)
-        self.index: dict[str, Location] = {key: loc for key, loc, _ in cached}
-        self.leases: dict[int, _Lease] = {}
-        self.owner_of: dict[str, tuple[str, float]] = {}  # key -> (owner, lease expiry)
-        self.lease_s = config.retry.timeout_s * 1.5 + 2.0  # one attempt's longest life, with margin
-        self.counts = {
-            "hits": 0,
-            "grants": 0,
-            "throttled": 0,
-            "budget_denied": 0,
-            "expired_leases": 0,
-            "invalid_output": 0,
-            "failed": 0,
-        }
-
-    def _persist(self, allocated: float, spent: float) -> None:
-        if self.ledger is not None:
-            self.ledger.save(
-                {
-                    "allocated": allocated,
-                    "spent": spent,
-                    "cap_usd": self.config.budget.cap_usd,
-                    "model": self.config.model,
-                    "updated_at": time.time(),
-                }
-            )
-
-    def _expire(self, now: float) -> None:
-        for gid, lease in list(self.leases.items()):
-            if lease.expires <= now:
-                # a worker died mid-call: assume the call was billed in full
-                self.budget.settle(lease.reservation, lease.reservation.amount)
-                self.limiter.settle(lease.grant)
-                del self.leases[gid]
-                self.counts["expired_leases"] += 1
-        for key, (_owner, expires) in list(self.owner_of.items()):
-            if expires <= now:
-                del self.owner_of[key]
-
-    def begin(
-        self, key: str, owner: str, est_input: int, max_output: int, worst_cost: float
-    ) -> tuple[str, Any]:
-        """(hit, location) | (go, grant id) | (wait, seconds) | (busy, seconds) | (budget, None)."""
-        now = self.clock()
-        self._expire(now)
-        if key in self.index:
-            self.counts["hits"] += 1
-            return HIT, self.index[key]
-        holder = self.owner_of.get(key)
-        if holder is not None and holder[0] != owner:
-            return BUSY, 0.05
-        if self.budget.committed + worst_cost > self.budget.cap:
-            self.counts["budget_denied"] += 1
-            if holder is not None:
-                del self.owner_of[key]  # this owner gives the key up
-            return BUDGET, None
-        grant = self.limiter.acquire(est_input, max_output)
-        if not isinstance(grant, Grant):
-            return WAIT, grant
-        reservation = self.budget.reserve(worst_cost)
-        if reservation is None:  # unreachable after the check above; kept for safety
-            self.limiter.settle(grant, 0, 0)
-            return BUDGET, None
-        self.leases[grant.id] = _Lease(key, owner, grant, reservation, now + self.lease_s)
-        self.owner_of[key] = (owner, now + self.lease_s)
-        self.counts["grants"] += 1
-        return GO, grant.id
-
-    def finish(
-        self,
-        grant_id: int,
-        cost: float,
-        input_tokens: int,
-        output_tokens: int,
-        location: Location | None,
-        final: bool = True,
-    ) -> None:
-        """An answer came back (billed). ``location`` is where it is cached (None: not usable)."""
-        lease = self.leases.pop(grant_id, None)
-        if lease is None:
-            return  # expired meanwhile and already settled at the worst case
-        self.budget.settle(lease.reservation, cost)
-        self.limiter.settle(lease.grant, input_tokens, output_tokens)
-        if location is not None:
-            self.index[lease.key] = location
-        else:
-            self.counts["invalid_output"] += 1
-        if final:
-            self.owner_of.pop(lease.key, None)
-
-    def fail(
-        self, grant_id: int, throttled: bool = False, final: bool = False, maybe_billed: bool = False
-    ) -> None:
-        """The attempt got no answer. An error answer (429, 5xx) is not billed; a timeout or a
-        broken connection may have been (the provider may finish the call), so it is settled
-        at its worst case."""
-        lease = self.leases.pop(grant_id, None)
-        if lease is None:
-            return
-        self.budget.settle(lease.reservation, lease.reservation.amount if maybe_billed else 0.0)
-        self.limiter.settle(lease.grant)
-        if throttled:
-            self.limiter.throttled()
-            self.counts["throttled"] += 1
-        if final:
-            self.counts["failed"] += 1
-            self.owner_of.pop(lease.key, None)
-
-    def stats(self) -> dict[str, Any]:
-        b = self.budget
-        return {
-            **self.counts,
-            "spent_usd": b.spent,
-            "settled_usd": b.settled,
-            "reserved_usd": b.reserved,
-            "cap_usd": b.cap,
-            "resumed_from_usd": self.resumed_from,
-            "overruns": b.overruns,
-            "cached_keys": len(self.index),
-            "in_flight": len(self.leases),
-            "rate_scale": self.limiter.scale,
-        }
-
-    def close(self) -> dict[str, Any]:
-        self.budget.close()
-        return self.stats()
 
 
 class _Mailbox:
@@ -206,11 +46,11 @@ class _Mailbox:
     def done(self) -> bool:
         return False
 
-    def set_result(self, decision: tuple[str, Any]) -> None:
+    def set_result(self, decision: tuple[Decision, Any]) -> None:
         self.box.append((self.request_id, *decision, time.monotonic()))
 
     def set_exception(self, e: BaseException) -> None:  # sent on as a decision: no exception crosses Ray
-        self.set_result((ERROR, f"the oracle governor failed: {e!r}"))
+        self.set_result((Decision.ERROR, f"the oracle governor failed: {e!r}"))
 
 
 class _AsyncFacade:
@@ -241,21 +81,21 @@ class _AsyncFacade:
             self._setup()
             self._loop = loop
 
-    def _now_or_queue(self, args: tuple, waiter) -> tuple[str, Any] | None:
+    def _now_or_queue(self, args: tuple, waiter) -> tuple[Decision, Any] | None:
         """The decision if it can be made now; otherwise ``waiter`` joins the queue."""
         if args[0] in self.core.index or not self._queue:
             kind, value = self.core.begin(*args)
-            if kind not in (WAIT, BUSY):
+            if kind is not Decision.WAIT and kind is not Decision.BUSY:
                 return kind, value
         self._queue.append((args, waiter))
         if self._dispatcher is None or self._dispatcher.done():
             self._dispatcher = asyncio.create_task(self._dispatch())
         return None
 
-    async def begin(self, key: str, owner: str, est_input: int, max_output: int, worst_cost: float):
+    async def begin(self, key: str, owner: str, est_input: int, max_output: int, worst_micros: int):
         self._on_loop()
         future = asyncio.get_running_loop().create_future()
-        decision = self._now_or_queue((key, owner, est_input, max_output, worst_cost), future)
+        decision = self._now_or_queue((key, owner, est_input, max_output, worst_micros), future)
         return decision if decision is not None else await future
 
     async def _dispatch(self) -> None:
@@ -277,10 +117,10 @@ class _AsyncFacade:
                 self._queue.popleft()
                 continue
             kind, value = self.core.begin(*args)
-            if kind == BUSY:
+            if kind is Decision.BUSY:
                 self._parked.append(self._queue.popleft())
                 continue
-            if kind == WAIT:
+            if kind is Decision.WAIT:
                 if self.core.limiter.blocked_by == "in_flight":
                     value = 1.0  # a slot frees when a call ends, which wakes us
                 self._wake = wake = loop.create_future()
@@ -305,8 +145,8 @@ class _AsyncFacade:
         if can_go_sooner and self._wake is not None:
             _resolve(self._wake)
 
-    async def finish(self, grant_id, cost, input_tokens, output_tokens, location, final=True) -> None:
-        self.core.finish(grant_id, cost, input_tokens, output_tokens, location, final)
+    async def finish(self, grant_id, cost_micros, input_tokens, output_tokens, location, final=True) -> None:
+        self.core.finish(grant_id, cost_micros, input_tokens, output_tokens, location, final)
         self._released()
 
     async def fail(self, grant_id, throttled=False, final=False, maybe_billed=False) -> None:
@@ -450,7 +290,7 @@ class RemoteGovernor:
                 self._waiting.clear()
                 continue
             for request_id, kind, value, age in decisions:
-                if kind == GO and age + rtt > self.max_grant_age:
+                if kind is Decision.GO and age + rtt > self.max_grant_age:
                     # too late to send safely inside the provider's window: give it back, ask again
                     self.stale_grants += 1
                     self._outbox.append(("fail", value, False, False, False))
@@ -460,7 +300,7 @@ class RemoteGovernor:
                 self._args.pop(request_id, None)
                 if future is None or future.done():
                     continue
-                if kind == ERROR:
+                if kind is Decision.ERROR:
                     future.set_exception(RuntimeError(value))
                 else:
                     future.set_result((kind, value))

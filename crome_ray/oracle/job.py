@@ -19,7 +19,6 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -28,9 +27,11 @@ from pydantic import SecretStr
 from crome_ray.config import OracleJobConfig
 from crome_ray.data.formats import RowError, RowProblem
 from crome_ray.data.readers import read_source
-from crome_ray.oracle.stage import RESULT_COLUMNS, OracleStage, make_backend, request_from_row, result_columns
-from crome_ray.records import QUARANTINE_SCHEMA, QuarantineRow, Reason, excerpt
-from crome_ray.storage import PartWriter, RunFolder, check_root, join, library_versions
+from crome_ray.oracle.backends import make_backend
+from crome_ray.oracle.stage import RESULT_COLUMNS, OracleStage, request_from_row, result_columns
+from crome_ray.records import Reason
+from crome_ray.runs import Step, StepResult
+from crome_ray.storage import join
 
 JOB = "oracle"
 INPUT_COLUMNS = {"id": pa.string(), "prompt": pa.string(), "system": pa.string(), "schema": pa.string()}
@@ -41,11 +42,7 @@ RESPONSE_SCHEMA = pa.schema(
 Progress = Callable[[dict[str, Any]], None]
 
 
-@dataclass(frozen=True)
-class OracleJobResult:
-    run: RunFolder
-    skipped: bool
-    manifest: dict[str, Any]
+OracleJobResult = StepResult
 
 
 def run_name(cfg: OracleJobConfig) -> str:
@@ -60,40 +57,27 @@ def ledger_uri(cfg: OracleJobConfig) -> str:
     return join(cfg.storage.root, JOB, f"{run_name(cfg)}.ledger.json")
 
 
-def read_prompts(cfg: OracleJobConfig) -> tuple[list[dict[str, Any]], list[QuarantineRow]]:
+def read_prompts(cfg: OracleJobConfig) -> tuple[list[dict[str, Any]], list[RowProblem]]:
     rows, bad = [], []
     for item in read_source(cfg.input, cfg.storage):
         if cfg.limit is not None and len(rows) >= cfg.limit:
             break
-        problem = item if isinstance(item, RowProblem) else None
-        if problem is None:
-            v = item.value
-            prompt = v.get("prompt")
-            if not isinstance(prompt, str) or not prompt.strip():
-                problem = RowProblem(
-                    item.location,
-                    RowError(Reason.MISSING_FIELD, "a prompt row needs a non-empty 'prompt' string"),
-                    v,
-                )
-            else:
-                rows.append(
-                    {
-                        "id": str(v.get("id", item.location)),
-                        "prompt": prompt,
-                        "system": v.get("system") if isinstance(v.get("system"), str) else None,
-                        "schema": v.get("schema") if isinstance(v.get("schema"), str) else None,
-                    }
-                )
-                continue
-        bad.append(
-            QuarantineRow(
-                source="prompts",
-                location=problem.location,
-                stage="oracle.input",
-                reason=problem.error.reason,
-                detail=problem.error.detail,
-                excerpt=excerpt(problem.raw),
-            )
+        if isinstance(item, RowProblem):
+            bad.append(item)
+            continue
+        v = item.value
+        prompt = v.get("prompt")
+        if not isinstance(prompt, str) or not prompt.strip():
+            err = RowError(Reason.MISSING_FIELD, "a prompt row needs a non-empty 'prompt' string")
+            bad.append(RowProblem(item.location, err, v))
+            continue
+        rows.append(
+            {
+                "id": str(v.get("id", item.location)),
+                "prompt": prompt,
+                "system": v.get("system") if isinstance(v.get("system"), str) else None,
+                "schema": v.get("schema") if isinstance(v.get("schema"), str) else None,
+            }
         )
     return rows, bad
 
@@ -119,19 +103,16 @@ def run_oracle_job(
     cfg: OracleJobConfig, api_key: SecretStr, *, force: bool = False, progress: Progress | None = None
 ) -> OracleJobResult:
     cfg.oracle.price()  # no price, no cap: refuse before anything else
-    check_root(cfg.storage.root, cfg.storage)
-    run = RunFolder.at(cfg.storage.root, JOB, run_name(cfg), cfg.storage)
-    fingerprint = cfg.fingerprint()
-    if not run.prepare(fingerprint, force=force):  # committed by this same config: nothing to do
-        return OracleJobResult(run, True, run.manifest())
+    step = Step(JOB, run_name(cfg), cfg, force=force)
+    if not step.begin():  # committed by this same config: nothing to do
+        return step.result
     rows, bad_input = read_prompts(cfg)
-    check_model(cfg, api_key)
+    check_model(cfg, api_key)  # a wrong model id fails here: nothing spent, the committed run untouched
 
-    started = time.time()
-    responses = PartWriter(run, "responses", RESPONSE_SCHEMA, cfg.rows_per_file)
-    quarantine = PartWriter(run, "quarantine", QUARANTINE_SCHEMA, cfg.rows_per_file)
-    for q in bad_input:
-        quarantine.add(q.to_row())
+    responses = step.table("responses", RESPONSE_SCHEMA, cfg.rows_per_file)
+    quarantine = step.quarantine(source="prompts", stage="oracle.input", rows_per_file=cfg.rows_per_file)
+    for problem in bad_input:
+        quarantine.put_problem(problem)
     outcome: Counter = Counter()
 
     def put(row: dict[str, Any]) -> None:
@@ -140,17 +121,9 @@ def run_oracle_job(
         if kind is None:
             responses.add(row)
         else:
-            quarantine.add(
-                QuarantineRow(
-                    source="prompts",
-                    location=f"id {row['id']}",
-                    stage="oracle",
-                    reason=kind,
-                    detail=row["oracle_error_detail"] or kind,
-                    excerpt=excerpt(row["prompt"]),
-                    source_id=row["id"],
-                ).to_row()
-            )
+            detail = row["oracle_error_detail"] or kind
+            where = f"id {row['id']}"
+            quarantine.put(where, kind, detail, row["prompt"], source_id=row["id"], stage="oracle")
 
     run_rows = _run_batch if cfg.oracle.mode == "batch" else _run_online
     stats = run_rows(
@@ -162,21 +135,8 @@ def run_oracle_job(
     )
     if progress:
         progress({"rows": sum(outcome.values()), "of": len(rows), **stats})
-    manifest = {
-        "job": JOB,
-        "run_name": run_name(cfg),
-        "fingerprint": fingerprint,
-        "config": cfg.model_dump(mode="json"),
-        "counts": {"prompts": len(rows) + len(bad_input), "bad_input": len(bad_input), **dict(outcome)},
-        "oracle": stats,
-        "ledger": ledger_uri(cfg),
-        "cache": cache_root(cfg),
-        "tables": {"responses": responses.close(), "quarantine": quarantine.close()},
-        "versions": library_versions(),
-        "timings": {"started_at": started, "seconds": round(time.time() - started, 3)},
-    }
-    run.commit(manifest)
-    return OracleJobResult(run, False, manifest)
+    counts = {"prompts": len(rows) + len(bad_input), "bad_input": len(bad_input), **dict(outcome)}
+    return step.commit(counts, oracle=stats, ledger=ledger_uri(cfg), cache=cache_root(cfg))
 
 
 def _run_online(cfg, api_key, rows, put, report) -> dict[str, Any]:
@@ -232,7 +192,7 @@ def _run_batch(cfg, api_key, rows, put, report) -> dict[str, Any]:
     """Gemini Batch API from the driver: no Ray workers needed, the provider does the work."""
     from crome_ray.oracle.batch import BatchRunner, BatchState
     from crome_ray.oracle.cache import LedgerStore, ResponseCache
-    from crome_ray.oracle.governor import GovernorCore
+    from crome_ray.oracle.governor_core import GovernorCore
 
     o = cfg.oracle
     cache = ResponseCache(cache_root(cfg), o.backend, o.model, cfg.storage)

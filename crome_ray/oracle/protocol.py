@@ -1,4 +1,4 @@
-"""What every oracle backend speaks: requests, results, usage and the kinds of failure.
+"""What every oracle backend speaks: requests, answers, results, usage and the kinds of failure.
 
 Pure types. A request's ``key`` is a hash of everything that determines the answer
 (backend, model, system text, prompt, schema, generation parameters), so the same
@@ -88,6 +88,16 @@ class Usage:
     @property
     def billed_output_tokens(self) -> int:
         return self.output_tokens + self.thinking_tokens  # thinking is billed as output
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a backend's one attempt returned, before it is checked (``oracle.answers``)."""
+
+    text: str
+    usage: Usage
+    finish_reason: str | None
+    latency_s: float
 
 
 @dataclass(frozen=True)

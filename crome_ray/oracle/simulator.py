@@ -14,10 +14,13 @@ Tests, benchmarks and the demo point the real ``google-genai`` client at it
 
 It enforces an RPM and input-TPM quota per API key over a sliding window and answers
 over-quota requests with 429 ``RESOURCE_EXHAUSTED`` plus a ``RetryInfo.retryDelay``,
-as Gemini does. Faults are injected with set probabilities: 500/503, hangs (client
-timeouts), capacity 429s (not caused by the caller's rate), malformed and truncated
-JSON. Latency is lognormal. Every answered request body is counted, so a test can
-assert that nothing was answered (and billed) twice.
+as Gemini does (with ``retry_hint="header"``, a ``Retry-After`` header instead).
+Faults are injected with set probabilities: 500/503, hangs (client timeouts), capacity
+429s (not caused by the caller's rate), malformed and truncated JSON; ``first_429s``
+answers the first requests with a 429 whatever the rate. Latency is lognormal. Every
+answered (and every billed) request body is counted, so a test can assert that nothing
+was answered or billed twice, and every arrival is timed (``SimStats.arrivals``), so a
+test can see when a request was retried.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import time
 import uuid
 from collections import Counter, deque
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 
@@ -84,6 +87,8 @@ class SimConfig:
     hang_s: float = 30.0
     p_capacity_429: float = 0.0  # a 429 the caller's rate did not cause
     capacity_retry_delay_s: float = 1.0
+    first_429s: int = 0  # the first N generateContent requests get a capacity 429, whatever the rate
+    retry_hint: Literal["body", "header"] = "body"  # a 429's delay: RetryInfo in the body, or Retry-After
     p_malformed: float = 0.0  # text that is not JSON
     p_truncated: float = 0.0  # JSON cut off mid-way, finishReason MAX_TOKENS
     thinking_tokens: int = 0
@@ -110,11 +115,15 @@ class SimStats:
     input_tokens: int = 0  # billed tokens, abandoned answers included
     output_tokens: int = 0
     answered_bodies: Counter = field(default_factory=Counter)
+    billed_bodies: Counter = field(default_factory=Counter)  # answered or abandoned: billed either way
     answer_times: list[float] = field(default_factory=list)
+    arrivals: list[tuple[float, str]] = field(default_factory=list)  # (monotonic time, body digest)
 
     def summary(self) -> dict[str, Any]:
-        out = {k: v for k, v in asdict(self).items() if k not in ("answered_bodies", "answer_times")}
+        kept_out = ("answered_bodies", "billed_bodies", "answer_times", "arrivals")
+        out = {k: v for k, v in asdict(self).items() if k not in kept_out}
         out["answered_twice"] = sum(1 for n in self.answered_bodies.values() if n > 1)
+        out["billed_twice"] = sum(1 for n in self.billed_bodies.values() if n > 1)
         out["distinct_answered"] = len(self.answered_bodies)
         return out
 
@@ -288,6 +297,9 @@ class GeminiSimulator:
     async def _generate(self, request: web.Request, model: str, body: dict[str, Any]) -> web.Response:
         cfg, st = self.config, self.stats
         st.requests += 1
+        body = lower_camel(body)  # the API reads both spellings; so does the simulator
+        digest = _digest(body)
+        st.arrivals.append((time.monotonic(), digest))
         key = request.headers.get("x-goog-api-key", "")
         prompt_tokens = count_tokens(
             "".join(_texts(body.get("contents"))) + "".join(_texts(body.get("systemInstruction")))
@@ -311,7 +323,7 @@ class GeminiSimulator:
                 w.add(a, now)
 
         rng = self._rng
-        if rng.random() < cfg.p_capacity_429:
+        if rng.random() < cfg.p_capacity_429 or st.requests <= cfg.first_429s:
             st.capacity_429 += 1
             return self._quota_error(
                 cfg.capacity_retry_delay_s, "The model is overloaded. Please try again later."
@@ -328,10 +340,14 @@ class GeminiSimulator:
             st.server_errors += 1
             return self._error(503, "UNAVAILABLE", "The service is currently unavailable.")
         gone = request.transport is None or request.transport.is_closing()
-        response = self._respond(model, body, prompt_tokens, rng, delivered=not gone)
+        response = self._respond(model, body, digest, prompt_tokens, rng, delivered=not gone)
         return web.json_response(response)
 
     def _quota_error(self, delay: float, message: str) -> web.Response:
+        if self.config.retry_hint == "header":  # whole seconds, as Retry-After allows
+            response = self._error(429, "RESOURCE_EXHAUSTED", message)
+            response.headers["Retry-After"] = str(math.ceil(delay))
+            return response
         retry = {
             "@type": "type.googleapis.com/google.rpc.RetryInfo",
             "retryDelay": f"{max(delay, 0.001):.3f}s",
@@ -339,13 +355,18 @@ class GeminiSimulator:
         return self._error(429, "RESOURCE_EXHAUSTED", message, [retry])
 
     def _respond(
-        self, model: str, body: dict[str, Any], prompt_tokens: int, rng: random.Random, delivered: bool = True
+        self,
+        model: str,
+        body: dict[str, Any],
+        digest: str,
+        prompt_tokens: int,
+        rng: random.Random,
+        delivered: bool = True,
     ) -> dict[str, Any]:
+        """An answer to ``body`` (already in lowerCamel, ``digest`` its hash)."""
         cfg, st = self.config, self.stats
-        body = lower_camel(body)  # the API reads both spellings; so does the simulator
         gen = body.get("generationConfig") or {}
         schema = gen.get("responseJsonSchema") or gen.get("responseSchema")
-        digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
         value = answer_for_schema(schema, random.Random(digest))
         text = json.dumps(value) if schema is not None else str(value)
         finish = "STOP"
@@ -370,6 +391,7 @@ class GeminiSimulator:
             st.answer_times.append(time.monotonic() - self._started)
         else:
             st.abandoned += 1
+        st.billed_bodies[digest] += 1
         st.input_tokens += prompt_tokens
         st.output_tokens += out_tokens + thinking
         usage = {
@@ -403,7 +425,8 @@ class GeminiSimulator:
             prompt_tokens = count_tokens(
                 "".join(_texts(req.get("contents"))) + "".join(_texts(req.get("systemInstruction")))
             )
-            entry = {"response": self._respond(model, req, prompt_tokens, rng)}
+            req = lower_camel(req)
+            entry = {"response": self._respond(model, req, _digest(req), prompt_tokens, rng)}
             if "metadata" in item:
                 entry["metadata"] = item["metadata"]
             responses.append(entry)
@@ -441,6 +464,11 @@ class GeminiSimulator:
         if name not in self._batches:
             return self._error(404, "NOT_FOUND", f"{name} not found")
         return web.json_response(self._batch_view(name))
+
+
+def _digest(body: dict[str, Any]) -> str:
+    """One request's identity: the same body asked twice is the same answer, billed twice."""
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 def lower_camel(obj: Any, literal: bool = False) -> Any:

@@ -23,6 +23,7 @@ import pyarrow as pa
 from pydantic import SecretStr
 
 from crome_ray.config import OracleConfig, StorageConfig
+from crome_ray.oracle.backends import make_backend
 from crome_ray.oracle.cache import ResponseCache
 from crome_ray.oracle.client import OracleClient
 from crome_ray.oracle.governor import RemoteGovernor
@@ -39,14 +40,6 @@ RESULT_COLUMNS = {
     "input_tokens": pa.int64(),
     "output_tokens": pa.int64(),
 }
-
-
-def make_backend(config: OracleConfig, api_key: str):
-    if config.backend == "gemini":
-        from crome_ray.oracle.gemini import GeminiBackend
-
-        return GeminiBackend(config, api_key)
-    raise ValueError(f"oracle.backend {config.backend!r} is not available")
 
 
 def request_from_row(row: dict[str, Any], default_max_tokens: int) -> OracleRequest:

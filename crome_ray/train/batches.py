@@ -32,10 +32,27 @@ class Encoded:
     truncated: bool
 
 
+# A token is rarely longer than this many characters on average: texts are cut to
+# ``CHARS_PER_TOKEN × max_length`` characters before tokenizing, so the tokenizer never
+# reads (or warns about) a text far past what can be kept. Where the cut leaves too few
+# tokens to know the kept ones are the same, the text is tokenized whole after all.
+CHARS_PER_TOKEN = 8
+
+
 class PairEncoder:
     def __init__(self, tokenizer: Any, max_length: int, is_decoder: bool):
         self.tokenizer, self.max_length, self.is_decoder = tokenizer, max_length, is_decoder
         self.templated = bool(getattr(tokenizer, "chat_template", None))
+        self.max_chars = CHARS_PER_TOKEN * max_length
+
+    def _tail_ids(self, text: str, **kwargs: Any) -> list[int]:
+        """Token ids of ``text``, read from its last ``max_chars`` characters when that is
+        enough to hold more than ``max_length`` tokens (the part that is kept)."""
+        if len(text) > self.max_chars:
+            ids = self.tokenizer(text[-self.max_chars :], **kwargs)["input_ids"]
+            if len(ids) > self.max_length + 16:  # the cut's first word (a few tokens) is dropped anyway
+                return ids
+        return self.tokenizer(text, **kwargs)["input_ids"]
 
     def encode(self, prompt: str, response: str) -> Encoded:
         tok = self.tokenizer
@@ -44,15 +61,23 @@ class PairEncoder:
                 [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}],
                 tokenize=False,
             )
-            ids = tok(text, add_special_tokens=False)["input_ids"]
+            ids = self._tail_ids(text, add_special_tokens=False)
         elif self.is_decoder:
-            ids = tok(prompt + "\n\n" + response)["input_ids"]
+            ids = self._tail_ids(prompt + "\n\n" + response)
         else:
-            full = tok(prompt, response)["input_ids"]
-            if len(full) <= self.max_length:
-                return Encoded(full, False)
-            ids = tok(prompt, response, truncation="longest_first", max_length=self.max_length)["input_ids"]
-            return Encoded(ids, True)
+            # both starts are kept: each text is cut to what could be kept, then the pair is
+            # tokenized with room for one token more than fits (to know whether it was cut)
+            p, r = prompt[: self.max_chars], response[: self.max_chars]
+            limit = {"truncation": "longest_first", "max_length": self.max_length + 1}
+            ids = tok(p, r, **limit)["input_ids"]
+            if len(ids) <= self.max_length and (p, r) != (prompt, response):
+                p, r = prompt, response  # the cut was too short to tell: read them whole
+                ids = tok(p, r, **limit)["input_ids"]
+            if len(ids) <= self.max_length:
+                return Encoded(ids, False)
+            return Encoded(
+                tok(p, r, truncation="longest_first", max_length=self.max_length)["input_ids"], True
+            )
         if len(ids) > self.max_length:
             return Encoded(ids[-self.max_length :], True)
         return Encoded(ids, False)

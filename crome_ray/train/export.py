@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from crome_ray.storage import RunFolder
+from crome_ray.storage import Folder
 from crome_ray.train.batches import PairEncoder, pad_sequences
 from crome_ray.train.model import RewardModel
 
@@ -54,7 +54,7 @@ def score_texts(
     return out
 
 
-def export_model(rm: RewardModel, run: RunFolder, max_length: int, merged: bool = True) -> dict[str, str]:
+def export_model(rm: RewardModel, run: Folder, max_length: int, merged: bool = True) -> dict[str, str]:
     """Save ``rm`` (its weights as they are now) into ``run``; returns what was written where."""
     encoder = PairEncoder(rm.tokenizer, max_length, rm.is_decoder)
     probe = [

@@ -117,12 +117,15 @@ def _batches(runtime: Runtime, cfg: TrainConfig, rng: random.Random) -> Iterator
 
 @dataclass
 class _Window:
-    """What the steps since the last report add up to (summed over micro-batches)."""
+    """What this worker's steps since the last report add up to (summed over micro-batches).
+
+    Every field is a sum, so the window of the whole run is the all-reduced sum of every
+    worker's window: each metric is then reduced over all workers the same way."""
 
     batches: int = 0
-    loss: float = 0.0
-    loss_bt: float = 0.0
-    loss_tie: float = 0.0
+    loss: float = 0.0  # Σ over batches of the batch loss (what backward ran on)
+    bt: float = 0.0  # Σ over preference pairs of their BT loss
+    tie: float = 0.0  # Σ over tie pairs of their tie loss
     tokens: int = 0
     pref: int = 0
     correct: int = 0
@@ -130,16 +133,36 @@ class _Window:
     tie_abs: float = 0.0
     started: float = field(default_factory=time.perf_counter)
 
+    FIELDS = ("batches", "loss", "bt", "tie", "tokens", "pref", "correct", "ties", "tie_abs")
+
     def add(self, parts, tokens: int) -> None:
         self.batches += 1
         self.loss += float(parts.total.detach())
-        self.loss_bt += float(parts.bt)
-        self.loss_tie += float(parts.tie)
+        self.bt += float(parts.bt) * parts.n_pref
+        self.tie += float(parts.tie) * parts.n_tie
         self.tokens += tokens
         self.pref += parts.n_pref
         self.correct += parts.correct
         self.ties += parts.n_tie
         self.tie_abs += parts.tie_abs_delta_sum
+
+    def metrics(self, runtime: Runtime) -> dict[str, float]:
+        """The window's metrics over all workers (a collective: every worker calls it)."""
+        elapsed = time.perf_counter() - self.started
+        s = dict(
+            zip(self.FIELDS, runtime.all_sum([float(getattr(self, f)) for f in self.FIELDS]), strict=True)
+        )
+        out = {
+            "tokens_per_s": s["tokens"] / elapsed if elapsed > 0 else 0.0,
+            "loss": s["loss"] / (s["batches"] or 1),
+            "loss_bt": s["bt"] / (s["pref"] or 1),
+            "loss_tie": s["tie"] / (s["ties"] or 1),
+        }
+        if s["pref"]:
+            out["pair_accuracy"] = s["correct"] / s["pref"]
+        if s["ties"]:
+            out["tie_abs_delta"] = s["tie_abs"] / s["ties"]
+        return out
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -288,25 +311,12 @@ def train_worker(
         due_eval = (cfg.eval_every and step % cfg.eval_every == 0) or step == total_steps
         if not (due_log or due_ckpt or due_eval):
             continue
-        elapsed = time.perf_counter() - window.started
-        w = window
-        tokens, pref, correct, ties, tie_abs = runtime.all_sum(
-            [float(w.tokens), float(w.pref), float(w.correct), float(w.ties), w.tie_abs]
-        )
-        n = w.batches or 1
         metrics: dict[str, Any] = {
             "step": step,
             "started_at_step": started_at,
             "lr": scheduler.get_last_lr()[0],
-            "tokens_per_s": tokens / elapsed if elapsed > 0 else 0.0,
-            "loss": w.loss / n,
-            "loss_bt": w.loss_bt / n,
-            "loss_tie": w.loss_tie / n,
+            **window.metrics(runtime),
         }
-        if pref:
-            metrics["pair_accuracy"] = correct / pref
-        if ties:
-            metrics["tie_abs_delta"] = tie_abs / ties
         if due_eval and runtime.has_eval:
             metrics.update(evaluate(model, runtime, cfg, pad_id, dtype))
         window = _Window()

@@ -13,15 +13,18 @@ import torch
 
 from crome_ray.config import StorageConfig
 from crome_ray.models import ModelError, resolve_model
-from crome_ray.storage import filesystem, join
+from crome_ray.storage import RunFolder, filesystem, join
 from crome_ray.train.batches import PairEncoder
 from crome_ray.train.export import score_texts
 from crome_ray.train.model import is_decoder_type, prepare_tokenizer
 
 
 def model_folder(uri: str, storage: StorageConfig | None = None) -> str:
-    """A run folder's exported model (merged first), or ``uri`` itself."""
+    """A training run's exported model (merged first; from its committed attempt), or ``uri`` itself."""
     if uri.startswith("s3://") or Path(uri).is_dir():
+        run = RunFolder.from_uri(uri, storage)
+        if run.is_committed():
+            uri = run.committed().uri
         fs, path = filesystem(uri, storage)
         for sub in ("model", "adapter"):
             if fs.exists(f"{path.rstrip('/')}/{sub}/config.json") or fs.exists(

@@ -1,0 +1,122 @@
+"""Training data on Ray Data: committed pair tables -> token rows, shuffled globally each epoch.
+
+Inputs are committed pair tables (ingest or augmentation runs); a plain source file is
+ingested first into ``<root>/ingest/``, with its bad rows quarantined there. Token rows
+are made once (``materialize``); the global shuffle on top of them runs again at every
+epoch with a seed of its own (``RandomSeedConfig(reseed_after_execution=True)``), so no
+worker's share and no part of an epoch depends on the order of the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from crome_ray.config import IngestConfig, SourceConfig, TrainConfig
+from crome_ray.storage import (
+    COMMIT_MARKER,
+    RunFolder,
+    filesystem,
+    path_in_filesystem,
+    pyarrow_filesystem,
+    split_uri,
+)
+
+COLUMNS = ["pair_id", "prompt", "chosen", "rejected", "label"]
+
+
+class TrainDataError(RuntimeError):
+    """Training data that cannot be used; the message says why and what to do."""
+
+
+def pairs_run(uri: str, cfg: TrainConfig, limit: int | None, log: Callable[[str], None]) -> RunFolder:
+    """The committed run holding the pairs at ``uri``: that run, or a new ingest of a source file."""
+    fs, path = filesystem(uri, cfg.storage)
+    if fs.exists(f"{path.rstrip('/')}/{COMMIT_MARKER}"):
+        return RunFolder.from_uri(uri, cfg.storage)
+    if fs.isdir(path) and (
+        fs.exists(f"{path.rstrip('/')}/pairs") or fs.exists(f"{path.rstrip('/')}/attempts")
+    ):
+        raise TrainDataError(
+            f"{uri} is a run folder that was never committed: re-run the step that writes it"
+        )
+    from crome_ray.data.ingest import run_ingest
+
+    ingest = IngestConfig(source=SourceConfig(path=uri, format="auto", limit=limit), storage=cfg.storage)
+    result = run_ingest(ingest)
+    log(f"ingested {uri} → {result.run.uri} ({'already there' if result.skipped else 'new'})")
+    return result.run
+
+
+def pair_files(run: RunFolder) -> list[str]:
+    """URIs of the committed pairs table's Parquet files (absolute local paths, or s3://)."""
+    files = run.table_files("pairs")
+    if not files:
+        raise TrainDataError(f"{run.uri} has no pairs")
+    proto = split_uri(run.uri)[0]
+    return [f"{proto}://{f}" if proto in ("s3", "s3a") else str(Path(f).resolve()) for f in files]
+
+
+class Encode:
+    """Ray Data callable: pairs → token columns (one tokenizer per actor)."""
+
+    def __init__(self, model: str, storage_json: str, max_length: int):
+        from transformers import AutoConfig, AutoTokenizer
+
+        from crome_ray.config import StorageConfig
+        from crome_ray.models import resolve_model
+        from crome_ray.train.batches import PairEncoder
+        from crome_ray.train.model import is_decoder_type, prepare_tokenizer
+
+        # resolved here, on this actor's node (the driver's local path may not exist here)
+        path = str(resolve_model(model, storage=StorageConfig.model_validate_json(storage_json)))
+        tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(path))
+        kind = AutoConfig.from_pretrained(path).model_type
+        self.encoder = PairEncoder(tokenizer, max_length, is_decoder_type(kind))
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        return {**self.encoder.encode_pairs(batch), "pair_id": batch["pair_id"]}
+
+
+def swap_half(batch: dict[str, Any]) -> dict[str, Any]:
+    """The shuffled-label control: swap chosen and rejected where the pair id's hash is odd."""
+    flip = np.array([int(hashlib.sha256(str(p).encode()).hexdigest(), 16) % 2 == 1 for p in batch["pair_id"]])
+    flip &= batch["label"] != "tie"
+    chosen, rejected = batch["chosen"].copy(), batch["rejected"].copy()
+    chosen[flip], rejected[flip] = batch["rejected"][flip], batch["chosen"][flip]
+    return {**batch, "chosen": chosen, "rejected": rejected}
+
+
+def tokenized(files: list[str], cfg: TrainConfig, model: str, limit: int | None, *, swap_labels: bool):
+    """Token rows of the pairs in ``files``, made once (materialized)."""
+    import ray
+
+    ds = ray.data.read_parquet(
+        [path_in_filesystem(f) for f in files], filesystem=pyarrow_filesystem(files[0], cfg.storage)
+    )
+    ds = ds.select_columns(COLUMNS)
+    if limit:
+        ds = ds.limit(limit)
+    if swap_labels:
+        ds = ds.map_batches(swap_half, batch_format="numpy")
+    ds = ds.map_batches(
+        Encode,
+        fn_constructor_args=(model, cfg.storage.model_dump_json(), cfg.max_length),
+        batch_format="numpy",
+        batch_size=64,
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, cfg.scaling.workers)),
+        num_cpus=0.5,
+    )
+    return ds.materialize()
+
+
+def shuffled_each_epoch(ds, seed: int):
+    """A global shuffle that is seeded (the run is reproducible) and new at each epoch
+    (each pass over the data is a new execution of the dataset)."""
+    from ray.data import RandomSeedConfig
+
+    return ds.random_shuffle(seed=RandomSeedConfig(seed=seed, reseed_after_execution=True))
