@@ -44,6 +44,22 @@ app.add_typer(models_app, name="models")
 app.add_typer(runs_app, name="runs")
 app.add_typer(oracle_app, name="oracle")
 
+
+@app.callback()
+def main_options(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show Ray's own log lines and warnings too.")
+    ] = False,
+) -> None:
+    """Causally robust reward modelling (Crome) on Ray: ingest, augment, train, tune, evaluate."""
+    if verbose:
+        import os
+
+        from crome_ray.ray_runtime import VERBOSE_ENV
+
+        os.environ[VERBOSE_ENV] = "1"
+
+
 console = Console(soft_wrap=True)  # paths and URIs stay whole for copy and paste
 err_console = Console(stderr=True, soft_wrap=True)
 
@@ -102,10 +118,10 @@ def ingest(
         cfg = load_config(IngestConfig, config, [*(overrides or []), *extra])
     except ConfigError as e:
         fail(str(e), 2)
-    _run_ingest(cfg, force)
+    _run_ingest(cfg, force=force)
 
 
-def _run_ingest(cfg: IngestConfig, force: bool) -> None:
+def _run_ingest(cfg: IngestConfig, *, force: bool) -> None:
     from crome_ray.data.ingest import IngestError, run_ingest
     from crome_ray.summaries import print_ingest
 
@@ -139,76 +155,32 @@ def demo(
     force: ForceOpt = False,
 ) -> None:
     """Run the pipeline on the embedded sample with local defaults (no key, no spend)."""
-    console.rule("[bold]1/3  ingest the UltraFeedback sample")
-    cfg = load_config(IngestConfig, None, [f"storage.root={output}", "run_name=demo-ultrafeedback"])
-    _run_ingest(cfg, force)
-    console.rule("[bold]2/3  oracle: 40 grading prompts, simulated Gemini, $0.05 cap")
-    _demo_oracle(output, force)
-    console.rule("[bold]3/3  train a reward model: MiniLM, 30 steps on 2 CPU workers (Ray Train)")
-    _demo_train(output, force)
-
-
-def _demo_train(output: str, force: bool) -> None:
-    from crome_ray.summaries import print_train
-    from crome_ray.train.job import run_train_job
-
-    cfg = load_config(
-        TrainConfig,
-        None,
-        [
-            "model=minilm",
-            "finetune=full",
-            "optim.lr=5e-5",
-            f"train_data={output}/ingest/demo-ultrafeedback",
-            "max_length=128",
-            "batch_size=4",
-            "max_steps=30",
-            "log_every=10",
-            "checkpoint_every=15",
-            "scaling.cpus_per_worker=0.9",
-            f"storage.root={output}",
-            "run_name=demo-rm",
-        ],
-    )
-    print_train(console, run_train_job(cfg, force=force, log=console.print))
-    console.print(
-        "[dim]30 steps on a 22M encoder shows the machinery, not a good reward model; "
-        "see docs/training.md and bench/learning_check.py.[/]"
-    )
-
-
-def _demo_oracle(output: str, force: bool) -> None:
-    """The oracle layer against the built-in Gemini simulator: never a real key, never real money."""
-    from pydantic import SecretStr
-
-    from crome_ray.oracle.job import run_oracle_job
-    from crome_ray.oracle.simulator import RunningSimulator, SimConfig
+    from crome_ray.demo import demo_configs, run_demo_oracle
     from crome_ray.ray_runtime import connect
-    from crome_ray.summaries import print_oracle
+    from crome_ray.summaries import print_oracle, print_train
+    from crome_ray.train.job import TrainError, run_train_job
 
-    with RunningSimulator(
-        SimConfig(rpm=300, window_s=60, latency_median_s=0.2, p_500=0.05, p_malformed=0.05)
-    ) as sim:
-        cfg = load_config(
-            OracleJobConfig,
-            None,
-            [
-                f"storage.root={output}",
-                "run_name=demo-oracle",
-                "limit=40",
-                "max_output_tokens=128",
-                f"oracle.base_url={sim.url}",
-                "oracle.budget.cap_usd=0.05",
-                "oracle.quota.rpm=300",
-                "oracle.retry.initial_backoff_s=0.2",
-            ],
-        )
-        connect(num_cpus=2, dashboard=True)  # the dashboard serves the state API Ray Train polls
-        result = run_oracle_job(cfg, SecretStr("simulator-has-no-key"), force=force)
-    print_oracle(console, result)
+    try:
+        cfgs = demo_configs(output)
+    except ConfigError as e:
+        fail(str(e), 2)
+    console.rule("[bold]1/3  ingest the UltraFeedback sample")
+    _run_ingest(cfgs.ingest, force=force)
+    console.rule("[bold]2/3  oracle: 40 grading prompts, simulated Gemini, $0.05 cap")
+    connect(num_cpus=2, dashboard=True)  # the dashboard serves the state API Ray Train polls
+    print_oracle(console, run_demo_oracle(cfgs.oracle, force=force))
     console.print(
         "[dim]Gemini was simulated (crome-ray oracle sim); set GEMINI_API_KEY and use "
         "`crome-ray oracle run` for the real one.[/]"
+    )
+    console.rule("[bold]3/3  train a reward model: MiniLM, 30 steps on 2 CPU workers (Ray Train)")
+    try:
+        print_train(console, run_train_job(cfgs.train, force=force, log=console.print))
+    except (StorageError, TrainError, ModelError) as e:
+        fail(str(e))
+    console.print(
+        "[dim]30 steps on a 22M encoder shows the machinery, not a good reward model; "
+        "see docs/training.md and bench/learning_check.py.[/]"
     )
 
 
@@ -355,44 +327,31 @@ def score(
     max_length: Annotated[int, typer.Option(help="Tokens per text (longer is truncated).")] = 1024,
 ) -> None:
     """Rate (prompt, response) pairs with a reward model; with chosen/rejected, also the pair accuracy."""
-    import pyarrow as pa
-    import pyarrow.json as pj
-    import pyarrow.parquet as pq
-
-    from crome_ray.train.score import RewardScorer
+    from crome_ray.train.score import (
+        RewardScorer,
+        ScoreInputError,
+        read_score_input,
+        score_table,
+        write_scores,
+    )
 
     try:
-        table = pq.read_table(input) if input.endswith(".parquet") else pj.read_json(input)
-    except (OSError, pa.ArrowInvalid) as e:
-        fail(f"cannot read {input}: {e}")
-    cols = set(table.column_names)
-    if "prompt" not in cols or not ({"response"} <= cols or {"chosen", "rejected"} <= cols):
-        fail(f"{input} needs a prompt column and response, or chosen and rejected; it has {sorted(cols)}")
+        table = read_score_input(input)
+    except ScoreInputError as e:
+        fail(str(e))
     try:
         scorer = RewardScorer(model, batch_size=batch_size, max_length=max_length)
     except (ModelError, StorageError, OSError) as e:
         fail(f"cannot load the model {model}: {e}")
-    prompts = [str(p) for p in table.column("prompt").to_pylist()]
-    if "response" in cols:
-        table = table.append_column(
-            "score", pa.array(scorer.score(prompts, [str(r) for r in table.column("response").to_pylist()]))
+    scored = score_table(scorer, table)
+    if scored.pairs:
+        console.print(
+            f"scored {table.num_rows:,} pairs with {scorer.source}: pair accuracy {scored.accuracy:.3f}"
         )
-        console.print(f"scored {table.num_rows:,} responses with {scorer.source}")
     else:
-        chosen = scorer.score(prompts, [str(r) for r in table.column("chosen").to_pylist()])
-        rejected = scorer.score(prompts, [str(r) for r in table.column("rejected").to_pylist()])
-        table = table.append_column("score_chosen", pa.array(chosen)).append_column(
-            "score_rejected", pa.array(rejected)
-        )
-        accuracy = sum(c > r for c, r in zip(chosen, rejected, strict=True)) / max(1, len(chosen))
-        console.print(f"scored {table.num_rows:,} pairs with {scorer.source}: pair accuracy {accuracy:.3f}")
+        console.print(f"scored {table.num_rows:,} responses with {scorer.source}")
     if output:
-        if output.endswith(".parquet"):
-            pq.write_table(table, output)
-        else:
-            with open(output, "w") as f:
-                for row in table.to_pylist():
-                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        write_scores(scored.table, output)
         console.print(f"scores: {output}")
 
 
@@ -447,11 +406,8 @@ def oracle_probe(
     base_url: Annotated[str | None, typer.Option(help="API endpoint override.")] = None,
 ) -> None:
     """Check key, model and quota with one cheap call. Prints nothing secret."""
-    import asyncio
-
-    from crome_ray.oracle.backends import make_backend
-    from crome_ray.oracle.pricing import call_cost
-    from crome_ray.oracle.protocol import GenerationParams, OracleError, OracleRequest
+    from crome_ray.oracle.probe import probe
+    from crome_ray.oracle.protocol import OracleError
     from crome_ray.secrets import MissingSecretError, resolve_api_key
 
     try:
@@ -461,26 +417,14 @@ def oracle_probe(
         key = resolve_api_key(cfg.api_key_env)
     except (ConfigError, MissingSecretError) as e:
         fail(str(e), 2)
-
-    async def probe():
-        backend = make_backend(cfg, key.get_secret_value())
-        try:
-            await backend.check_model()
-            return await backend.generate(
-                OracleRequest("Reply with the single word OK.", params=GenerationParams(max_output_tokens=8))
-            )
-        finally:
-            await backend.aclose()
-
     try:
-        answer = asyncio.run(probe())
+        r = probe(cfg, key)
     except OracleError as e:
         fail(f"probe failed ({e.kind}): {e}")
-    cost = call_cost(answer.usage, cfg.price()) if cfg.model in cfg.prices else float("nan")
+    cost = "no price configured" if r.cost_usd is None else f"${r.cost_usd:.6f}"
     console.print(
-        f"[green]ok[/]: model {cfg.model} answered {answer.text.strip()[:40]!r} in "
-        f"{answer.latency_s * 1000:.0f} ms; {answer.usage.input_tokens} input / "
-        f"{answer.usage.billed_output_tokens} output tokens; ${cost:.6f}"
+        f"[green]ok[/]: model {r.model} answered {r.text[:40]!r} in {r.latency_s * 1000:.0f} ms; "
+        f"{r.input_tokens} input / {r.output_tokens} output tokens; {cost}"
     )
 
 

@@ -262,14 +262,16 @@ def random_llama(
     heads: int,
     kv_heads: int,
     dtype: str = "float32",
+    tokenizer: str | Path | None = None,
 ) -> Path:
-    """A randomly initialised Llama with SmolLM2's real tokenizer and chat template, saved to
-    ``out``: training mechanics at small sizes (tests) and throughput at large ones
-    (benchmarks), where the weights do not matter."""
+    """A randomly initialised Llama saved to ``out``, with the tokenizer of the folder
+    ``tokenizer`` (default: SmolLM2's real tokenizer and chat template): training mechanics
+    at small sizes (tests) and throughput at large ones (benchmarks), where the weights do
+    not matter."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    tok = AutoTokenizer.from_pretrained(resolve_model("smollm2"))
+    tok = AutoTokenizer.from_pretrained(str(tokenizer or resolve_model("smollm2")))
     config = LlamaConfig(
         vocab_size=len(tok),
         hidden_size=hidden,

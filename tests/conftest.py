@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -147,10 +148,90 @@ def minilm_path() -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_llama(smollm2_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A randomly initialised 2-layer Llama with SmolLM2's real tokenizer and chat template:
-    the training mechanics at millisecond steps."""
+def chatml_tokenizer(samples: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real byte-level BPE tokenizer with a ChatML template, trained here (no download)."""
+    from tests.local_models import chatml_bpe_tokenizer
+
+    return chatml_bpe_tokenizer(tmp_path_factory.mktemp("chatml-tokenizer"), samples)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(chatml_tokenizer: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised 2-layer Llama with a locally trained tokenizer and ChatML
+    template: the training mechanics at millisecond steps, with nothing to download."""
     from crome_ray.models import random_llama
 
     out = tmp_path_factory.mktemp("tiny-llama")
-    return random_llama(out, hidden=32, intermediate=64, layers=2, heads=4, kv_heads=2)
+    return random_llama(
+        out, hidden=32, intermediate=64, layers=2, heads=4, kv_heads=2, tokenizer=chatml_tokenizer
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(samples: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised 2-layer BERT encoder with a locally trained WordPiece tokenizer."""
+    from tests.local_models import random_bert, wordpiece_tokenizer
+
+    tok = wordpiece_tokenizer(tmp_path_factory.mktemp("wordpiece"), samples)
+    return random_bert(tmp_path_factory.mktemp("tiny-bert"), tok)
+
+
+# --- the fast tier: no network, no model download, no Ray ------------------------------------
+
+SLOW_TIERS = ("ray", "slow", "gpu")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item: pytest.Item):
+    """Tests outside the ray, slow and gpu tiers run (fixtures included, even session ones)
+    with the model cache empty, pip and the hub offline, connections only to this machine,
+    and ``ray.init`` refused: a fast test that needs any of them fails, naming what it
+    reached for."""
+    if not any(item.get_closest_marker(m) for m in SLOW_TIERS):
+        item.stash[_GUARD] = _offline_guard()
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None):
+    yield
+    guard = item.stash.get(_GUARD, None)
+    if guard is not None:
+        mp, ray_was_up = guard
+        mp.undo()
+        assert ray_was_up or not _ray_is_up(), f"{item.nodeid} started Ray in the fast tier: mark it ray"
+
+
+_GUARD = pytest.StashKey[tuple]()
+_EMPTY_CACHE = tempfile.mkdtemp(prefix="crome-empty-model-cache-")
+
+
+def _offline_guard() -> tuple[pytest.MonkeyPatch, bool]:
+    import socket
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("CROME_RAY_CACHE", _EMPTY_CACHE)
+    mp.setenv("PIP_NO_INDEX", "1")  # a model wheel download fails at once
+    mp.setenv("HF_HUB_OFFLINE", "1")
+    real_connect = socket.socket.connect
+
+    def local_only(sock, address):
+        host = address[0] if isinstance(address, tuple) else address
+        if isinstance(host, str) and not (
+            host.startswith("127.") or host in ("localhost", "::1") or "/" in host
+        ):
+            raise OSError(f"the fast tier must not use the network (tried {address!r}): mark the test slow")
+        return real_connect(sock, address)
+
+    mp.setattr(socket.socket, "connect", local_only)
+    if "ray" in sys.modules:
+        mp.setattr("ray.init", _refuse_ray)
+    return mp, _ray_is_up()
+
+
+def _ray_is_up() -> bool:
+    return "ray" in sys.modules and sys.modules["ray"].is_initialized()
+
+
+def _refuse_ray(*args, **kwargs):
+    raise RuntimeError("the fast tier must not start Ray: mark the test ray")

@@ -268,6 +268,17 @@ class RemoteGovernor:
     async def stats(self) -> dict[str, Any]:
         return await self.handle.stats.remote()
 
+    async def aclose(self, timeout_s: float = 5.0) -> None:
+        """Send what is still in the outbox (the last calls' settlements), then stop the pump."""
+        if self._pump is None:
+            return
+        if self._outbox or self._new:
+            self._kick()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._pump), timeout_s)
+        except Exception:  # best effort at teardown (a timeout too): a lost settlement expires as a lease
+            self._pump.cancel()
+
     def _kick(self) -> None:
         if self._pump is None or self._pump.done():
             self._pump = asyncio.create_task(self._run())

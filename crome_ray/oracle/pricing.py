@@ -54,7 +54,7 @@ class _Rates:
 _rates_of: dict[tuple[int, bool], tuple[ModelPrice, _Rates]] = {}
 
 
-def _rates(price: ModelPrice, batch: bool) -> _Rates:
+def _rates(price: ModelPrice, *, batch: bool) -> _Rates:
     known = _rates_of.get((id(price), batch))
     if known is not None and known[0] is price:
         return known[1]
@@ -75,7 +75,7 @@ def _ceil_div(a: int, b: int) -> int:
 
 
 def call_cost_micros(usage: Usage, price: ModelPrice, *, batch: bool = False) -> int:
-    r = _rates(price, batch)
+    r = _rates(price, batch=batch)
     uncached = max(usage.input_tokens - usage.cached_tokens, 0)
     total = uncached * r.uncached + usage.cached_tokens * r.cached + usage.billed_output_tokens * r.output
     return _ceil_div(total, r.scale)
@@ -89,7 +89,7 @@ def worst_case_micros(
 
     ``max_output_tokens`` bounds thinking plus answer, as Gemini's own limit does.
     """
-    r = _rates(price, batch)
+    r = _rates(price, batch=batch)
     return _ceil_div(input_tokens * max(r.uncached, r.cached) + max_output_tokens * r.output, r.scale)
 
 

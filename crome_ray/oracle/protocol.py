@@ -132,7 +132,7 @@ class OracleResult:
         }
 
     @classmethod
-    def from_record(cls, rec: dict[str, Any], cached: bool = True) -> OracleResult:
+    def from_record(cls, rec: dict[str, Any], *, cached: bool = True) -> OracleResult:
         return cls(
             key=rec["key"],
             text=rec["text"],

@@ -471,17 +471,17 @@ def _digest(body: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
-def lower_camel(obj: Any, literal: bool = False) -> Any:
+def lower_camel(obj: Any, *, literal: bool = False) -> Any:
     """Field names in lowerCamel, as the REST API's JSON mapping reads snake_case ones too
     (a JSON schema inside ``responseJsonSchema``/``responseSchema`` is data, left as is)."""
     if isinstance(obj, dict):
         out = {}
         for k, v in obj.items():
             name = k if literal else re.sub(r"_([a-z0-9])", lambda m: m.group(1).upper(), k)
-            out[name] = lower_camel(v, literal or name in ("responseJsonSchema", "responseSchema"))
+            out[name] = lower_camel(v, literal=literal or name in ("responseJsonSchema", "responseSchema"))
         return out
     if isinstance(obj, list):
-        return [lower_camel(v, literal) for v in obj]
+        return [lower_camel(v, literal=literal) for v in obj]
     return obj
 
 

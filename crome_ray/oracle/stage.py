@@ -107,6 +107,7 @@ class OracleStage:
         # the SDK's aiohttp session belongs to the loop it is used on: build the backend there
         backend = asyncio.run_coroutine_threadsafe(self._make_backend(api_key), self._loop).result()
         self.backend = backend
+        self.governor = governor
         self.client = OracleClient(self.config, backend, governor, self.cache)
 
     async def _make_backend(self, api_key: SecretStr):
@@ -127,6 +128,8 @@ class OracleStage:
     def __del__(self):
         try:
             self.cache.close()
+            # the last settlements reach the governor, and no task is left pending on the loop
+            asyncio.run_coroutine_threadsafe(self.governor.aclose(), self._loop).result(timeout=6)
             asyncio.run_coroutine_threadsafe(self.backend.aclose(), self._loop).result(timeout=5)
             self._loop.call_soon_threadsafe(self._loop.stop)
         except Exception:

@@ -40,7 +40,7 @@ CHARS_PER_TOKEN = 8
 
 
 class PairEncoder:
-    def __init__(self, tokenizer: Any, max_length: int, is_decoder: bool):
+    def __init__(self, tokenizer: Any, max_length: int, *, is_decoder: bool):
         self.tokenizer, self.max_length, self.is_decoder = tokenizer, max_length, is_decoder
         self.templated = bool(getattr(tokenizer, "chat_template", None))
         self.max_chars = CHARS_PER_TOKEN * max_length

@@ -76,7 +76,7 @@ class Encode:
         path = str(resolve_model(model, storage=StorageConfig.model_validate_json(storage_json)))
         tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(path))
         kind = AutoConfig.from_pretrained(path).model_type
-        self.encoder = PairEncoder(tokenizer, max_length, is_decoder_type(kind))
+        self.encoder = PairEncoder(tokenizer, max_length, is_decoder=is_decoder_type(kind))
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         return {**self.encoder.encode_pairs(batch), "pair_id": batch["pair_id"]}
@@ -114,9 +114,18 @@ def tokenized(files: list[str], cfg: TrainConfig, model: str, limit: int | None,
     return ds.materialize()
 
 
+# CPUs per shuffle task. Ray Train keeps its workers' CPUs away from Ray Data, and Ray Data
+# reserves a share of what is left for each operator; on a laptop (2 CPUs, workers at 0.9)
+# that share is a tenth of a CPU, and a shuffle task asking for a whole one would wait
+# forever. Moving token rows between blocks is light work.
+SHUFFLE_TASK_CPUS = 0.05
+
+
 def shuffled_each_epoch(ds, seed: int):
     """A global shuffle that is seeded (the run is reproducible) and new at each epoch
     (each pass over the data is a new execution of the dataset)."""
     from ray.data import RandomSeedConfig
 
-    return ds.random_shuffle(seed=RandomSeedConfig(seed=seed, reseed_after_execution=True))
+    return ds.random_shuffle(
+        seed=RandomSeedConfig(seed=seed, reseed_after_execution=True), num_cpus=SHUFFLE_TASK_CPUS
+    )

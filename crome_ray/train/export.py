@@ -54,9 +54,9 @@ def score_texts(
     return out
 
 
-def export_model(rm: RewardModel, run: Folder, max_length: int, merged: bool = True) -> dict[str, str]:
+def export_model(rm: RewardModel, run: Folder, max_length: int, *, merged: bool = True) -> dict[str, str]:
     """Save ``rm`` (its weights as they are now) into ``run``; returns what was written where."""
-    encoder = PairEncoder(rm.tokenizer, max_length, rm.is_decoder)
+    encoder = PairEncoder(rm.tokenizer, max_length, is_decoder=rm.is_decoder)
     probe = [
         {"prompt": p, "response": r, "score": s}
         for (p, r), s in zip(PROBE, score_texts(rm.model, encoder, PROBE), strict=True)

@@ -323,7 +323,10 @@ def train_worker(
         with tempfile.TemporaryDirectory(prefix="crome-ckpt-") as tmp:
             ckpt_dir = None
             if due_ckpt and sharded:  # gathered by every worker, written by rank 0
-                weights, optim_state = gathered_weights(model, True), gathered_optimizer(model, optimizer)
+                weights, optim_state = (
+                    gathered_weights(model, trainable_only=True),
+                    gathered_optimizer(model, optimizer),
+                )
             elif due_ckpt and runtime.rank == 0:
                 weights, optim_state = trainable_state(model), optimizer.state_dict()
             if due_ckpt and runtime.rank == 0:

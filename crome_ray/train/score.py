@@ -7,8 +7,10 @@ model or PEFT adapter), an ``s3://`` folder or a built-in/HF name.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
 import torch
 
 from crome_ray.config import StorageConfig
@@ -68,7 +70,7 @@ class RewardScorer:
             base_type = AutoConfig.from_pretrained(str(path)).model_type
         net.config.pad_token_id = self.tokenizer.pad_token_id
         self.model = net.to(self.device).eval()
-        self.encoder = PairEncoder(self.tokenizer, max_length, is_decoder_type(base_type))
+        self.encoder = PairEncoder(self.tokenizer, max_length, is_decoder=is_decoder_type(base_type))
         self.batch_size = batch_size
 
     def score(self, prompts: list[str], responses: list[str]) -> list[float]:
@@ -77,3 +79,59 @@ class RewardScorer:
         return score_texts(
             self.model, self.encoder, list(zip(prompts, responses, strict=True)), self.batch_size
         )
+
+
+class ScoreInputError(ValueError):
+    """A table to score that cannot be read or lacks the columns; the message says which."""
+
+
+def read_score_input(path: str) -> pa.Table:
+    """A jsonl or Parquet table: ``prompt`` and ``response``, or ``prompt``, ``chosen``, ``rejected``."""
+    import pyarrow.json as pj
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path) if path.endswith(".parquet") else pj.read_json(path)
+    except (OSError, pa.ArrowInvalid) as e:
+        raise ScoreInputError(f"cannot read {path}: {e}") from None
+    cols = set(table.column_names)
+    if "prompt" not in cols or not ({"response"} <= cols or {"chosen", "rejected"} <= cols):
+        raise ScoreInputError(
+            f"{path} needs a prompt column and response, or chosen and rejected; it has {sorted(cols)}"
+        )
+    return table
+
+
+@dataclass(frozen=True)
+class ScoredTable:
+    table: pa.Table  # the input with score (or score_chosen and score_rejected) appended
+    pairs: bool  # True: chosen/rejected pairs were scored
+    accuracy: float | None  # pairs: the share with score_chosen > score_rejected
+
+
+def score_table(scorer: RewardScorer, table: pa.Table) -> ScoredTable:
+    prompts = [str(p) for p in table.column("prompt").to_pylist()]
+    if "response" in table.column_names:
+        scores = scorer.score(prompts, [str(r) for r in table.column("response").to_pylist()])
+        return ScoredTable(table.append_column("score", pa.array(scores)), False, None)
+    chosen = scorer.score(prompts, [str(r) for r in table.column("chosen").to_pylist()])
+    rejected = scorer.score(prompts, [str(r) for r in table.column("rejected").to_pylist()])
+    out = table.append_column("score_chosen", pa.array(chosen)).append_column(
+        "score_rejected", pa.array(rejected)
+    )
+    accuracy = sum(c > r for c, r in zip(chosen, rejected, strict=True)) / max(1, len(chosen))
+    return ScoredTable(out, True, accuracy)
+
+
+def write_scores(table: pa.Table, path: str) -> None:
+    """``.parquet``, else JSON lines."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    if path.endswith(".parquet"):
+        pq.write_table(table, path)
+        return
+    with open(path, "w") as f:
+        for row in table.to_pylist():
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")

@@ -63,7 +63,7 @@ def _full() -> Any:
     return StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 
-def gathered_weights(model: torch.nn.Module, trainable_only: bool) -> dict[str, torch.Tensor]:
+def gathered_weights(model: torch.nn.Module, *, trainable_only: bool) -> dict[str, torch.Tensor]:
     """The whole state dict on the CPU (a collective: every worker calls it)."""
     from torch.distributed.checkpoint.state_dict import get_model_state_dict
 

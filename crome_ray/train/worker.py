@@ -98,7 +98,7 @@ def train_fn(config: dict[str, Any]) -> None:
             ray.train.report(metrics, checkpoint=ckpt)
             if self.rank == 0:  # the history survives restarts: it is rewritten whole each time
                 # to the process's own stdout: Ray Train's patched print would log it twice
-                print(progress_line(metrics, ckpt is not None), file=sys.__stdout__, flush=True)
+                print(progress_line(metrics, checkpoint=ckpt is not None), file=sys.__stdout__, flush=True)
                 history.append(metrics)
                 with run.fs.open(run.file("metrics.jsonl"), "wb") as f:
                     f.write("".join(json.dumps(r) + "\n" for r in history).encode())
@@ -121,7 +121,7 @@ def train_fn(config: dict[str, Any]) -> None:
     train_worker(cfg, model_path, RayRuntime(), config["total_steps"], export=export)
 
 
-def progress_line(m: dict[str, Any], checkpoint: bool) -> str:
+def progress_line(m: dict[str, Any], *, checkpoint: bool) -> str:
     parts = [f"step {m.get('step')}", f"loss {m.get('loss', 0):.4f}"]
     for key, label in (("pair_accuracy", "acc"), ("tie_abs_delta", "tie|Δ|"), ("eval_accuracy", "eval acc")):
         if key in m:
