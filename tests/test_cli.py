@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from crome_ray.cli import app
+from crome_ray.storage import RunFolder
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -85,11 +86,15 @@ def test_demo_ingests_the_sample_runs_the_oracle_on_the_simulator_and_trains_a_r
     assert (tmp_path / "ingest" / "demo-ultrafeedback" / "_COMMITTED").exists()
     assert (tmp_path / "oracle" / "demo-oracle" / "_COMMITTED").exists()
     assert (tmp_path / "train" / "demo-rm" / "_COMMITTED").exists()
-    assert (tmp_path / "train" / "demo-rm" / "model" / "config.json").exists()
+    rm = RunFolder.from_uri(str(tmp_path / "train" / "demo-rm"))
+    assert Path(rm.file("model", "config.json")).exists()
+    assert rm.manifest()["inputs"]["train"]["uri"].endswith("ingest/demo-ultrafeedback")  # lineage
     assert "eval pair accuracy" in res.output
     assert "of $0.05 cap" in res.output and "simulated" in res.output
     shown = runner.invoke(app, ["runs", "show", str(tmp_path / "ingest" / "demo-ultrafeedback")])
     assert '"pairs_written"' in shown.output
+    listed = runner.invoke(app, ["runs", "list", str(tmp_path)])
+    assert listed.exit_code == 0 and listed.output.count("committed") >= 4  # 3 steps + eval ingest
 
 
 def test_every_command_has_help():
@@ -100,6 +105,9 @@ def test_every_command_has_help():
         ["models", "--help"],
         ["models", "pull", "--help"],
         ["runs", "show", "--help"],
+        ["runs", "list", "--help"],
+        ["oracle", "probe", "--help"],
+        ["score", "--help"],
     ):
         res = runner.invoke(app, args)
         assert res.exit_code == 0 and "Usage" in res.output
