@@ -135,3 +135,38 @@ def test_the_oracle_cache_and_ledger_live_on_s3_too(s3):
     assert ledger.load() is None
     ledger.save({"allocated": 0.25, "spent": 0.2})
     assert LedgerStore(f"s3://{bucket}/runs/oracle/r.ledger.json", storage).load()["allocated"] == 0.25
+
+
+def test_a_forced_ingest_that_dies_part_way_on_s3_leaves_the_committed_run_byte_identical(
+    s3, ingested, samples, monkeypatch
+):
+    """S3 has no atomic rename: the marker, one PUT, is the switch."""
+    from crome_ray.data import ingest as ingest_module
+
+    bucket, first = ingested
+    client = s3.client()
+
+    def objects():
+        listed = client.list_objects_v2(Bucket=bucket, Prefix="crome/ingest/uf/")["Contents"]
+        return {o["Key"]: client.get_object(Bucket=bucket, Key=o["Key"])["Body"].read() for o in listed}
+
+    before = objects()
+    real, calls = ingest_module._is_score_tie, {"n": 0}
+
+    def dies_at_the_30th_pair(pair):
+        calls["n"] += 1
+        if calls["n"] == 30:
+            raise ConnectionError("network went away")  # the injected failure
+        return real(pair)
+
+    monkeypatch.setattr(ingest_module, "_is_score_tie", dies_at_the_30th_pair)
+    cfg = s3_cfg(s3, f"s3://{bucket}/crome", "run_name=uf", "source.ties=keep", "rows_per_file=10",
+                 source=samples / "ultrafeedback" / "eval_200.jsonl")  # fmt: skip
+    with pytest.raises(ConnectionError):
+        run_ingest(cfg, force=True)
+    after = objects()
+    assert {k: v for k, v in after.items() if k in before} == before  # every old byte as it was
+    assert len(after) > len(before)  # the dead attempt wrote parts, in a folder of its own
+    run = RunFolder.from_uri(first.run.uri, StorageConfig(endpoint_url=s3.endpoint))
+    assert run.manifest() == first.manifest
+    assert run.read_table("pairs").num_rows == first.counts["pairs_written"]
