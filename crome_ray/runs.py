@@ -32,6 +32,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import pyarrow as pa
@@ -46,9 +47,9 @@ from crome_ray.storage import (
     PartWriter,
     RunConflictError,
     RunFolder,
+    UncommittedRunError,
     check_root,
     filesystem,
-    join,
     library_versions,
 )
 
@@ -154,8 +155,8 @@ class Step:
     def __post_init__(self) -> None:
         storage = self.config.storage
         root = storage.root
-        if self.absolute:
-            root = join(_absolute(root))
+        if self.absolute and "://" not in root:
+            root = str(Path(root).expanduser().resolve())
         self.run = RunFolder.at(root, self.job, self.run_name, storage)
         self.fingerprint = self.config.fingerprint()
         self.input_runs = [InputRun.of(name, run) for name, run in self.inputs.items()]
@@ -243,12 +244,6 @@ class Step:
         return self.result
 
 
-def _absolute(root: str) -> str:
-    from pathlib import Path
-
-    return root if "://" in root else str(Path(root).expanduser().resolve())
-
-
 def _changed_inputs(recorded: Mapping[str, Any], now: list[InputRun]) -> list[str]:
     out = []
     current = {i.name: i for i in now}
@@ -313,27 +308,30 @@ def table_rows(manifest: Mapping[str, Any], folder: Folder | None = None) -> dic
 
 def run_status(run: RunFolder, storage: StorageConfig | None = None) -> RunStatus:
     job = run.uri.rstrip("/").rsplit("/", 2)[-2]
-    marker = run.marker()
-    committed = (marker or {}).get("attempt")
-    others = sum(1 for a in run.attempt_ids() if a != committed)
-    if marker is None:
+    try:
+        folder = run.committed()
+    except UncommittedRunError:
         return RunStatus(
-            run.uri, job, run.name, "incomplete", ("never committed",), uncommitted_attempts=others
+            run.uri,
+            job,
+            run.name,
+            "incomplete",
+            ("never committed",),
+            uncommitted_attempts=len(run.attempt_ids()),
         )
-    manifest = run.manifest()
+    committed = folder.path.rsplit("/", 1)[-1]
+    manifest = folder.read_json(MANIFEST)
     reasons = stale_reasons(manifest, storage)
-    finished = (manifest.get("timings") or {}).get("finished_at") or (manifest.get("timings") or {}).get(
-        "started_at"
-    )
+    timings = manifest.get("timings") or {}
     return RunStatus(
         run.uri,
         job,
         run.name,
         "stale" if reasons else "committed",
         tuple(reasons),
-        table_rows(manifest, run.committed()),
-        finished,
-        others,
+        table_rows(manifest, folder),
+        timings.get("finished_at") or timings.get("started_at"),
+        sum(1 for a in run.attempt_ids() if a != committed),
     )
 
 

@@ -216,7 +216,6 @@ class RunFolder:
     uri: str
     fs: fsspec.AbstractFileSystem
     path: str
-    storage: StorageConfig | None = None
 
     @classmethod
     def at(cls, root: str, job: str, run_name: str, storage: StorageConfig | None = None) -> RunFolder:
@@ -225,7 +224,7 @@ class RunFolder:
     @classmethod
     def from_uri(cls, uri: str, storage: StorageConfig | None = None) -> RunFolder:
         fs, path = filesystem(uri, storage)
-        return cls(uri=uri.rstrip("/"), fs=fs, path=path.rstrip("/"), storage=storage)
+        return cls(uri=uri.rstrip("/"), fs=fs, path=path.rstrip("/"))
 
     @property
     def name(self) -> str:

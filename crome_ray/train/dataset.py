@@ -17,33 +17,22 @@ from typing import Any
 import numpy as np
 
 from crome_ray.config import IngestConfig, SourceConfig, TrainConfig
-from crome_ray.storage import (
-    COMMIT_MARKER,
-    RunFolder,
-    filesystem,
-    path_in_filesystem,
-    pyarrow_filesystem,
-    split_uri,
-)
+from crome_ray.storage import RunFolder, path_in_filesystem, pyarrow_filesystem, split_uri
 
 COLUMNS = ["pair_id", "prompt", "chosen", "rejected", "label"]
 
 
-class TrainDataError(RuntimeError):
-    """Training data that cannot be used; the message says why and what to do."""
+class TrainError(RuntimeError):
+    """A training run that cannot go on; the message says why and what to do."""
 
 
 def pairs_run(uri: str, cfg: TrainConfig, limit: int | None, log: Callable[[str], None]) -> RunFolder:
     """The committed run holding the pairs at ``uri``: that run, or a new ingest of a source file."""
-    fs, path = filesystem(uri, cfg.storage)
-    if fs.exists(f"{path.rstrip('/')}/{COMMIT_MARKER}"):
-        return RunFolder.from_uri(uri, cfg.storage)
-    if fs.isdir(path) and (
-        fs.exists(f"{path.rstrip('/')}/pairs") or fs.exists(f"{path.rstrip('/')}/attempts")
-    ):
-        raise TrainDataError(
-            f"{uri} is a run folder that was never committed: re-run the step that writes it"
-        )
+    run = RunFolder.from_uri(uri, cfg.storage)
+    if run.is_committed():
+        return run
+    if run.fs.isdir(run.path) and (run.attempt_ids() or run.fs.exists(f"{run.path}/pairs")):
+        raise TrainError(f"{uri} is a run folder that was never committed: re-run the step that writes it")
     from crome_ray.data.ingest import run_ingest
 
     ingest = IngestConfig(source=SourceConfig(path=uri, format="auto", limit=limit), storage=cfg.storage)
@@ -56,7 +45,7 @@ def pair_files(run: RunFolder) -> list[str]:
     """URIs of the committed pairs table's Parquet files (absolute local paths, or s3://)."""
     files = run.table_files("pairs")
     if not files:
-        raise TrainDataError(f"{run.uri} has no pairs")
+        raise TrainError(f"{run.uri} has no pairs")
     proto = split_uri(run.uri)[0]
     return [f"{proto}://{f}" if proto in ("s3", "s3a") else str(Path(f).resolve()) for f in files]
 

@@ -20,14 +20,11 @@ from pathlib import Path
 from crome_ray.config import TrainConfig
 from crome_ray.runs import Step, StepResult
 from crome_ray.storage import is_remote, path_in_filesystem, pyarrow_filesystem
-from crome_ray.train.dataset import pair_files, pairs_run, shuffled_each_epoch, tokenized
+from crome_ray.train.dataset import TrainError, pair_files, pairs_run, shuffled_each_epoch, tokenized
 
 JOB = "train"
 TrainResult = StepResult
-
-
-class TrainError(RuntimeError):
-    """A training run that cannot go on; the message says why and what to do."""
+__all__ = ["JOB", "TrainError", "TrainResult", "default_run_name", "run_train_job"]
 
 
 def default_run_name(cfg: TrainConfig) -> str:
@@ -126,7 +123,7 @@ def run_train_job(
     return step.commit(
         {"pairs": counts, "ties": ties, "truncated": truncated},
         model_path=model_path,
-        data={name: f for name, f in files.items()},
+        data=files,
         steps=total_steps,
         final=json.loads(json.dumps(final, default=str)),
         resumed=resumed or int(final.get("started_at_step", 0)) > 0,
