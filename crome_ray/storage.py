@@ -238,7 +238,7 @@ class RunFolder:
         try:
             with self.fs.open("/".join([self.path, COMMIT_MARKER]), "rb") as f:
                 return json.loads(f.read())
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # no marker, or the path is a file
             return None
 
     def is_committed(self) -> bool:
