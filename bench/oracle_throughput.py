@@ -2,24 +2,32 @@
 
 Run as:
     .venv/bin/python bench/oracle_throughput.py                    # 3,000 RPM, 1.5 s median, 3 min each
+    .venv/bin/python bench/oracle_throughput.py --rpm 10000 --skip-ray-llm   # Tier 3
     .venv/bin/python bench/oracle_throughput.py --duration 40 --rpm 600   # a quick look
 
-Both sides get their own simulator process (same quota, same latency), the same
-prompts and the same number of actors; Ray Data LLM gets the quota split evenly
-across its actors (its ``qps`` is per actor), with retries on. Measured on the
-steady middle of each run (after a warm-up, before the tail):
+Every side gets its own simulator process (same quota, same latency) and the same
+prompts. crome-ray runs ``--workers`` stage actors. Ray Data LLM runs at its best
+setting: its HTTP stage (Ray 2.60) awaits a batch's requests one after another, so an
+actor has one call in flight, and holding the quota takes about rate × mean latency
+actors. ``--ray-llm-actors 0`` (the default) sizes the pool that way (plus 15%), gives
+each actor an equal share of the quota as ``qps`` (at least 1, an integer), and of one
+CPU; retries on. Measured on the steady middle of each run (after ``--warmup``
+seconds, before the last 5):
 
 - sustained throughput as a fraction of the quota (answers/s over quota/s),
 - over-rate 429s the simulator sent (quota 429s; none are injected otherwise),
 - CPU milliseconds per answered call, across every process of the run (driver, Ray,
-  actors; not the simulator), from the difference of two CPU samples.
+  actors; not the simulator), from the difference of two CPU samples;
+- cores used: the same CPU seconds over the window's wall seconds, with Ray's daemons
+  (``cores_used``) and the simulator's apart (``simulator_cores``).
 
 A third side, ``raw-aiohttp``, is the floor at the same rate: one process, no Ray, no
 governor or cache, sending the quota's worth every 0.2 s with aiohttp and validating
 the JSON. CPU per call falls with the rate (fewer wake-ups per call), so crome-ray's
 CPU is also reported as a ratio to this floor, measured in the same invocation.
 
-The JSON line also splits CPU per call by process (``cpu_ms_per_call_by_process``).
+The JSON line also splits CPU per call by process (``cpu_ms_per_call_by_process``) and
+holds each side's settings (``settings``).
 
 Prints one JSON line, then a table.
 """
@@ -28,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import socket
 import subprocess
@@ -139,7 +148,36 @@ def prompts(n: int) -> list[dict]:
     ]
 
 
-def measure(url: str, sim_pid: int, run, duration: float, rpm: int) -> dict:
+def rss_gib(exclude: set[int]) -> float:
+    """Resident memory of this process and all its children (Ray's too), the simulator excluded."""
+    me, total = psutil.Process(), 0
+    for p in [me, *me.children(recursive=True)]:
+        if p.pid in exclude:
+            continue
+        try:
+            total += p.memory_info().rss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return round(total / 2**30, 2)
+
+
+def sim_cpu(pid: int) -> float:
+    t = psutil.Process(pid).cpu_times()
+    return t.user + t.system
+
+
+def mean_latency(median: float, sigma: float) -> float:
+    return median * math.exp(sigma * sigma / 2)  # lognormal
+
+
+def ray_llm_actors(args: argparse.Namespace) -> int:
+    """Ray Data LLM's best actor count: one call in flight per actor, so rate × mean latency (+15%)."""
+    if args.ray_llm_actors:
+        return args.ray_llm_actors
+    return math.ceil(args.rpm / 60 * mean_latency(args.latency, args.sigma) * 1.15)
+
+
+def measure(url: str, sim_pid: int, run, duration: float, rpm: int, warmup: float) -> dict:
     """Run ``run`` in a thread; sample the steady middle of it."""
     done = threading.Event()
     errors: list[BaseException] = []
@@ -154,15 +192,17 @@ def measure(url: str, sim_pid: int, run, duration: float, rpm: int) -> dict:
 
     start = time.monotonic()
     threading.Thread(target=target, daemon=True).start()
-    warm = min(20.0, duration * 0.2)
-    done.wait(warm)
-    t1, a1, c1 = time.monotonic(), stats(url)["answered"], cpu_seconds({sim_pid})
-    done.wait(max(duration - warm - 5.0, 1.0))
-    t2, s2, c2 = time.monotonic(), stats(url), cpu_seconds({sim_pid})
+    done.wait(warmup)
+    t1, a1, c1, k1 = time.monotonic(), stats(url)["answered"], cpu_seconds({sim_pid}), sim_cpu(sim_pid)
+    done.wait(max(duration - warmup - 5.0, 1.0))
+    t2, s2, c2, k2 = time.monotonic(), stats(url), cpu_seconds({sim_pid}), sim_cpu(sim_pid)
     calls = s2["answered"] - a1
     return {
         "fraction_of_quota": round(calls / (t2 - t1) / (rpm / 60.0), 4),
         "over_rate_429": s2["quota_429"],
+        "cores_used": round((c2["work"] + c2["system"] - c1["work"] - c1["system"]) / (t2 - t1), 3),
+        "simulator_cores": round((k2 - k1) / (t2 - t1), 3),
+        "rss_gib": rss_gib({sim_pid}),
         "cpu_ms_per_call": round(1000 * (c2["work"] - c1["work"]) / max(calls, 1), 3),
         "cpu_ms_per_call_with_ray_daemons": round(
             1000 * (c2["work"] + c2["system"] - c1["work"] - c1["system"]) / max(calls, 1), 3
@@ -178,6 +218,14 @@ def measure(url: str, sim_pid: int, run, duration: float, rpm: int) -> dict:
         "elapsed_s": round(time.monotonic() - start, 1),
         "error": repr(errors[0])[:300] if errors else None,
     }
+
+
+CROME_SETTINGS = {
+    "batch_size": 128,
+    "worker_cpus": 0.25,
+    "max_in_flight": 512,
+    "governor_tick_s": 0.2,
+}
 
 
 def run_crome(url: str, rows: list[dict], rpm: int, workers: int, batches: int, tmp: Path) -> None:
@@ -198,11 +246,11 @@ def run_crome(url: str, rows: list[dict], rpm: int, workers: int, batches: int, 
             "max_output_tokens=256",
             f"workers={workers}",
             f"batches_per_worker={batches}",
-            "batch_size=128",
-            "worker_cpus=0.25",
+            f"batch_size={CROME_SETTINGS['batch_size']}",
+            f"worker_cpus={CROME_SETTINGS['worker_cpus']}",
             f"oracle.quota.rpm={rpm}",
             "oracle.quota.input_tpm=100000000",
-            "oracle.quota.max_in_flight=512",
+            f"oracle.quota.max_in_flight={CROME_SETTINGS['max_in_flight']}",
             "oracle.budget.cap_usd=100",
             "oracle.retry.timeout_s=60",
         ],
@@ -210,17 +258,31 @@ def run_crome(url: str, rows: list[dict], rpm: int, workers: int, batches: int, 
     run_oracle_job(cfg, SecretStr(KEY))
 
 
-def run_ray_data_llm(url: str, rows: list[dict], rpm: int, workers: int) -> None:
+def ray_llm_settings(args: argparse.Namespace) -> dict:
+    actors = ray_llm_actors(args)
+    return {
+        "actors": actors,
+        "qps_per_actor": max(1, round(args.rpm / 60 / actors)),  # an integer in Ray 2.60
+        "num_cpus_per_actor": round(1.0 / actors, 4),  # one CPU for the stage; the rest for its map tasks
+        "batch_size": 64,
+        "max_retries": 8,
+    }
+
+
+def run_ray_data_llm(url: str, rows: list[dict], settings: dict) -> None:
     import ray
     from ray.data.llm import HttpRequestProcessorConfig, HttpRequestStageConfig, build_processor
 
     config = HttpRequestProcessorConfig(
         url=f"{url}/v1beta/models/gemini-2.5-flash:generateContent",
         headers={"x-goog-api-key": KEY},
-        qps=max(1, round(rpm / 60 / workers)),  # the same quota, split across the same number of actors
-        max_retries=8,
-        # the same actor count and CPU share as crome-ray's stage (default 1 CPU each cannot fit 2 cores)
-        http_request_stage=HttpRequestStageConfig(concurrency=workers, batch_size=64, num_cpus=0.25),
+        qps=settings["qps_per_actor"],
+        max_retries=settings["max_retries"],
+        http_request_stage=HttpRequestStageConfig(
+            concurrency=settings["actors"],
+            batch_size=settings["batch_size"],
+            num_cpus=settings["num_cpus_per_actor"],
+        ),
     )
 
     def payload(row: dict) -> dict:
@@ -239,7 +301,7 @@ def run_ray_data_llm(url: str, rows: list[dict], rpm: int, workers: int) -> None
     processor = build_processor(
         config, preprocess=payload, postprocess=lambda r: {"ok": "candidates" in r["http_response"]}
     )
-    ds = processor(ray.data.from_items(rows, override_num_blocks=max(len(rows) // 64, 1)))
+    ds = processor(ray.data.from_items(rows, override_num_blocks=max(len(rows) // settings["batch_size"], 1)))
     for _ in ds.iter_batches(batch_size=None):
         pass
 
@@ -283,18 +345,30 @@ def run_raw_floor(url: str, rows: list[dict], rpm: int) -> None:
     asyncio.run(main())
 
 
+def emit(result: dict) -> dict:
+    """The side's result line, printed as soon as it is measured: tearing Ray down under a
+    job still running (the window ends before the prompts do) may fail, and must not lose it."""
+    print("SIDE " + json.dumps(result), flush=True)
+    return result
+
+
 def run_side(side: str, args: argparse.Namespace) -> dict:
     """One side in this process: its own Ray, its own simulator process."""
     if side == "raw-aiohttp":
         rows = prompts(int(args.rpm * args.duration / 60))
         sim, url = start_sim(args.rpm, args.latency, args.sigma)
         try:
-            return measure(url, sim.pid, lambda: run_raw_floor(url, rows, args.rpm), args.duration, args.rpm)
+            fn = lambda: run_raw_floor(url, rows, args.rpm)  # noqa: E731
+            result = measure(url, sim.pid, fn, args.duration, args.rpm, args.warmup)
+            return emit(result | {"settings": {"tick_s": 0.2}})
         finally:
             sim.terminate()
             sim.wait(10)
     import ray
 
+    if side == "ray.data.llm":  # its many actors start a few at a time: a longer warm-up, the same window
+        args.duration += args.ray_llm_warmup - args.warmup
+        args.warmup = args.ray_llm_warmup
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     ray.init(
         num_cpus=2,
@@ -310,9 +384,15 @@ def run_side(side: str, args: argparse.Namespace) -> dict:
     try:
         if side == "crome-ray":
             fn = lambda: run_crome(url, rows, args.rpm, args.workers, args.batches_per_worker, tmp)  # noqa: E731
+            settings = {
+                "workers": args.workers,
+                "batches_per_worker": args.batches_per_worker,
+                **CROME_SETTINGS,
+            }
         else:
-            fn = lambda: run_ray_data_llm(url, rows, args.rpm, args.workers)  # noqa: E731
-        return measure(url, sim.pid, fn, args.duration, args.rpm)
+            settings = ray_llm_settings(args)
+            fn = lambda: run_ray_data_llm(url, rows, settings)  # noqa: E731
+        return emit(measure(url, sim.pid, fn, args.duration, args.rpm, args.warmup) | {"settings": settings})
     finally:
         sim.terminate()
         sim.wait(10)
@@ -325,7 +405,17 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=180.0, help="seconds per side")
     ap.add_argument("--latency", type=float, default=1.5, help="median latency, seconds")
     ap.add_argument("--sigma", type=float, default=0.5)
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--warmup", type=float, default=20.0, help="seconds before the measured window")
+    ap.add_argument(
+        "--ray-llm-warmup",
+        type=float,
+        default=240.0,
+        help="Ray Data LLM's warm-up: its ~100 actors start a few at a time on 2 cores (same window after)",
+    )
+    ap.add_argument("--workers", type=int, default=2, help="crome-ray: stage actors")
+    ap.add_argument(
+        "--ray-llm-actors", type=int, default=0, help="Ray Data LLM's actors (0: rate x mean latency + 15%%)"
+    )
     ap.add_argument("--batches-per-worker", type=int, default=2, help="crome-ray: batches per actor at once")
     ap.add_argument(
         "--side", choices=["crome-ray", "ray.data.llm", "raw-aiohttp"], help="run one side in this process"
@@ -334,7 +424,7 @@ def main() -> None:
     ap.add_argument("--skip-floor", action="store_true", help="skip the raw aiohttp floor at the same rate")
     args = ap.parse_args()
     if args.side:
-        print("SIDE " + json.dumps(run_side(args.side, args)), flush=True)
+        run_side(args.side, args)
         os._exit(0)  # do not wait for a side's leftover threads (Ray Data LLM keeps going)
 
     results = {}
@@ -358,8 +448,15 @@ def main() -> None:
             str(args.workers),
             "--batches-per-worker",
             str(args.batches_per_worker),
+            "--warmup",
+            str(args.warmup),
+            "--ray-llm-actors",
+            str(args.ray_llm_actors),
+            "--ray-llm-warmup",
+            str(args.ray_llm_warmup),
         ]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.duration * 3 + 300)
+        timeout = (args.duration + args.ray_llm_warmup) * 3 + 300
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         line = next((x for x in proc.stdout.splitlines() if x.startswith("SIDE ")), None)
         results[side] = json.loads(line[5:]) if line else {"error": (proc.stderr or proc.stdout)[-500:]}
     out = {
@@ -368,6 +465,9 @@ def main() -> None:
         "duration_s": args.duration,
         "latency_median_s": args.latency,
         "latency_sigma": args.sigma,
+        "warmup_s": args.warmup,
+        "ray_llm_warmup_s": args.ray_llm_warmup,
+        "machine_cores": os.cpu_count(),
         "workers": args.workers,
         "batches_per_worker": args.batches_per_worker,
         "prompts": int(args.rpm * args.duration / 60),
@@ -379,12 +479,15 @@ def main() -> None:
             / max(results["ray.data.llm"]["fraction_of_quota"], 1e-9),
             3,
         )
-    if all("cpu_ms_per_call" in results.get(s, {}) for s in ("crome-ray", "raw-aiohttp")):
-        out["cpu_ratio_vs_raw_floor"] = round(
-            results["crome-ray"]["cpu_ms_per_call"] / max(results["raw-aiohttp"]["cpu_ms_per_call"], 1e-9), 2
-        )
+    floor = results.get("raw-aiohttp", {}).get("cpu_ms_per_call")
+    for side, key in (
+        ("crome-ray", "cpu_ratio_vs_raw_floor"),
+        ("ray.data.llm", "ray_llm_cpu_ratio_vs_raw_floor"),
+    ):
+        if floor and "cpu_ms_per_call" in results.get(side, {}):
+            out[key] = round(results[side]["cpu_ms_per_call"] / floor, 2)
     print(json.dumps(out))
-    header = ("side", "fraction of quota", "over-rate 429s", "CPU ms/call", "answered twice")
+    header = ("side", "fraction of quota", "over-rate 429s", "CPU ms/call", "cores used", "answered twice")
     print("\n" + "".join(f"{h:>18}" for h in header))
     for name, r in results.items():
         if "error" in r and "fraction_of_quota" not in r:
@@ -395,6 +498,7 @@ def main() -> None:
             f"{r['fraction_of_quota']:.3f}",
             r["over_rate_429"],
             f"{r['cpu_ms_per_call']:.2f}",
+            f"{r['cores_used']:.2f}",
             r["answered_twice"],
         )
         print("".join(f"{c:>18}" for c in cells))

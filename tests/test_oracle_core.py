@@ -380,6 +380,59 @@ def test_spend_never_exceeds_the_cap_and_is_exactly_what_was_billed(
     assert core.budget.overruns == 0 and core.budget.reserved == 0
 
 
+def test_leases_expire_in_grant_order_and_a_renewed_lease_lives_its_new_length():
+    """A dead worker's lease runs out ``lease_s`` after its grant; the same owner asking again
+    renews it. Expiry looks only at the oldest leases, so it must keep them in expiry order:
+    a renewed key moves behind the later grants (else the later ones would never expire)."""
+    clock = Clock()
+    core = GovernorCore(load_config(OracleConfig, None, QUOTA_NEVER_BINDS), clock=clock)
+    t0 = clock.t
+
+    def ask(key, owner):
+        return core.begin(key, owner, 10, 10, 1)[0]
+
+    assert ask("a", "x") is Decision.GO  # t0
+    a_grant = next(iter(core.leases))
+    clock.t = t0 + 5
+    assert ask("b", "x") is Decision.GO  # t0 + 5
+    clock.t = t0 + 10
+    core.fail(a_grant)  # x's first attempt at "a" failed; x still owns the key
+    assert ask("a", "x") is Decision.GO  # renewed: lives until t0 + 10 + lease_s
+    assert ask("a", "y") is Decision.BUSY and ask("b", "y") is Decision.BUSY
+
+    clock.t = t0 + 5 + core.lease_s + 1  # b's lease is over; a's renewed one is not
+    assert ask("b", "y") is Decision.GO
+    assert ask("a", "y") is Decision.BUSY
+    assert core.counts["expired_leases"] == 1  # b's, settled at its worst case
+
+    clock.t = t0 + 10 + core.lease_s + 1
+    assert ask("a", "y") is Decision.GO
+    assert core.counts["expired_leases"] == 2
+    assert [lease.key for lease in core.leases.values()] == ["b", "a"]  # y's two, oldest first
+
+
+def test_expiring_leases_costs_the_same_with_many_calls_in_flight():
+    """Each ``begin`` expires leases; with them kept in expiry order that looks at the oldest
+    only. Counted, not timed: the leases read per ``begin`` must not grow with those in flight."""
+    clock = Clock()
+    core = GovernorCore(load_config(OracleConfig, None, QUOTA_NEVER_BINDS), clock=clock)
+    for i in range(5_000):
+        assert core.begin(f"k{i}", "o", 10, 10, 1)[0] is Decision.GO
+    reads = 0
+
+    class Counting(type(core.leases)):
+        def items(self):  # counts every entry looked at
+            nonlocal reads
+            for entry in super().items():
+                reads += 1
+                yield entry
+
+    core.leases, core.owner_of = Counting(core.leases), Counting(core.owner_of)
+    for i in range(100):
+        assert core.begin(f"new{i}", "o", 10, 10, 1)[0] is Decision.GO
+    assert reads == 100 * 2  # the oldest lease and the oldest owned key per begin, not 5,000 each
+
+
 # --- checking answers (one rule for online and batch answers) -----------------------------------
 
 SCORE = {"type": "object", "properties": {"score": {"type": "integer"}}, "required": ["score"]}

@@ -13,7 +13,10 @@ waiting callers (asyncio) and for the cluster (a Ray actor). It holds, for the w
 - leases on keys in flight: a second worker asking the same question waits for the
   first answer instead of paying for it again. A lease left by a killed worker
   expires, and its reservation is then settled at the worst case (it may have been
-  billed).
+  billed). Every lease lives the same ``lease_s`` on a clock that never goes back, so
+  leases expire in the order they were granted: they are kept in that order, and
+  expiring them looks only at the oldest (O(1) per call, not O(calls in flight);
+  ``bench/governor_decisions.py`` measured 27 ms per call at 8,000 in flight before).
 
 The ledger document holds micro-dollars as integers (``allocated_micros``,
 ``spent_micros``, ``cap_micros``). A ledger written before that (dollars as floats,
@@ -26,6 +29,7 @@ from __future__ import annotations
 import enum
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -111,8 +115,9 @@ class GovernorCore:
         self.budget = Budget(cap, chunk, spent_before=self.resumed_from, persist=self._persist)
         self.limiter = RateLimiter(config.quota, clock)
         self.index: dict[str, Any] = {key: loc for key, loc, *_ in cached}
-        self.leases: dict[int, _Lease] = {}
-        self.owner_of: dict[str, tuple[str, float]] = {}  # key -> (owner, lease expiry)
+        # both in expiry order (oldest first): see the module docstring
+        self.leases: OrderedDict[int, _Lease] = OrderedDict()
+        self.owner_of: OrderedDict[str, tuple[str, float]] = OrderedDict()  # key -> (owner, lease expiry)
         self.lease_s = config.retry.timeout_s * 1.5 + 2.0  # one attempt's longest life, with margin
         self.counts = {
             "hits": 0,
@@ -130,16 +135,20 @@ class GovernorCore:
             self.ledger.save(doc)
 
     def _expire(self, now: float) -> None:
-        for gid, lease in list(self.leases.items()):
-            if lease.expires <= now:
-                # a worker died mid-call: assume the call was billed in full
-                self.budget.settle(lease.reservation, lease.reservation.amount)
-                self.limiter.settle(lease.grant)
-                del self.leases[gid]
-                self.counts["expired_leases"] += 1
-        for key, (_owner, expires) in list(self.owner_of.items()):
-            if expires <= now:
-                del self.owner_of[key]
+        while self.leases:
+            gid, lease = next(iter(self.leases.items()))
+            if lease.expires > now:
+                break
+            # a worker died mid-call: assume the call was billed in full
+            self.budget.settle(lease.reservation, lease.reservation.amount)
+            self.limiter.settle(lease.grant)
+            del self.leases[gid]
+            self.counts["expired_leases"] += 1
+        while self.owner_of:
+            key, (_owner, expires) = next(iter(self.owner_of.items()))
+            if expires > now:
+                break
+            del self.owner_of[key]
 
     def begin(
         self, key: str, owner: str, est_input: int, max_output: int, worst_micros: int
@@ -167,6 +176,7 @@ class GovernorCore:
             return Decision.BUDGET, None
         self.leases[grant.id] = _Lease(key, owner, grant, reservation, now + self.lease_s)
         self.owner_of[key] = (owner, now + self.lease_s)
+        self.owner_of.move_to_end(key)  # the same owner asking again renews its lease
         self.counts["grants"] += 1
         return Decision.GO, grant.id
 
