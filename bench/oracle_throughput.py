@@ -2,7 +2,8 @@
 
 Run as:
     .venv/bin/python bench/oracle_throughput.py                    # 3,000 RPM, 1.5 s median, 3 min each
-    .venv/bin/python bench/oracle_throughput.py --rpm 10000 --skip-ray-llm   # Tier 3
+    .venv/bin/python bench/oracle_throughput.py --rpm 10000 --skip-ray-llm \
+        --workers 1 --batches-per-worker 12                       # Tier 3, the stage sized for it
     .venv/bin/python bench/oracle_throughput.py --duration 40 --rpm 600   # a quick look
 
 Every side gets its own simulator process (same quota, same latency) and the same
