@@ -152,6 +152,17 @@ def finish_of(grant_id: int) -> tuple:
 # --- 1, 2: the pure core ------------------------------------------------------------------------
 
 
+def tally(decided: list, ending: list, counts: Counter) -> None:
+    """Count one exchange's answers; a GO's call is due to finish into ``ending``."""
+    counts["answers"] += len(decided)
+    for _request_id, kind, value, _age in decided:
+        if kind is Decision.GO:
+            ending.append(finish_of(value))
+            counts["go"] += 1
+        else:
+            counts[kind.value] += 1
+
+
 def run_core(n: int, per_tick: int, latency: int, decisions: int, max_cpu_s: float, wait: bool) -> dict:
     rpm, cap = quota_for(n, per_tick, latency, wait)
     clock = FakeClock()
@@ -225,13 +236,7 @@ async def run_exchange(
             requests = requests_of(owners[w], per_tick, keys, request_ids)
             decided = await impl.exchange(owners[w], settling[w], requests)
             counts["finish"] += len(settling[w])
-            counts["answers"] += len(decided)
-            for _request_id, kind, value, _age in decided:
-                if kind is Decision.GO:
-                    ending[slot][w].append(finish_of(value))
-                    counts["go"] += 1
-                else:
-                    counts[kind.value] += 1
+            tally(decided, ending[slot][w], counts)
         clock.t += TICK_S
         t += 1
     cpu, wall = meter.elapsed()
@@ -268,13 +273,7 @@ async def run_exchange_wait(n: int, per_tick: int, latency: int, seconds: float,
             decided = await impl.exchange(owners[w], settling[w], requests)
             counts["finish"] += len(settling[w])
             counts["sent"] += len(requests)
-            counts["answers"] += len(decided)
-            for _request_id, kind, value, _age in decided:
-                if kind is Decision.GO:
-                    ending[slot][w].append(finish_of(value))
-                    counts["go"] += 1
-                else:
-                    counts[kind.value] += 1
+            tally(decided, ending[slot][w], counts)
         t += 1
         delay = start + t * TICK_S - time.perf_counter()
         if delay > 0:
@@ -356,13 +355,7 @@ def run_ray(ns: list[int], per_tick: int, latency: int, decisions: int, tmp: str
                     refs.append(handle.exchange.remote(owners[w], settling[w], requests))
                     counts["finish"] += len(settling[w])
                 for w, decided in enumerate(ray.get(refs)):
-                    counts["answers"] += len(decided)
-                    for _request_id, kind, value, _age in decided:
-                        if kind is Decision.GO:
-                            ending[slot][w].append(finish_of(value))
-                            counts["go"] += 1
-                        else:
-                            counts[kind.value] += 1
+                    tally(decided, ending[slot][w], counts)
                 t += 1
             driver_cpu, wall = meter.elapsed()
             actor1 = process_cpu_s(pid)
