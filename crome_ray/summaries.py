@@ -52,14 +52,33 @@ def print_oracle(console: Console, result: Any) -> None:
     table.add_column("value", justify="right")
     for k, v in m["counts"].items():
         table.add_row(k.replace("_", " "), f"{v:,}")
-    o = m["details"]["oracle"]
-    table.add_row("calls (paid attempts)", f"{o['grants']:,}")
-    table.add_row("cache hits", f"{o['hits']:,}")
-    table.add_row("throttled (429)", f"{o['throttled']:,}")
-    table.add_row("spent", f"${o['spent_usd']:.4f} of ${o['cap_usd']:.2f} cap", style="bold")
+    d = m["details"]
+    o = d["oracle"]
+    if o:
+        table.add_row("calls (paid attempts)", f"{o['grants']:,}")
+        table.add_row("cache hits", f"{o['hits']:,}")
+        table.add_row("throttled (429)", f"{o['throttled']:,}")
+        table.add_row("spent", f"${o['spent_usd']:.4f} of ${o['cap_usd']:.2f} cap", style="bold")
+        _engines(table, o, "")
+    if d.get("primary_unavailable"):
+        table.add_row("primary oracle", "unavailable: every row to the fallback")
+    fb = d.get("fallback")
+    if fb:
+        asked = ", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in fb.get("asked_for", {}).items())
+        table.add_row("fallback asked for", asked or "-")
+        table.add_row("fallback calls / cache hits", f"{fb['grants']:,} / {fb['hits']:,}")
+        table.add_row("fallback spent", f"${fb['spent_usd']:.4f} of ${fb['cap_usd']:.2f} cap")
+        _engines(table, fb, "fallback ")
     console.print(table)
+    if d.get("primary_unavailable"):
+        console.print(f"[yellow]primary oracle unavailable:[/] {d['primary_unavailable']}")
     console.print(f"responses:  {result.output.uri_of('responses')}/")
-    console.print(f"ledger:     {m['details']['ledger']}")
+    console.print(f"ledger:     {d['ledger']}")
+
+
+def _engines(table: Table, stats: dict[str, Any], prefix: str) -> None:
+    for e in stats.get("engines", []):
+        table.add_row(f"{prefix}engine start-up ({e['model']})", f"{e['startup_s']:.1f} s")
 
 
 def print_train(console: Console, result: Any) -> None:

@@ -109,3 +109,58 @@ def test_fingerprint_follows_what_changes_the_output_not_where_it_goes():
 def test_every_job_refuses_a_run_name_that_is_not_one_folder_name(cls, bad):
     with pytest.raises(ConfigError, match="run_name"):
         load_config(cls, None, [f"run_name={bad}"])
+
+
+def test_a_local_oracle_gets_local_defaults_unless_the_config_says_otherwise():
+    from crome_ray.config import LOCAL_QUOTA, OracleConfig
+
+    o = OracleConfig(backend="vllm")
+    assert o.model == "smollm2" and o.local
+    assert o.quota.rpm == LOCAL_QUOTA["rpm"] and o.retry.invalid_output_attempts == 1  # greedy: same answer
+    given = OracleConfig(backend="vllm", model="qwen2.5-coder-1.5b", quota={"max_in_flight": 8})
+    assert given.model == "qwen2.5-coder-1.5b" and given.quota.max_in_flight == 8
+    assert given.quota.rpm == LOCAL_QUOTA["rpm"]  # the rest still local
+    assert OracleConfig().quota.rpm == 1_000  # Gemini keeps its own
+
+
+def test_fallback_oracle_overrides_stay_local():
+    from crome_ray.config import OracleJobConfig
+
+    cfg = load_config(OracleJobConfig, None, ["fallback.oracle.model=qwen2.5-coder-0.5b"])
+    assert cfg.fallback.oracle.backend == "vllm" and cfg.fallback.oracle.model == "qwen2.5-coder-0.5b"
+
+
+def test_local_compute_is_priced_from_the_gpu_hour_and_free_without_one():
+    from crome_ray.config import OracleConfig
+    from crome_ray.oracle.pricing import call_cost_micros
+    from crome_ray.oracle.protocol import Usage
+
+    free = OracleConfig(backend="vllm").price()
+    assert (free.input_per_m, free.output_per_m) == (0.0, 0.0)
+    # $3.60 an hour at 1,000 output tokens/s: 3.6M tokens per hour, so $1 per million output tokens
+    p = OracleConfig(
+        backend="vllm",
+        engine={"gpu_hour_usd": "3.60", "priced_output_tokens_per_s": 1000, "tensor_parallel_size": 1},
+    ).price()
+    assert p.output_per_m == 1.0 and p.input_per_m == 0.1
+    assert call_cost_micros(Usage(input_tokens=1_000, output_tokens=1_000), p) == 1_100
+    two_gpus = OracleConfig(
+        backend="vllm", engine={"gpu_hour_usd": "3.60", "tensor_parallel_size": 2}
+    ).price()
+    assert two_gpus.output_per_m == 2.0
+    # a price given for the model wins (a paid OpenAI-compatible endpoint must have one)
+    priced = OracleConfig(
+        backend="openai", model="m", prices={"m": {"input_per_m": 5, "output_per_m": 15}}
+    ).price()
+    assert priced.output_per_m == 15
+
+
+def test_the_fallback_is_part_of_a_runs_fingerprint_only_when_it_is_on():
+    from crome_ray.config import OracleJobConfig
+
+    base = load_config(OracleJobConfig, None, [])
+    off_other_model = load_config(OracleJobConfig, None, ["fallback.oracle.model=qwen2.5-coder-0.5b"])
+    on = load_config(OracleJobConfig, None, ["fallback.policy=on_budget"])
+    on_other = load_config(OracleJobConfig, None, ["fallback.policy=on_budget", "fallback.oracle.model=m"])
+    assert base.fingerprint() == off_other_model.fingerprint()
+    assert len({base.fingerprint(), on.fingerprint(), on_other.fingerprint()}) == 3

@@ -289,11 +289,11 @@ def test_the_driver_killed_mid_run_then_resumed_pays_only_for_what_it_lacks(tmp_
     assert billed_micros(stats, load_config(OracleJobConfig, None)) <= oracle["spent_micros"] <= 1_000_000
 
 
-def test_a_missing_key_fails_before_ray_starts_and_names_the_variables(tmp_path):
+def test_a_missing_key_with_no_key_fail_stops_before_ray_starts_and_names_the_variables(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("GEMINI_API_KEY", "GOOGLE_API_KEY")}
     env["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="crk", dir="/tmp")
     proc = subprocess.run(
-        [sys.executable, "-m", "crome_ray.cli", "oracle", "run", "--output", str(tmp_path)],
+        [sys.executable, "-m", "crome_ray.cli", "oracle", "run", "no_key=fail", "--output", str(tmp_path)],
         env=env,
         cwd=REPO,
         capture_output=True,

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 # name -> the module whose import registers it
 BACKEND_MODULES: dict[str, str] = {
     "gemini": "crome_ray.oracle.gemini",
+    "vllm": "crome_ray.oracle.vllm_engine",
+    "openai": "crome_ray.oracle.openai_compat",
 }
 
 

@@ -189,6 +189,10 @@ class GovernorActorImpl(_AsyncFacade):
     async def ping(self) -> bool:
         return True
 
+    async def note_engine(self, info: dict[str, Any]) -> None:
+        """A local engine started (model, start-up seconds): reported in the stats, apart from calls."""
+        self.core.engines.append(info)
+
     async def exchange(self, worker: str, settlements: list[tuple], requests: list[tuple]) -> list[tuple]:
         """One round trip for a worker's whole tick. Settle the calls that ended; queue the new
         requests (each is sent once and waits here, in the same FIFO as everyone's); return the

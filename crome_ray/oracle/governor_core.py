@@ -119,6 +119,7 @@ class GovernorCore:
         self.leases: OrderedDict[int, _Lease] = OrderedDict()
         self.owner_of: OrderedDict[str, tuple[str, float]] = OrderedDict()  # key -> (owner, lease expiry)
         self.lease_s = config.retry.timeout_s * 1.5 + 2.0  # one attempt's longest life, with margin
+        self.engines: list[dict[str, Any]] = []  # local engines started for this run (model, start-up s)
         self.counts = {
             "hits": 0,
             "grants": 0,
@@ -127,6 +128,8 @@ class GovernorCore:
             "expired_leases": 0,
             "invalid_output": 0,
             "failed": 0,
+            "input_tokens": 0,
+            "output_tokens": 0,
         }
 
     def _persist(self, allocated: int, spent: int) -> None:
@@ -195,6 +198,8 @@ class GovernorCore:
             return  # expired meanwhile and already settled at the worst case
         self.budget.settle(lease.reservation, cost_micros)
         self.limiter.settle(lease.grant, input_tokens, output_tokens)
+        self.counts["input_tokens"] += input_tokens  # every billed answer's, invalid ones too
+        self.counts["output_tokens"] += output_tokens
         if location is not None:
             self.index[lease.key] = location
         else:
@@ -237,6 +242,7 @@ class GovernorCore:
             "cached_keys": len(self.index),
             "in_flight": len(self.leases),
             "rate_scale": self.limiter.scale,
+            "engines": list(self.engines),
         }
 
     def close(self) -> dict[str, Any]:

@@ -6,6 +6,14 @@ one free call, start the run's governor actor, stream the rows through
 ``quarantine``) as the batches come back, then close the governor (exact spend into
 the ledger) and commit the run folder.
 
+Fallback (``fallback.policy``): the rows the primary oracle could not serve (out of
+budget; with ``on_error`` also out of quota, repeated 5xx or timeouts, refused, or the
+model unavailable) are held back from the quarantine and sent through a second pass
+on the local oracle (``fallback.oracle``, a vLLM engine per actor), with its own
+governor, ledger and cache. ``local_only`` skips the primary. Every row records the
+backend and model that served it; a row neither could serve is quarantined with both
+reasons.
+
 State that must outlive a crash lives beside the run folder, not in it: the ledger
 (``<root>/oracle/<run>.ledger.json``) and the response cache
 (``oracle.cache`` or ``<root>/oracle-cache``). A resumed run pays only for what it
@@ -24,17 +32,24 @@ from typing import Any
 import pyarrow as pa
 from pydantic import SecretStr
 
-from crome_ray.config import OracleJobConfig
+from crome_ray.config import OracleConfig, OracleJobConfig
 from crome_ray.data.formats import RowError, RowProblem
 from crome_ray.data.readers import read_source
 from crome_ray.oracle.backends import make_backend
+from crome_ray.oracle.protocol import ErrorKind, OracleError
 from crome_ray.oracle.stage import RESULT_COLUMNS, OracleStage, request_from_row, result_columns
 from crome_ray.records import Reason
 from crome_ray.runs import Step, StepResult
 from crome_ray.storage import join
 
 JOB = "oracle"
-INPUT_COLUMNS = {"id": pa.string(), "prompt": pa.string(), "system": pa.string(), "schema": pa.string()}
+INPUT_COLUMNS = {
+    "id": pa.string(),
+    "prompt": pa.string(),
+    "system": pa.string(),
+    "schema": pa.string(),
+    "max_output_tokens": pa.int64(),  # per row; null: the job's max_output_tokens
+}
 RESPONSE_SCHEMA = pa.schema(
     [pa.field(k, t) for k, t in {**INPUT_COLUMNS, **RESULT_COLUMNS}.items()],
     metadata={"crome_ray.table": "oracle_responses"},
@@ -43,6 +58,15 @@ Progress = Callable[[dict[str, Any]], None]
 
 
 OracleJobResult = StepResult
+
+# the primary's failures that a fallback policy sends to the local oracle
+FALLBACK_KINDS: dict[str, frozenset[str]] = {
+    "off": frozenset(),
+    "on_budget": frozenset({ErrorKind.BUDGET_EXHAUSTED}),
+    "on_error": frozenset(
+        {ErrorKind.BUDGET_EXHAUSTED, ErrorKind.QUOTA_EXHAUSTED, ErrorKind.RETRYABLE, ErrorKind.FATAL}
+    ),
+}
 
 
 def run_name(cfg: OracleJobConfig) -> str:
@@ -53,8 +77,9 @@ def cache_root(cfg: OracleJobConfig) -> str:
     return cfg.oracle.cache or join(cfg.storage.root, "oracle-cache")
 
 
-def ledger_uri(cfg: OracleJobConfig) -> str:
-    return join(cfg.storage.root, JOB, f"{run_name(cfg)}.ledger.json")
+def ledger_uri(cfg: OracleJobConfig, pass_: str = "") -> str:
+    """The run's spend ledger (``pass_="fallback"``: the fallback pass's own)."""
+    return join(cfg.storage.root, JOB, f"{run_name(cfg)}{'.' + pass_ if pass_ else ''}.ledger.json")
 
 
 def read_prompts(cfg: OracleJobConfig) -> tuple[list[dict[str, Any]], list[RowProblem]]:
@@ -71,22 +96,28 @@ def read_prompts(cfg: OracleJobConfig) -> tuple[list[dict[str, Any]], list[RowPr
             err = RowError(Reason.MISSING_FIELD, "a prompt row needs a non-empty 'prompt' string")
             bad.append(RowProblem(item.location, err, v))
             continue
+        most = v.get("max_output_tokens")
+        if most is not None and (not isinstance(most, int) or isinstance(most, bool) or most < 1):
+            err = RowError(Reason.WRONG_TYPE, f"max_output_tokens must be a positive integer, got {most!r}")
+            bad.append(RowProblem(item.location, err, v))
+            continue
         rows.append(
             {
                 "id": str(v.get("id", item.location)),
                 "prompt": prompt,
                 "system": v.get("system") if isinstance(v.get("system"), str) else None,
                 "schema": v.get("schema") if isinstance(v.get("schema"), str) else None,
+                "max_output_tokens": most,
             }
         )
     return rows, bad
 
 
-def check_model(cfg: OracleJobConfig, api_key: SecretStr) -> None:
+def check_model(oracle: OracleConfig, api_key: SecretStr) -> None:
     """One free metadata call: a retired or misspelled model fails before anything is spent."""
 
     async def check() -> None:
-        backend = make_backend(cfg.oracle, api_key.get_secret_value())
+        backend = make_backend(oracle, api_key.get_secret_value())
         try:
             await backend.check_model()
         finally:
@@ -100,56 +131,134 @@ def batch_state_uri(cfg: OracleJobConfig) -> str:
 
 
 def run_oracle_job(
-    cfg: OracleJobConfig, api_key: SecretStr, *, force: bool = False, progress: Progress | None = None
+    cfg: OracleJobConfig,
+    api_key: SecretStr,
+    *,
+    force: bool = False,
+    progress: Progress | None = None,
+    fallback_key: SecretStr | None = None,
 ) -> OracleJobResult:
-    cfg.oracle.price()  # no price, no cap: refuse before anything else
+    """``api_key``: the primary oracle's; ``fallback_key``: the fallback's, if it needs one
+    (an OpenAI-compatible server with a key; a vLLM engine needs none)."""
+    primary, policy = cfg.oracle, cfg.fallback.policy
+    if policy == "local_only":
+        primary, policy = cfg.fallback.oracle, "off"
+        api_key = fallback_key or SecretStr("")
+    primary.price()  # no price, no cap: refuse before anything else
+    if policy != "off":
+        cfg.fallback.oracle.price()
     step = Step(JOB, run_name(cfg), cfg, force=force)
     if not step.begin():  # committed by this same config: nothing to do
         return step.result
     rows, bad_input = read_prompts(cfg)
-    check_model(cfg, api_key)  # a wrong model id fails here: nothing spent, the committed run untouched
+    unavailable = None
+    try:
+        check_model(primary, api_key)  # a wrong model id fails here: nothing spent, the last run untouched
+    except OracleError as e:
+        if not (e.kind == ErrorKind.FATAL and ErrorKind.FATAL in FALLBACK_KINDS[policy]):
+            raise
+        unavailable = e  # the whole table goes to the fallback
 
     responses = step.table("responses", RESPONSE_SCHEMA, cfg.rows_per_file)
     quarantine = step.quarantine(source="prompts", stage="oracle.input", rows_per_file=cfg.rows_per_file)
     for problem in bad_input:
         quarantine.put_problem(problem)
     outcome: Counter = Counter()
+    held: list[dict[str, Any]] = []  # primary failures the fallback will serve
+    eligible = FALLBACK_KINDS[policy]
 
-    def put(row: dict[str, Any]) -> None:
+    def put(row: dict[str, Any], tried_before: str | None = None) -> None:
         kind = row["oracle_error"]
         outcome[kind or ("cached" if row["cached"] else "answered")] += 1
         if kind is None:
             responses.add(row)
         else:
             detail = row["oracle_error_detail"] or kind
+            if tried_before:
+                detail = f"{tried_before}; then {row['backend']} {row['model']}: {detail}"
             where = f"id {row['id']}"
             quarantine.put(where, kind, detail, row["prompt"], source_id=row["id"], stage="oracle")
 
-    run_rows = _run_batch if cfg.oracle.mode == "batch" else _run_online
-    stats = run_rows(
-        cfg,
-        api_key,
-        rows,
-        put,
-        lambda s: progress and progress({"rows": sum(outcome.values()), "of": len(rows), **s}),
-    )
+    def put_primary(row: dict[str, Any]) -> None:
+        if row["oracle_error"] in eligible:
+            held.append(row)
+        else:
+            put(row)
+
+    def report(s: dict[str, Any]) -> None:
+        if progress:
+            progress({"rows": sum(outcome.values()) + len(held), "of": len(rows), **s})
+
+    stats: dict[str, Any] = {}
+    if unavailable is None:
+        run_rows = _run_batch if primary.mode == "batch" else _run_online
+        stats = run_rows(cfg, primary, ledger_uri(cfg), api_key, rows, put_primary, report)
+    else:
+        held = [
+            {**r, "oracle_error": str(ErrorKind.FATAL), "backend": primary.backend, "model": primary.model}
+            for r in rows
+        ]
+    fallback_stats = None
+    if held:
+        before = {r["id"]: f"{r['backend']} {r['model']}: {r['oracle_error']}" for r in held}
+        served_for = Counter(r["oracle_error"] for r in held)
+        fb = cfg.fallback.oracle
+        fb_rows = [{k: r[k] for k in INPUT_COLUMNS} for r in held]
+        held.clear()
+        fallback_stats = _run_online(
+            cfg,
+            fb,
+            ledger_uri(cfg, "fallback"),
+            fallback_key or SecretStr(""),
+            fb_rows,
+            lambda row: put(row, before[row["id"]]),
+            report,
+        )
+        fallback_stats["asked_for"] = dict(served_for)  # the primary's failures it was asked to serve
     if progress:
-        progress({"rows": sum(outcome.values()), "of": len(rows), **stats})
+        progress({"rows": sum(outcome.values()), "of": len(rows), **(fallback_stats or stats)})
     counts = {"prompts": len(rows) + len(bad_input), "bad_input": len(bad_input), **dict(outcome)}
-    return step.commit(counts, oracle=stats, ledger=ledger_uri(cfg), cache=cache_root(cfg))
+    extra: dict[str, Any] = {"ledger": ledger_uri(cfg), "cache": cache_root(cfg)}
+    if fallback_stats is not None:
+        extra["fallback"] = fallback_stats
+        extra["fallback_ledger"] = ledger_uri(cfg, "fallback")
+    if unavailable is not None:
+        extra["primary_unavailable"] = str(unavailable)
+    return step.commit(counts, oracle=stats, **extra)
 
 
-def _run_online(cfg, api_key, rows, put, report) -> dict[str, Any]:
+def _stage_resources(cfg: OracleJobConfig, oracle: OracleConfig) -> dict[str, Any]:
+    """Actors and their resources: a local engine per actor, sized from ``oracle.engine``;
+    a remote API's callers are light, many batches in flight each."""
+    import ray
+
+    if oracle.backend != "vllm":
+        return {
+            "size": cfg.workers,
+            "concurrency": cfg.batches_per_worker,
+            "num_cpus": cfg.worker_cpus,
+            "num_gpus": 0,
+        }
+    e = oracle.engine
+    gpus = e.device == "cuda" or (e.device == "auto" and ray.cluster_resources().get("GPU", 0) > 0)
+    return {
+        "size": e.engines,
+        "concurrency": cfg.batches_per_worker,
+        "num_cpus": e.cpus_per_engine,
+        "num_gpus": e.tensor_parallel_size if gpus else 0,
+    }
+
+
+def _run_online(cfg, oracle: OracleConfig, ledger: str, api_key, rows, put, report) -> dict[str, Any]:
     """Ray Data actors call the oracle; one governor actor shares quota, cap and cache index."""
     import ray
 
     from crome_ray.oracle.governor import governor_actor
 
     storage_json = cfg.storage.model_dump_json()
+    cache = oracle.cache or cache_root(cfg)
     gov_name = f"governor-{run_name(cfg)}-{uuid.uuid4().hex[:6]}"
-    governor = governor_actor(gov_name).remote(
-        cfg.oracle.model_dump_json(), ledger_uri(cfg), cache_root(cfg), storage_json
-    )
+    governor = governor_actor(gov_name).remote(oracle.model_dump_json(), ledger, cache, storage_json)
     try:
         ray.get(governor.ping.remote())
         table = pa.Table.from_pylist(
@@ -157,22 +266,24 @@ def _run_online(cfg, api_key, rows, put, report) -> dict[str, Any]:
         )
         # one block per batch, so every actor of the pool gets work
         blocks = [table.slice(i, cfg.batch_size) for i in range(0, max(table.num_rows, 1), cfg.batch_size)]
+        res = _stage_resources(cfg, oracle)
         ds = ray.data.from_arrow(blocks).map_batches(
             OracleStage,
             fn_constructor_kwargs={
-                "config_json": cfg.oracle.model_dump_json(),
-                "cache_root": cache_root(cfg),
+                "config_json": oracle.model_dump_json(),
+                "cache_root": cache,
                 "storage_json": storage_json,
                 "api_key": api_key,
                 "governor_name": gov_name,
                 "max_output_tokens": cfg.max_output_tokens,
             },
             compute=ray.data.ActorPoolStrategy(
-                size=cfg.workers,
-                max_concurrent_calls_per_actor=cfg.batches_per_worker,
-                enable_true_multi_threading=cfg.batches_per_worker > 1,
+                size=res["size"],
+                max_concurrent_calls_per_actor=res["concurrency"],
+                enable_true_multi_threading=res["concurrency"] > 1,
             ),
-            num_cpus=cfg.worker_cpus,
+            num_cpus=res["num_cpus"],
+            num_gpus=res["num_gpus"],
             batch_size=cfg.batch_size,
             batch_format="pyarrow",
         )
@@ -188,15 +299,14 @@ def _run_online(cfg, api_key, rows, put, report) -> dict[str, Any]:
         ray.kill(governor)
 
 
-def _run_batch(cfg, api_key, rows, put, report) -> dict[str, Any]:
+def _run_batch(cfg, o: OracleConfig, ledger: str, api_key, rows, put, report) -> dict[str, Any]:
     """Gemini Batch API from the driver: no Ray workers needed, the provider does the work."""
     from crome_ray.oracle.batch import BatchRunner, BatchState
     from crome_ray.oracle.cache import LedgerStore, ResponseCache
     from crome_ray.oracle.governor_core import GovernorCore
 
-    o = cfg.oracle
-    cache = ResponseCache(cache_root(cfg), o.backend, o.model, cfg.storage)
-    core = GovernorCore(o, LedgerStore(ledger_uri(cfg), cfg.storage), cache.scan())
+    cache = ResponseCache(o.cache or cache_root(cfg), o.backend, o.model, cfg.storage)
+    core = GovernorCore(o, LedgerStore(ledger, cfg.storage), cache.scan())
     requests = [request_from_row(r, cfg.max_output_tokens) for r in rows]
 
     async def go():
@@ -208,6 +318,6 @@ def _run_batch(cfg, api_key, rows, put, report) -> dict[str, Any]:
             await backend.aclose()
 
     for row, r in zip(rows, asyncio.run(go()), strict=True):
-        put({**row, **result_columns(r)})
+        put({**row, **result_columns(r, o.backend, o.model)})
     cache.close()
     return core.close()

@@ -39,6 +39,8 @@ RESULT_COLUMNS = {
     "attempts": pa.int32(),
     "input_tokens": pa.int64(),
     "output_tokens": pa.int64(),
+    "backend": pa.string(),  # what served (or last tried) the row
+    "model": pa.string(),
 }
 
 
@@ -52,8 +54,8 @@ def request_from_row(row: dict[str, Any], default_max_tokens: int) -> OracleRequ
     )
 
 
-def result_columns(r: OracleResult | OracleError) -> dict[str, Any]:
-    """One outcome as the values of ``RESULT_COLUMNS``."""
+def result_columns(r: OracleResult | OracleError, backend: str, model: str) -> dict[str, Any]:
+    """One outcome as the values of ``RESULT_COLUMNS`` (``backend``/``model``: who was asked)."""
     if isinstance(r, OracleError):
         values = [
             None,
@@ -65,6 +67,8 @@ def result_columns(r: OracleResult | OracleError) -> dict[str, Any]:
             0,
             0,
             0,
+            backend,
+            model,
         ]
     else:
         values = [
@@ -77,6 +81,8 @@ def result_columns(r: OracleResult | OracleError) -> dict[str, Any]:
             r.attempts,
             r.usage.input_tokens,
             r.usage.billed_output_tokens,
+            r.backend,
+            r.model,
         ]
     return dict(zip(RESULT_COLUMNS, values, strict=True))
 
@@ -97,9 +103,8 @@ class OracleStage:
         self.config = OracleConfig.model_validate_json(config_json)
         storage = StorageConfig.model_validate_json(storage_json) if storage_json else None
         self.cache = ResponseCache(cache_root, self.config.backend, self.config.model, storage)
-        governor = RemoteGovernor(
-            ray.get_actor(governor_name, namespace=namespace), window_slack_s=self.config.quota.window_slack_s
-        )
+        handle = ray.get_actor(governor_name, namespace=namespace)
+        governor = RemoteGovernor(handle, window_slack_s=self.config.quota.window_slack_s)
         self.max_output_tokens = max_output_tokens
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="oracle-loop")
@@ -107,6 +112,8 @@ class OracleStage:
         # the SDK's aiohttp session belongs to the loop it is used on: build the backend there
         backend = asyncio.run_coroutine_threadsafe(self._make_backend(api_key), self._loop).result()
         self.backend = backend
+        if hasattr(backend, "on_engine_started"):  # a local engine: its start-up time, reported apart
+            backend.on_engine_started = lambda info: handle.note_engine.remote(info)
         self.governor = governor
         self.client = OracleClient(self.config, backend, governor, self.cache)
 
@@ -119,7 +126,7 @@ class OracleStage:
         results = asyncio.run_coroutine_threadsafe(self.client.call_many(requests), self._loop).result()
         cols: dict[str, list] = {k: [] for k in RESULT_COLUMNS}
         for r in results:
-            for k, v in result_columns(r).items():
+            for k, v in result_columns(r, self.backend.name, self.config.model).items():
                 cols[k].append(v)
         for k, typ in RESULT_COLUMNS.items():
             batch = batch.append_column(pa.field(k, typ), pa.array(cols[k], type=typ))
