@@ -182,6 +182,9 @@ def test_the_oracle_job_runs_against_a_real_vllm_serve_and_caches(tmp_path, ray_
         assert (r["backend"], r["model"]) == ("openai", "smollm2")
         assert r["input_tokens"] > 20 and 0 < r["output_tokens"] <= 64  # the server's usage
     assert first.details["oracle"]["grants"] == 4
+    # every call's tokens reached the governor before the job closed it
+    assert first.details["oracle"]["output_tokens"] == sum(r["output_tokens"] for r in rows)
+    assert first.details["oracle"]["input_tokens"] == sum(r["input_tokens"] for r in rows)
 
     again = run_oracle_job(cfg, SecretStr(""), force=True)
     assert again.details["oracle"]["grants"] == 0  # all four from the cache

@@ -251,6 +251,8 @@ class RemoteGovernor:
         self._ids = itertools.count()
         self._pump: asyncio.Task | None = None
         self._last = 0.0
+        self._queued = 0  # settlements handed to this worker's outbox, ever
+        self._delivered = 0  # of those, how many an exchange has carried to the governor
 
     async def begin(self, *args):
         request_id = next(self._ids)
@@ -263,11 +265,25 @@ class RemoteGovernor:
 
     async def finish(self, *args) -> None:
         self._outbox.append(("finish", *args))
+        self._queued += 1
         self._kick()
 
     async def fail(self, *args) -> None:
         self._outbox.append(("fail", *args))
+        self._queued += 1
         self._kick()
+
+    async def flush(self, timeout_s: float = 10.0) -> None:
+        """Wait until every settlement made so far has reached the governor. A stage calls this
+        before it returns a batch's rows, so when the job has every row, the governor has every
+        call's cost and tokens (else the last tick's could miss the stats)."""
+        target = self._queued
+        if self._delivered >= target:
+            return
+        self._kick()
+        deadline = time.monotonic() + timeout_s
+        while self._delivered < target and time.monotonic() < deadline:
+            await asyncio.sleep(self.tick_s / 8)
 
     async def stats(self) -> dict[str, Any]:
         return await self.handle.stats.remote()
@@ -298,6 +314,7 @@ class RemoteGovernor:
             try:
                 decisions = await self.handle.exchange.remote(self.worker, outbox, new)
                 rtt = time.monotonic() - self._last
+                self._delivered += sum(1 for s in outbox if s[0] in ("finish", "fail"))
             except Exception as e:  # the governor is gone: every waiting call fails with the reason
                 for future in self._waiting.values():
                     if not future.done():
@@ -309,6 +326,7 @@ class RemoteGovernor:
                     # too late to send safely inside the provider's window: give it back, ask again
                     self.stale_grants += 1
                     self._outbox.append(("fail", value, False, False, False))
+                    self._queued += 1
                     self._new.append((request_id, self._args[request_id]))
                     continue
                 future = self._waiting.pop(request_id, None)

@@ -120,10 +120,15 @@ class OracleStage:
     async def _make_backend(self, api_key: SecretStr):
         return make_backend(self.config, api_key.get_secret_value())
 
+    async def _serve(self, requests: list[OracleRequest]) -> list[OracleResult | OracleError]:
+        results = await self.client.call_many(requests)
+        await self.governor.flush()  # the batch's costs and tokens are in the governor before its rows leave
+        return results
+
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
         requests = [request_from_row(r, self.max_output_tokens) for r in rows]
-        results = asyncio.run_coroutine_threadsafe(self.client.call_many(requests), self._loop).result()
+        results = asyncio.run_coroutine_threadsafe(self._serve(requests), self._loop).result()
         cols: dict[str, list] = {k: [] for k in RESULT_COLUMNS}
         for r in results:
             for k, v in result_columns(r, self.backend.name, self.config.model).items():

@@ -168,7 +168,11 @@ class VllmBackend:
                     raise self._start_error from e
                 self.startup_s = time.perf_counter() - started
                 if self.on_engine_started is not None:
-                    info = {"model": self.config.model, "startup_s": round(self.startup_s, 2)}
+                    info = {
+                        "model": self.config.model,
+                        "startup_s": round(self.startup_s, 2),
+                        "ready_at": time.time(),  # epoch seconds: generation time is measured from here
+                    }
                     self.on_engine_started(info)
         return self._engine
 
@@ -191,7 +195,7 @@ class VllmBackend:
 
     def sampling(self, req: OracleRequest, room: int):
         from vllm import SamplingParams
-        from vllm.sampling_params import StructuredOutputsParams
+        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 
         e = self.config.engine
         structured = None
@@ -208,6 +212,7 @@ class VllmBackend:
             top_p=1.0 if p.top_p is None else p.top_p,
             seed=p.seed,
             structured_outputs=structured,
+            output_kind=RequestOutputKind.FINAL_ONLY,  # one output per request, not one per step
         )
 
     async def generate(self, req: OracleRequest) -> Answer:
