@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 test: $(STAMP)  ## every tier that runs without a GPU (what CI runs)
-	$(BIN)/python -m pytest -m "not gpu"
+	$(BIN)/python -m pytest -m "not gpu" --durations=25
 
 test-fast: $(STAMP)  ## the fast tier only (no Ray cluster, no model downloads)
 	$(BIN)/python -m pytest

@@ -238,3 +238,42 @@ def test_a_model_trained_and_exported_on_the_gpu_scores_the_same_on_the_gpu_and_
     assert len({round(s, 3) for s in cpu_scores}) > 1  # a model that says one number tests nothing
     probe = json.loads(Path(tmp_path / "run" / "model" / "probe.json").read_text())
     assert [p["score"] for p in probe] == pytest.approx(cpu_scores, abs=1e-3)  # scored on the GPU at export
+
+
+@pytest.mark.ray
+def test_the_local_oracle_on_a_gpu_answers_what_it_answers_on_the_cpu(tmp_path, ray_cluster, smollm2_path):
+    """The vLLM backend with ``engine.device=cuda`` (package ``vllm``): the same job, greedy, bf16
+    on the GPU against float32 on the CPU; the GPU answers must be valid JSON under the same schema.
+    Skips where the GPU package is missing (the lent machines have no vllm)."""
+    pytest.importorskip("vllm", reason="needs the GPU package vllm (pip install crome-ray[vllm])")
+    import jsonschema
+    from pydantic import SecretStr
+
+    from crome_ray.config import OracleJobConfig, load_config
+    from crome_ray.oracle.job import run_oracle_job
+
+    schema = {"type": "object", "properties": {"verdict": {"type": "string", "enum": ["Pass", "Fail"]}}}
+    path = tmp_path / "prompts.jsonl"
+    path.write_text(
+        "".join(
+            json.dumps({"id": str(i), "prompt": f"Is {i}+{i}={2 * i}?", "schema": json.dumps(schema)}) + "\n"
+            for i in range(8)
+        )
+    )
+    cfg = load_config(
+        OracleJobConfig,
+        None,
+        [
+            f"input={path}",
+            f"storage.root={tmp_path / 'runs'}",
+            "fallback.policy=local_only",
+            "fallback.oracle.engine.device=cuda",
+            "fallback.oracle.engine.gpu_memory_utilization=0.3",
+        ],
+    )
+    result = run_oracle_job(cfg, SecretStr(""))
+    rows = result.run.read_table("responses").to_pylist()
+    assert len(rows) == 8 and all(r["backend"] == "vllm" for r in rows)
+    for r in rows:
+        jsonschema.validate(json.loads(r["response"]), schema)
+    assert result.details["oracle"]["engines"][0]["startup_s"] > 0

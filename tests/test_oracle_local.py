@@ -51,9 +51,10 @@ def prompt_rows() -> list[dict]:
     return rows
 
 
-def config(tmp_path, sim_url: str, *over: str) -> OracleJobConfig:
-    path = tmp_path / "prompts.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in prompt_rows()))
+def config(tmp_path, sim_url: str, *over: str, only: set[str] | None = None) -> OracleJobConfig:
+    path = tmp_path / f"prompts-{len(only) if only else 'all'}.jsonl"
+    rows = [r for r in prompt_rows() if only is None or r["id"] in only]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return load_config(
         OracleJobConfig,
         None,
@@ -86,7 +87,22 @@ def runs(tmp_path_factory, ray_cluster, smollm2_path):
             config(tmp, sim.url, "run_name=local-again", f"limit={SHORT}", "oracle.budget.cap_usd=0"),
             SecretStr("sim-key"),
         )
-    return first, again
+        # a primary model the provider does not serve, with on_error: the whole table goes to the
+        # fallback (only rows it answered before, so its cache serves them and no engine starts)
+        local_ids = {r["id"] for r in table(first, "responses") if r["backend"] == "vllm"}
+        retired = run_oracle_job(
+            config(
+                tmp,
+                sim.url,
+                "run_name=local-retired",
+                "oracle.model=gemini-retired",
+                "oracle.prices={gemini-retired: {input_per_m: 0.3, output_per_m: 2.5}}",
+                "fallback.policy=on_error",
+                only=local_ids,
+            ),
+            SecretStr("sim-key"),
+        )
+    return first, again, retired
 
 
 def table(result, name) -> list[dict]:
@@ -94,7 +110,7 @@ def table(result, name) -> list[dict]:
 
 
 def test_the_cap_leaves_rows_budget_exhausted_and_the_local_engine_serves_them(runs):
-    first, _ = runs
+    first, *_ = runs
     rows = {r["id"]: r for r in table(first, "responses")}
     assert sorted(rows) == [f"short-{i}" for i in range(SHORT)]  # every short prompt answered
     served = {r["id"]: r["backend"] for r in rows.values()}
@@ -110,7 +126,7 @@ def test_the_cap_leaves_rows_budget_exhausted_and_the_local_engine_serves_them(r
 
 
 def test_local_answers_are_the_asked_for_json_with_the_engines_token_counts(runs):
-    first, _ = runs
+    first, *_ = runs
     local = [r for r in table(first, "responses") if r["backend"] == "vllm"]
     for r in local:
         jsonschema.validate(json.loads(r["response"]), SCHEMA)  # the text itself, not only the parse
@@ -122,7 +138,7 @@ def test_local_answers_are_the_asked_for_json_with_the_engines_token_counts(runs
 
 
 def test_an_answer_cut_off_at_max_tokens_is_invalid_output_not_a_crash(runs):
-    first, _ = runs
+    first, *_ = runs
     q = {r["source_id"]: r for r in table(first, "quarantine")}
     cut = q["cut-off"]
     assert cut["reason"] == "invalid_output"
@@ -131,7 +147,7 @@ def test_an_answer_cut_off_at_max_tokens_is_invalid_output_not_a_crash(runs):
 
 
 def test_a_prompt_longer_than_the_context_is_quarantined_before_the_engine(runs):
-    first, _ = runs
+    first, *_ = runs
     q = {r["source_id"]: r for r in table(first, "quarantine")}
     long = q["too-long"]
     assert long["reason"] == "fatal"
@@ -140,7 +156,7 @@ def test_a_prompt_longer_than_the_context_is_quarantined_before_the_engine(runs)
 
 
 def test_engine_start_up_is_reported_apart_from_the_calls(runs):
-    first, _ = runs
+    first, *_ = runs
     engines = first.details["fallback"]["engines"]
     assert len(engines) == 1 and engines[0]["model"] == "smollm2"
     assert 5 < engines[0]["startup_s"] < 300
@@ -148,7 +164,7 @@ def test_engine_start_up_is_reported_apart_from_the_calls(runs):
 
 
 def test_a_second_run_is_answered_from_the_caches_and_starts_no_engine(runs):
-    first, again = runs
+    first, again, _ = runs
     before = {r["id"]: r for r in table(first, "responses")}
     after = {r["id"]: r for r in table(again, "responses")}
     assert sorted(after) == sorted(before)
@@ -177,3 +193,15 @@ def test_an_engine_that_cannot_start_fails_the_job_with_vllms_reason(tmp_path, r
     assert "max_model_len" in str(failed.value)  # vLLM's own words on what is wrong
     runs = list((tmp_path / "runs" / "oracle").iterdir())
     assert runs and not [r for r in runs if (r / "_COMMITTED").exists()]  # begun, never committed
+
+
+def test_an_unavailable_primary_model_sends_the_whole_table_to_the_fallback_on_error(runs):
+    first, _, retired = runs
+    local = {r["id"]: r for r in table(first, "responses") if r["backend"] == "vllm"}
+    rows = {r["id"]: r for r in table(retired, "responses")}
+    assert sorted(rows) == sorted(local)
+    assert all(r["backend"] == "vllm" and r["cached"] for r in rows.values())
+    assert "gemini-retired" in retired.details["primary_unavailable"]
+    assert "not available" in retired.details["primary_unavailable"]
+    assert retired.details["oracle"] == {}  # no primary pass at all
+    assert retired.details["fallback"]["asked_for"] == {"fatal": len(local)}

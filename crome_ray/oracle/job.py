@@ -215,8 +215,9 @@ def run_oracle_job(
             report,
         )
         fallback_stats["asked_for"] = dict(served_for)  # the primary's failures it was asked to serve
-    if progress:
-        progress({"rows": sum(outcome.values()), "of": len(rows), **(fallback_stats or stats)})
+    last = fallback_stats or stats
+    if progress and last:  # the last pass's final numbers (none when no pass ran: no rows)
+        progress({"rows": sum(outcome.values()), "of": len(rows), **last})
     counts = {"prompts": len(rows) + len(bad_input), "bad_input": len(bad_input), **dict(outcome)}
     extra: dict[str, Any] = {"ledger": ledger_uri(cfg), "cache": cache_root(cfg)}
     if fallback_stats is not None:
