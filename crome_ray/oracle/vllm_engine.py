@@ -96,8 +96,8 @@ def engine_settings(config: OracleConfig, model_path: str) -> tuple[dict[str, An
         env["VLLM_CPU_KVCACHE_SPACE"] = f"{e.kv_cache_gib:g}"
         if e.cpu_reserved_cores is not None:
             env["VLLM_CPU_NUM_OF_RESERVED_CPU"] = str(e.cpu_reserved_cores)
-    if e.compact_json:
-        args["structured_outputs_config"] = {"disable_any_whitespace": True}
+    if e.compact_json:  # vLLM refuses the option with backend "auto": it must be named
+        args["structured_outputs_config"] = {"backend": "xgrammar", "disable_any_whitespace": True}
     return args, env
 
 
