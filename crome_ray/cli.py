@@ -356,10 +356,13 @@ def score(
         console.print(f"scores: {output}")
 
 
-def _optional_key(oracle: OracleConfig) -> SecretStr:
-    """A local server's key, if one is set: ``vllm serve`` checks none unless told to."""
+def _local_key(oracle: OracleConfig) -> SecretStr:
+    """A local oracle's key: an OpenAI-compatible server's, if one is set (``vllm serve`` checks
+    none unless told to); a vLLM engine needs none."""
     from crome_ray.secrets import MissingSecretError, resolve_api_key
 
+    if oracle.backend != "openai":
+        return SecretStr("")
     try:
         return resolve_api_key(oracle.api_key_env, what="API key")
     except MissingSecretError:
@@ -372,10 +375,10 @@ def _oracle_keys(cfg: OracleJobConfig) -> tuple[OracleJobConfig, SecretStr, Secr
     from crome_ray.secrets import MissingSecretError, resolve_api_key
 
     fb = cfg.fallback.oracle
-    fallback_key = _optional_key(fb) if fb.backend == "openai" else SecretStr("")
+    fallback_key = _local_key(fb)
     primary = fb if cfg.fallback.policy == "local_only" else cfg.oracle
     if primary.local:
-        return cfg, (_optional_key(primary) if primary.backend == "openai" else SecretStr("")), fallback_key
+        return cfg, _local_key(primary), fallback_key
     try:
         return cfg, resolve_api_key(cfg.oracle.api_key_env), fallback_key
     except MissingSecretError:

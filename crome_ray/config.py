@@ -204,7 +204,7 @@ class BudgetConfig(Frozen):
 
 
 LOCAL_BACKENDS = ("vllm", "openai")
-DEFAULT_LOCAL_MODEL = "smollm2"  # chosen by measurement: docs/oracle.md, "The embedded default"
+DEFAULT_LOCAL_MODEL = "smollm2"  # the one that fits the demo's time here: docs/benchmarks.md, local_models
 
 
 class LocalEngineConfig(Frozen):

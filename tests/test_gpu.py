@@ -249,27 +249,17 @@ def test_the_local_oracle_on_a_gpu_answers_what_it_answers_on_the_cpu(tmp_path, 
     import jsonschema
     from pydantic import SecretStr
 
-    from crome_ray.config import OracleJobConfig, load_config
     from crome_ray.oracle.job import run_oracle_job
+    from tests.oracle_jobs import oracle_job
 
     schema = {"type": "object", "properties": {"verdict": {"type": "string", "enum": ["Pass", "Fail"]}}}
-    path = tmp_path / "prompts.jsonl"
-    path.write_text(
-        "".join(
-            json.dumps({"id": str(i), "prompt": f"Is {i}+{i}={2 * i}?", "schema": json.dumps(schema)}) + "\n"
-            for i in range(8)
-        )
-    )
-    cfg = load_config(
-        OracleJobConfig,
-        None,
-        [
-            f"input={path}",
-            f"storage.root={tmp_path / 'runs'}",
-            "fallback.policy=local_only",
-            "fallback.oracle.engine.device=cuda",
-            "fallback.oracle.engine.gpu_memory_utilization=0.3",
-        ],
+    rows = [{"id": str(i), "prompt": f"Is {i}+{i}={2 * i}?", "schema": json.dumps(schema)} for i in range(8)]
+    cfg = oracle_job(
+        tmp_path,
+        rows,
+        "fallback.policy=local_only",
+        "fallback.oracle.engine.device=cuda",
+        "fallback.oracle.engine.gpu_memory_utilization=0.3",
     )
     result = run_oracle_job(cfg, SecretStr(""))
     rows = result.run.read_table("responses").to_pylist()

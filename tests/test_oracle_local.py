@@ -12,9 +12,10 @@ import jsonschema
 import pytest
 from pydantic import SecretStr
 
-from crome_ray.config import OracleJobConfig, load_config
+from crome_ray.config import OracleJobConfig
 from crome_ray.oracle.job import run_oracle_job
 from crome_ray.oracle.simulator import RunningSimulator, SimConfig
+from tests.oracle_jobs import oracle_job
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -52,26 +53,21 @@ def prompt_rows() -> list[dict]:
 
 
 def config(tmp_path, sim_url: str, *over: str, only: set[str] | None = None) -> OracleJobConfig:
-    path = tmp_path / f"prompts-{len(only) if only else 'all'}.jsonl"
     rows = [r for r in prompt_rows() if only is None or r["id"] in only]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return load_config(
-        OracleJobConfig,
-        None,
-        [
-            "run_name=local-fallback",
-            f"input={path}",
-            f"storage.root={tmp_path / 'runs'}",
-            f"oracle.base_url={sim_url}",
-            f"oracle.budget.cap_usd={CAP}",
-            "oracle.retry.initial_backoff_s=0.05",
-            "max_output_tokens=48",
-            "batch_size=16",
-            "fallback.policy=on_budget",
-            "fallback.oracle.model=smollm2",
-            "fallback.oracle.engine.max_model_len=1024",
-            *over,
-        ],
+    return oracle_job(
+        tmp_path,
+        rows,
+        "run_name=local-fallback",
+        f"oracle.base_url={sim_url}",
+        f"oracle.budget.cap_usd={CAP}",
+        "oracle.retry.initial_backoff_s=0.05",
+        "max_output_tokens=48",
+        "batch_size=16",
+        "fallback.policy=on_budget",
+        "fallback.oracle.model=smollm2",
+        "fallback.oracle.engine.max_model_len=1024",
+        *over,
+        name=f"prompts-{len(only) if only else 'all'}",
     )
 
 
@@ -176,17 +172,11 @@ def test_a_second_run_is_answered_from_the_caches_and_starts_no_engine(runs):
 
 
 def test_an_engine_that_cannot_start_fails_the_job_with_vllms_reason(tmp_path, ray_cluster, smollm2_path):
-    path = tmp_path / "prompts.jsonl"
-    path.write_text(json.dumps({"id": "a", "prompt": "Hello?"}) + "\n")
-    cfg = load_config(
-        OracleJobConfig,
-        None,
-        [
-            f"input={path}",
-            f"storage.root={tmp_path / 'runs'}",
-            "fallback.policy=local_only",
-            "fallback.oracle.engine.max_model_len=1000000",  # far beyond SmolLM2's 8,192 positions
-        ],
+    cfg = oracle_job(
+        tmp_path,
+        [{"id": "a", "prompt": "Hello?"}],
+        "fallback.policy=local_only",
+        "fallback.oracle.engine.max_model_len=1000000",  # far beyond SmolLM2's 8,192 positions
     )
     with pytest.raises(Exception, match="vLLM could not start 'smollm2'") as failed:
         run_oracle_job(cfg, SecretStr(""))

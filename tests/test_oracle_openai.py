@@ -15,10 +15,11 @@ import openai
 import pytest
 from pydantic import SecretStr
 
-from crome_ray.config import OracleConfig, OracleJobConfig, load_config
+from crome_ray.config import OracleConfig
 from crome_ray.oracle.openai_compat import OpenAICompatBackend, classify
 from crome_ray.oracle.protocol import ErrorKind, GenerationParams, OracleError, OracleRequest
 from tests.conftest import free_port
+from tests.oracle_jobs import oracle_job
 
 URL = "http://127.0.0.1:9/v1/chat/completions"
 SCHEMA = {
@@ -145,26 +146,20 @@ def vllm_server(smollm2_path: Path, tmp_path_factory):
 
 
 def job_config(tmp_path, base_url, *over):
-    path = tmp_path / "prompts.jsonl"
     rows = [
         {"id": f"p{i}", "prompt": f"Is {i} + 1 = {i + 1}? Grade it.", "schema": json.dumps(SCHEMA)}
         for i in range(4)
     ]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return load_config(
-        OracleJobConfig,
-        None,
-        [
-            "run_name=openai",
-            f"input={path}",
-            f"storage.root={tmp_path / 'runs'}",
-            "oracle.backend=openai",
-            "oracle.model=smollm2",
-            f"oracle.base_url={base_url}",
-            "oracle.engine.max_string_chars=80",
-            "max_output_tokens=64",
-            *over,
-        ],
+    return oracle_job(
+        tmp_path,
+        rows,
+        "run_name=openai",
+        "oracle.backend=openai",
+        "oracle.model=smollm2",
+        f"oracle.base_url={base_url}",
+        "oracle.engine.max_string_chars=80",
+        "max_output_tokens=64",
+        *over,
     )
 
 
