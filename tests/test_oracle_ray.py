@@ -74,7 +74,10 @@ def billed_micros(stats: dict, cfg: OracleJobConfig) -> int:
 
 @pytest.mark.ray
 def test_four_workers_share_one_quota_without_a_single_over_rate_429(tmp_path, ray_cluster):
-    # 40 requests per 4 s window = 600 RPM, enforced by the simulator per key
+    # 40 requests per 4 s window = 600 RPM, enforced by the simulator per key. The slack is the
+    # default 1 s: it must cover a grant's trip from the governor to the simulator, which on two
+    # loaded cores (4 workers, the governor, the driver, the simulator) took more than the 0.2 s
+    # this test once used (11 over-rate 429s in CI, 2026-11-26)
     with RunningSimulator(SimConfig(rpm=40, window_s=4, latency_median_s=0.15)) as sim:
         cfg = job_config(
             tmp_path,
@@ -85,7 +88,6 @@ def test_four_workers_share_one_quota_without_a_single_over_rate_429(tmp_path, r
             "worker_cpus=0.25",
             "oracle.quota.rpm=40",
             "oracle.quota.window_s=4",
-            "oracle.quota.window_slack_s=0.2",
         )
         started = time.monotonic()
         result = run_oracle_job(cfg, SecretStr(KEY))
@@ -95,7 +97,7 @@ def test_four_workers_share_one_quota_without_a_single_over_rate_429(tmp_path, r
     assert result.manifest["counts"]["answered"] == 240 and response_ids(result) == list(range(240))
     # sustained: between the first and the last answer the pace kept up with the quota
     rate = (len(times) - 1) / (times[-1] - times[0])
-    quota_rate = 40 / 4.2  # our window is the provider's plus the slack
+    quota_rate = 40 / 5.0  # our window is the provider's plus the default 1 s slack
     assert rate >= 0.85 * quota_rate, (rate, quota_rate, time.monotonic() - started)
 
 

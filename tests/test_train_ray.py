@@ -116,7 +116,7 @@ def train_worker_pids() -> list[int]:
 def test_a_worker_killed_mid_run_resumes_from_the_s3_checkpoint_and_finishes(s3, ray_cluster, tiny_llama):
     bucket = s3.new_bucket()
     cfg = train_config(
-        tiny_llama, f"s3://{bucket}/crome", "max_steps=400", "checkpoint_every=40", "log_every=40",
+        tiny_llama, f"s3://{bucket}/crome", "max_steps=160", "checkpoint_every=20", "log_every=20",
         "eval_data=null", "max_failures=2", storage_endpoint=s3.endpoint,
     )  # fmt: skip
     out: dict = {}
@@ -146,11 +146,11 @@ def test_a_worker_killed_mid_run_resumes_from_the_s3_checkpoint_and_finishes(s3,
         json.loads(line)["step"]
         for line in result.run.fs.cat(result.run.file("metrics.jsonl")).decode().splitlines()
     ]
-    assert final["step"] == 400
-    assert final["started_at_step"] >= 40 and final["started_at_step"] % 40 == 0  # from a checkpoint
+    assert final["step"] == 160
+    assert final["started_at_step"] >= 20 and final["started_at_step"] % 20 == 0  # from a checkpoint
     assert result.details["resumed"] is True
     resumed_at = final["started_at_step"]
-    after_restart = list(range(resumed_at + 40, 401, 40))
+    after_restart = list(range(resumed_at + 20, 161, 20))
     assert steps[-len(after_restart) :] == after_restart and resumed_at in steps[: -len(after_restart)]
     assert result.run.is_committed()
 

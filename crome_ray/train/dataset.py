@@ -5,10 +5,21 @@ ingested first into ``<root>/ingest/``, with its bad rows quarantined there. Tok
 are made once (``materialize``); the global shuffle on top of them runs again at every
 epoch with a seed of its own (``RandomSeedConfig(reseed_after_execution=True)``), so no
 worker's share and no part of an epoch depends on the order of the file.
+
+Tokenizing runs as Ray *tasks* with the encoder cached per worker process
+(``encoder_for``), not as an actor pool: an actor pool is new processes for every dataset,
+each importing transformers and loading the tokenizer again (19-21 s for an 8-pair table
+on 2 CPUs, of which the tokenizing is milliseconds), while task workers are pooled by Ray
+and keep their encoder for the eval table, the next run and the next epoch's data
+(6.7-8.1 s for the same table once warm; /tmp measurement of 2026-11-26, noted in
+docs/benchmarks.md). The counts the job prints come from the materialized blocks, one
+light task per block (``table_counts``), instead of a Ray Data aggregate, which starts a
+hash shuffle with its own actors (6-7 s for the same table).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable
 from pathlib import Path
@@ -71,6 +82,17 @@ class Encode:
         return {**self.encoder.encode_pairs(batch), "pair_id": batch["pair_id"]}
 
 
+@functools.lru_cache(maxsize=4)
+def encoder_for(model: str, storage_json: str, max_length: int) -> Encode:
+    """One ``Encode`` per worker process and setting, kept across tasks, datasets and runs."""
+    return Encode(model, storage_json, max_length)
+
+
+def encode_batch(batch: dict[str, Any], model: str, storage_json: str, max_length: int) -> dict[str, Any]:
+    """Ray Data task: pairs → token columns, with this process's cached encoder."""
+    return encoder_for(model, storage_json, max_length)(batch)
+
+
 def swap_half(batch: dict[str, Any]) -> dict[str, Any]:
     """The shuffled-label control: swap chosen and rejected where the pair id's hash is odd."""
     flip = np.array([int(hashlib.sha256(str(p).encode()).hexdigest(), 16) % 2 == 1 for p in batch["pair_id"]])
@@ -93,14 +115,35 @@ def tokenized(files: list[str], cfg: TrainConfig, model: str, limit: int | None,
     if swap_labels:
         ds = ds.map_batches(swap_half, batch_format="numpy")
     ds = ds.map_batches(
-        Encode,
-        fn_constructor_args=(model, cfg.storage.model_dump_json(), cfg.max_length),
+        encode_batch,
+        fn_args=(model, cfg.storage.model_dump_json(), cfg.max_length),
         batch_format="numpy",
         batch_size=64,
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, cfg.scaling.workers)),
         num_cpus=0.5,
     )
     return ds.materialize()
+
+
+def _block_counts(block: Any) -> tuple[int, int, int]:
+    from ray.data.block import BlockAccessor
+
+    table = BlockAccessor.for_block(block).to_arrow()
+    if table.num_rows == 0:
+        return 0, 0, 0
+    return (
+        table.num_rows,
+        int(table.column("truncated").to_numpy().sum()),
+        int(table.column("is_tie").to_numpy().sum()),
+    )
+
+
+def table_counts(ds) -> dict[str, int]:
+    """Pairs, truncated pairs and ties of a materialized token table (one light task per block)."""
+    import ray
+
+    counter = ray.remote(num_cpus=0)(_block_counts)
+    parts = ray.get([counter.remote(ref) for ref in ds.to_arrow_refs()])
+    return {k: sum(p[i] for p in parts) for i, k in enumerate(("pairs", "truncated", "ties"))}
 
 
 # CPUs per shuffle task. Ray Train keeps its workers' CPUs away from Ray Data, and Ray Data

@@ -20,7 +20,14 @@ from pathlib import Path
 from crome_ray.config import TrainConfig
 from crome_ray.runs import Step, StepResult
 from crome_ray.storage import is_remote, path_in_filesystem, pyarrow_filesystem
-from crome_ray.train.dataset import TrainError, pair_files, pairs_run, shuffled_each_epoch, tokenized
+from crome_ray.train.dataset import (
+    TrainError,
+    pair_files,
+    pairs_run,
+    shuffled_each_epoch,
+    table_counts,
+    tokenized,
+)
 
 JOB = "train"
 TrainResult = StepResult
@@ -35,7 +42,6 @@ def run_train_job(
     cfg: TrainConfig, *, force: bool = False, log: Callable[[str], None] = print
 ) -> TrainResult:
     import ray
-    from ray.data.aggregate import Count, Sum
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -67,10 +73,10 @@ def run_train_job(
         name: tokenized(f, cfg, model_ref, limits[name], swap_labels=cfg.shuffle_labels and name == "train")
         for name, f in files.items()
     }
-    totals = {name: ds.aggregate(Count(), Sum("truncated"), Sum("is_tie")) for name, ds in datasets.items()}
-    counts = {name: int(t["count()"]) for name, t in totals.items()}
-    truncated = {name: int(t["sum(truncated)"] or 0) for name, t in totals.items()}
-    ties = {name: int(t["sum(is_tie)"] or 0) for name, t in totals.items()}
+    totals = {name: table_counts(ds) for name, ds in datasets.items()}
+    counts = {name: t["pairs"] for name, t in totals.items()}
+    truncated = {name: t["truncated"] for name, t in totals.items()}
+    ties = {name: t["ties"] for name, t in totals.items()}
     if counts["train"] < cfg.scaling.workers:
         raise TrainError(f"{counts['train']} training pairs for {cfg.scaling.workers} workers")
     datasets["train"] = shuffled_each_epoch(datasets["train"], cfg.seed)

@@ -1,0 +1,126 @@
+"""Code-level checks on a rewrite, run before any verifier call: near copies, length, language, format. Pure.
+
+Small oracles often hand the source back unchanged, or nearly so, and then verify that
+"rewrite" as Pass (measured: ``../shared/docs/LOCAL_MODELS.md``, and
+``bench/local_models.py``). Paying a verifier to judge those is waste, and trusting it
+would put ties labelled as preferences in the training set. So each rewrite is checked
+in code first, and a rejection names its reason:
+
+- ``near_copy``: ``difflib`` similarity to the source at or above ``max_similarity``;
+- ``length``: the rewrite's length outside ``[min_length_ratio, max_length_ratio]`` times
+  the source's;
+- ``language``: another writing system than the source's (Latin, Cyrillic, Han, ...), or
+  an English source answered in something that is not English;
+- ``format``: commentary instead of an answer ("Here is the rewritten response: ..."),
+  the prompt's own delimiters copied into the text, or a JSON object where the source was
+  prose.
+
+The language check is a profile written here (Unicode script of the letters, and the
+share of common English words), not a language-identification library: the question is
+only "the same language as the source?", which that answers without a model or a new
+dependency.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+import unicodedata
+from collections import Counter
+
+from crome_ray.config import RewriteChecks
+
+# longer texts are compared on their first part: SequenceMatcher is quadratic at worst
+SIMILARITY_CHARS = 4000
+_ENGLISH_WORDS = (
+    "the a an and or of to in is are was were be it that this for on with as at by from not "
+    "you your we our they their he she his her i my can will would should do does if but so "
+    "there which what when how all any more most some no yes also than then these those"
+)
+ENGLISH = frozenset(_ENGLISH_WORDS.split())
+WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
+COMMENTARY = re.compile(
+    r"^\s*(?:\*\*)?(?:here(?:'s| is| are)|sure[,!.]|certainly[,!.]|okay[,!.]|of course[,!.]|"
+    r"(?:the )?(?:re-?written|revised|new|modified|updated|degraded|improved) "
+    r"(?:response|answer|version)|new response\s*:|rewrite\s*:|response\s*:)",
+    re.IGNORECASE,
+)
+
+
+def similarity(a: str, b: str) -> float:
+    """difflib's ratio (1.0: identical) on the first ``SIMILARITY_CHARS`` of each text."""
+    return difflib.SequenceMatcher(None, a[:SIMILARITY_CHARS], b[:SIMILARITY_CHARS], autojunk=False).ratio()
+
+
+def script_of(text: str) -> str | None:
+    """The writing system most of the text's letters are in (LATIN, CYRILLIC, CJK, ...); None
+    for fewer than 20 letters."""
+    counts: Counter[str] = Counter()
+    for ch in text:
+        if ch.isalpha():
+            name = unicodedata.name(ch, "")
+            counts[name.split(" ", 1)[0] if name else "OTHER"] += 1
+    if sum(counts.values()) < 20:
+        return None
+    script = counts.most_common(1)[0][0]
+    return "CJK" if script in ("CJK", "HIRAGANA", "KATAKANA") else script
+
+
+def english_share(text: str) -> tuple[float, int]:
+    """The share of words that are common English words, and the number of words."""
+    words = [w.lower() for w in WORD.findall(text)]
+    return (sum(w in ENGLISH for w in words) / len(words) if words else 0.0), len(words)
+
+
+def language_problem(source: str, rewrite: str) -> str | None:
+    a, b = script_of(source), script_of(rewrite)
+    if a and b and a != b:
+        return f"written in {b.lower()} script, the source in {a.lower()}"
+    (src_share, src_words), (rw_share, rw_words) = english_share(source), english_share(rewrite)
+    if src_words >= 30 and rw_words >= 30 and src_share >= 0.15 and rw_share < 0.05:
+        return f"not English like its source ({rw_share:.0%} common English words against {src_share:.0%})"
+    return None
+
+
+def _is_json_object(text: str) -> bool:
+    t = text.strip()
+    if not (t.startswith("{") and t.endswith("}")):
+        return False
+    try:
+        return isinstance(json.loads(t), dict)
+    except json.JSONDecodeError:
+        return False
+
+
+def format_problem(source: str, rewrite: str, fences: tuple[str, ...] = ()) -> str | None:
+    if COMMENTARY.match(rewrite) and not COMMENTARY.match(source):
+        return f"starts with commentary, not an answer ({rewrite.strip()[:40]!r})"
+    for fence in fences:
+        if fence and fence in rewrite:
+            return "contains the prompt's delimiters"
+    if _is_json_object(rewrite) and not _is_json_object(source):
+        return "a JSON object where the source is prose"
+    return None
+
+
+def rewrite_problem(
+    source: str, rewrite: str, checks: RewriteChecks, fences: tuple[str, ...] = ()
+) -> tuple[str, str] | None:
+    """Why the rewrite must not reach the verifier, as ``(check, reason)``; None when it may."""
+    if not rewrite.strip():
+        return "near_copy", "the rewrite is empty"
+    ratio = len(rewrite) / max(len(source), 1)
+    if not checks.min_length_ratio <= ratio <= checks.max_length_ratio:
+        return "length", (
+            f"{len(rewrite)} characters against the source's {len(source)} (ratio {ratio:.2f}, "
+            f"allowed {checks.min_length_ratio:g} to {checks.max_length_ratio:g})"
+        )
+    sim = similarity(source, rewrite)
+    if sim >= checks.max_similarity:
+        return "near_copy", f"a near copy of its source (similarity {sim:.3f} >= {checks.max_similarity:g})"
+    if checks.language and (problem := language_problem(source, rewrite)):
+        return "language", problem
+    if checks.format and (problem := format_problem(source, rewrite, fences)):
+        return "format", problem
+    return None

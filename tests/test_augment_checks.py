@@ -1,0 +1,145 @@
+"""Code-level rewrite checks and leakage metrics: what a small oracle's copies, commentary and
+language slips look like, and the arithmetic of each leakage number."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from crome_ray.augment.checks import rewrite_problem, script_of, similarity
+from crome_ray.augment.leakage import Leakage, leak_reason, leakage, markdown_features, summarise, unigram_f1
+from crome_ray.config import ConfigError, LeakageLimits, RewriteChecks, build_config
+
+CHECKS = RewriteChecks()
+SKY = (
+    "The sky is blue because sunlight is scattered by the molecules of the air. Short wavelengths "
+    "scatter more than long ones, so we see blue light from every direction when we look at the sky "
+    "during the day. At sunset the light crosses more air, and the reds remain."
+)
+# the same answer made worse in accuracy: the cause is wrong, everything else is kept
+SKY_WRONG = (
+    "The sky is blue because it reflects the colour of the oceans below it. Water is blue, and the "
+    "air acts like a mirror, so we see blue light from every direction when we look at the sky "
+    "during the day. At sunset the oceans turn dark, and the reds remain."
+)
+
+
+def test_a_real_rewrite_passes_every_check():
+    assert rewrite_problem(SKY, SKY_WRONG, CHECKS) is None
+
+
+@pytest.mark.parametrize(
+    "rewrite",
+    [SKY, SKY + " ", SKY.replace("blue because", "blue since"), "  " + SKY.replace("reds", "red")],
+)
+def test_the_source_handed_back_unchanged_or_nearly_is_a_near_copy(rewrite):
+    check, reason = rewrite_problem(SKY, rewrite, CHECKS)
+    assert check == "near_copy" and "similarity" in reason
+
+
+def test_an_empty_rewrite_is_rejected():
+    assert rewrite_problem(SKY, "   ", CHECKS)[0] == "near_copy"
+
+
+def test_the_copy_threshold_is_the_configs():
+    one_word = SKY.replace("blue because", "blue since")
+    assert similarity(SKY, one_word) > 0.97
+    assert rewrite_problem(SKY, one_word, RewriteChecks(max_similarity=0.999)) is None
+
+
+@pytest.mark.parametrize(("rewrite", "word"), [("Blue.", "ratio 0.02"), (SKY * 4, "ratio 4.00")])
+def test_a_rewrite_far_shorter_or_longer_than_its_source_is_rejected_with_its_ratio(rewrite, word):
+    check, reason = rewrite_problem(SKY, rewrite, CHECKS)
+    assert check == "length" and word in reason
+
+
+def test_a_rewrite_in_another_script_or_language_is_rejected():
+    cyrillic = (
+        "Небо голубое, потому что солнечный свет рассеивается молекулами воздуха. Короткие волны "
+        "рассеиваются сильнее длинных, поэтому мы видим голубой свет со всех сторон днём."
+    )
+    check, reason = rewrite_problem(SKY, cyrillic, CHECKS)
+    assert (check, reason) == ("language", "written in cyrillic script, the source in latin")
+    french = (
+        "Le ciel est bleu parce que la lumière du soleil est diffusée par les molécules de l'air. "
+        "Les longueurs d'onde courtes sont diffusées davantage que les longues, donc nous voyons du "
+        "bleu dans toutes les directions quand nous regardons le ciel pendant la journée."
+    )
+    check, reason = rewrite_problem(SKY, french, CHECKS)
+    assert check == "language" and "not English" in reason
+    assert rewrite_problem(SKY, french, RewriteChecks(language=False)) is None
+    assert script_of("short") is None  # too few letters to say
+
+
+@pytest.mark.parametrize(
+    ("rewrite", "words"),
+    [
+        ("Here is the rewritten response: " + SKY_WRONG, "commentary"),
+        ("New response: " + SKY_WRONG, "commentary"),
+        ("**Revised answer** " + SKY_WRONG, "commentary"),
+        (json.dumps({"rewrite": SKY_WRONG}), "JSON object"),
+        (SKY_WRONG + " <<<END-ab12cd>>>", "delimiters"),
+    ],
+)
+def test_commentary_json_and_copied_delimiters_are_format_problems(rewrite, words):
+    check, reason = rewrite_problem(SKY, rewrite, CHECKS, fences=("<<<END-ab12cd>>>",))
+    assert check == "format" and words in reason
+
+
+def test_check_settings_are_validated_by_name():
+    with pytest.raises(ConfigError, match="min_length_ratio"):
+        build_config(RewriteChecks, {"min_length_ratio": 2, "max_length_ratio": 1})
+
+
+def test_unigram_f1_is_rouge1_with_counts():
+    # shared: a, b -> precision 2/3 (rewrite), recall 2/4 (source) -> F1 = 4/7
+    assert unigram_f1("a b c d", "a b x") == pytest.approx(4 / 7)
+    assert unigram_f1("a a b", "a b b") == pytest.approx(2 / 3)  # min counts: a once, b once
+    assert unigram_f1("", "") == 1.0 and unigram_f1("a", "") == 0.0
+
+
+def test_markdown_changes_are_counted_per_feature():
+    source = "# Title\n- one\n- two\n**bold** text\n```\ncode\n```\n| a | b |\n"
+    plain = "Title\none\ntwo\nbold text\ncode\na b\n"
+    assert markdown_features(source) == {
+        "heading": 1, "bullet": 2, "numbered": 0, "bold": 1, "code_fence": 2, "table_row": 1
+    }  # fmt: skip
+    leak = leakage(source, plain)
+    assert leak.markdown_delta == 7 and leak.format_changed
+    same_layout = leakage(source, source.replace("one", "uno"))
+    assert same_layout.markdown_delta == 0 and not same_layout.format_changed
+
+
+def test_leakage_of_a_rewrite_with_embeddings():
+    leak = leakage("abcd", "abcdefgh", [1.0, 0.0], [1.0, 1.0])
+    assert leak.length_ratio == 2.0 and leak.embedding_similarity == pytest.approx(0.7071, abs=1e-4)
+    assert leakage("a", "b").embedding_similarity is None
+
+
+def test_leakage_limits_are_off_by_default_and_each_names_itself():
+    leak = Leakage(length_ratio=1.6, markdown_delta=3, format_changed=True, lexical_overlap=0.2,
+                   embedding_similarity=0.3)  # fmt: skip
+    assert leak_reason(leak, LeakageLimits()) is None
+    assert "length ratio 1.60" in leak_reason(leak, LeakageLimits(max_length_change=0.5))
+    assert leak_reason(leak, LeakageLimits(max_length_change=0.7)) is None
+    shorter = Leakage(0.6, 0, False, 1.0)
+    assert leak_reason(shorter, LeakageLimits(max_length_change=0.5))  # 0.6 < 1/1.5
+    assert "3 markdown" in leak_reason(leak, LeakageLimits(max_markdown_delta=2))
+    assert "overlap 0.20" in leak_reason(leak, LeakageLimits(min_lexical_overlap=0.5))
+    assert "similarity 0.30" in leak_reason(leak, LeakageLimits(min_embedding_similarity=0.5))
+
+
+def test_the_summary_has_nearest_rank_percentiles_and_the_format_share():
+    rows = [Leakage(r, d, d > 0, 0.5) for r, d in [(0.5, 0), (1.0, 2), (1.5, 0), (2.0, 4)]]
+    s = summarise(rows)
+    assert s["length_ratio"] == {"n": 4, "mean": 1.25, "p10": 0.5, "p50": 1.0, "p90": 2.0}
+    assert s["format_changed"] == {"n": 4, "share": 0.5}
+    assert "embedding_similarity" not in s  # none measured
+    assert summarise([]) == {}
+
+
+def test_on_real_sample_answers_a_pair_of_different_answers_is_no_copy(samples: Path):
+    rows = [json.loads(x) for x in (samples / "ultrafeedback" / "eval_200.jsonl").read_text().splitlines()]
+    r = next(r for r in rows if 300 < len(r["chosen"]) < 1500 and 300 < len(r["rejected"]) < 1500)
+    assert similarity(r["chosen"], r["rejected"]) < 0.95
+    assert rewrite_problem(r["chosen"], r["chosen"], CHECKS)[0] == "near_copy"
