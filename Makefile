@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # On another CPU host: make TORCH_INDEX=--extra-index-url=https://download.pytorch.org/whl/cpu
 TORCH  ?= torch==2.13.0
 TORCH_INDEX ?=
-PIP    := $(BIN)/python -m pip install -qq --no-compile
+PIP    := $(BIN)/python -m pip install -qq
 
 .PHONY: install test test-fast demo lint clean
 

@@ -489,12 +489,22 @@ class RewriteChecks(Frozen):
     """Code-level checks on each rewrite before the verifier sees it (``augment.checks``)."""
 
     max_similarity: float = Field(
-        0.95, gt=0, le=1, description="Reject a rewrite this similar to its source or more (difflib ratio)."
+        0.995,
+        gt=0,
+        le=1,
+        description="Reject a causal rewrite this similar to its source or more (difflib ratio). High: a "
+        "counterfactual is a small edit by design (one wrong number), a copy is not.",
+    )
+    max_similarity_neutral: float = Field(
+        0.95, gt=0, le=1, description="The same for CAN and PARA rewrites, which should read differently."
     )
     min_length_ratio: float = Field(
         0.33, gt=0, description="Reject a rewrite shorter than this × its source."
     )
     max_length_ratio: float = Field(3.0, gt=0, description="Reject a rewrite longer than this × its source.")
+    length_slack_chars: int = Field(
+        300, ge=0, description="A rewrite within this many characters of its source's length always fits."
+    )
     language: bool = Field(True, description="Reject a rewrite in another language than its source.")
     format: bool = Field(True, description="Reject commentary, copied delimiters, JSON in place of prose.")
 
@@ -517,6 +527,28 @@ class LeakageLimits(Frozen):
     max_markdown_delta: int | None = Field(None, ge=0, description="Drop above this many markdown changes.")
     min_lexical_overlap: float | None = Field(None, ge=0, le=1, description="Drop below this unigram F1.")
     min_embedding_similarity: float | None = Field(None, ge=-1, le=1, description="Drop below this cosine.")
+
+
+class AugmentTasks(Frozen):
+    """What the augmentation asks the oracle for, per source example (``augment.plan``)."""
+
+    attributes: int = Field(5, ge=1, le=10, description="ℓ: causal attributes in each rubric.")
+    causal: bool = Field(
+        True, description="Per attribute: degrade the chosen answer, upgrade the rejected one."
+    )
+    elements: bool = Field(True, description="The causal-elements call (one per example).")
+    verify: bool = Field(True, description="A verifier call for each rewrite that passed the code checks.")
+    can: bool = Field(True, description="CAN neutral: the rejected answer given the chosen one's content.")
+    para: bool = Field(True, description="PARA neutral: a paraphrase of the chosen answer.")
+    iqn: bool = Field(True, description="IQN neutral: the pair under the least similar other request.")
+    rrm: bool = Field(False, description="The RRM baseline's non-contextual pairs instead of Crome's.")
+    chars: int = Field(
+        4000,
+        ge=200,
+        description="Request and answer texts are clipped to this in prompts; an answer longer than this "
+        "is not rewritten (its rewrite would be of a cut-off text). 4,000 fits 97% of the UltraFeedback "
+        "sample's pairs.",
+    )
 
 
 class _Input(Frozen):

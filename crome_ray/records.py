@@ -138,3 +138,33 @@ class QuarantineRow:
 
 def pairs_table(pairs: list[PreferencePair]) -> pa.Table:
     return pa.Table.from_pylist([p.to_row() for p in pairs], schema=PAIR_SCHEMA)
+
+
+# The augmentation's training table: the pairs columns first (what training reads), then where
+# each pair came from. ``chosen`` is response A and ``rejected`` response B: label "chosen" says
+# A ≻ B, label "tie" says neither is better.
+AUGMENT_KINDS = (
+    "original",
+    "causal_degrade",
+    "causal_upgrade",
+    "neutral_iqn",
+    "neutral_can",
+    "neutral_para",
+    "rrm_prefer",
+    "rrm_tie",
+)
+AUGMENTED_PAIR_SCHEMA = pa.schema(
+    [
+        *[PAIR_SCHEMA.field(name) for name in PAIR_SCHEMA.names],
+        pa.field("attribute", pa.string()),  # the rubric attribute a causal pair changes
+        pa.field("backend", pa.string()),  # what wrote the rewrite (null: no oracle call)
+        pa.field("model", pa.string()),
+        pa.field("cost_usd", pa.float64()),  # what the pair's oracle calls cost (cache hits: 0)
+        pa.field("request_keys", pa.list_(pa.string())),  # the oracle cache keys behind the pair
+        pa.field("iqn_method", pa.string()),  # how an IQN pair's request was chosen
+        pa.field("iqn_similarity", pa.float64()),  # its similarity to the pair's own request
+        pa.field("leakage", pa.string()),  # JSON: augment.leakage.Leakage of the rewrite
+        pa.field("baseline_p", pa.float64()),  # P_base(B ≻ A) from the baseline filter
+    ],
+    metadata={"crome_ray.table": "pairs", "crome_ray.schema_version": str(PAIRS_SCHEMA_VERSION)},
+)

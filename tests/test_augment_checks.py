@@ -28,29 +28,46 @@ def test_a_real_rewrite_passes_every_check():
     assert rewrite_problem(SKY, SKY_WRONG, CHECKS) is None
 
 
-@pytest.mark.parametrize(
-    "rewrite",
-    [SKY, SKY + " ", SKY.replace("blue because", "blue since"), "  " + SKY.replace("reds", "red")],
-)
-def test_the_source_handed_back_unchanged_or_nearly_is_a_near_copy(rewrite):
-    check, reason = rewrite_problem(SKY, rewrite, CHECKS)
-    assert check == "near_copy" and "similarity" in reason
+@pytest.mark.parametrize("rewrite", [SKY, SKY + " ", "  " + SKY.replace(". ", ".\n")])
+def test_the_source_handed_back_unchanged_is_a_near_copy(rewrite):
+    assert rewrite_problem(SKY, rewrite, CHECKS) == (
+        "near_copy",
+        "the source handed back unchanged (whitespace aside)",
+    )
+
+
+def test_a_one_character_edit_is_a_near_copy_and_a_minimal_counterfactual_is_not():
+    typo = SKY.replace("reds remain", "reds remian")
+    check, reason = rewrite_problem(SKY, typo, CHECKS)
+    assert check == "near_copy" and "similarity 0.99" in reason
+    minimal = SKY.replace("Short wavelengths", "Long wavelengths").replace("long ones", "short ones")
+    assert similarity(SKY, minimal) > 0.95  # a counterfactual is a small edit by design
+    assert rewrite_problem(SKY, minimal, CHECKS) is None
+    # a paraphrase that close to its source is no paraphrase
+    assert rewrite_problem(SKY, minimal, CHECKS, neutral=True)[0] == "near_copy"
 
 
 def test_an_empty_rewrite_is_rejected():
-    assert rewrite_problem(SKY, "   ", CHECKS)[0] == "near_copy"
+    assert rewrite_problem(SKY, "   ", CHECKS) == ("empty", "the rewrite is empty")
 
 
 def test_the_copy_threshold_is_the_configs():
     one_word = SKY.replace("blue because", "blue since")
-    assert similarity(SKY, one_word) > 0.97
-    assert rewrite_problem(SKY, one_word, RewriteChecks(max_similarity=0.999)) is None
+    assert rewrite_problem(SKY, one_word, CHECKS) is None
+    assert rewrite_problem(SKY, one_word, RewriteChecks(max_similarity=0.95))[0] == "near_copy"
 
 
-@pytest.mark.parametrize(("rewrite", "word"), [("Blue.", "ratio 0.02"), (SKY * 4, "ratio 4.00")])
-def test_a_rewrite_far_shorter_or_longer_than_its_source_is_rejected_with_its_ratio(rewrite, word):
-    check, reason = rewrite_problem(SKY, rewrite, CHECKS)
+@pytest.mark.parametrize(
+    ("source", "rewrite", "word"), [(SKY * 3, "Blue.", "ratio 0.01"), (SKY, SKY * 4, "ratio 4.00")]
+)
+def test_a_rewrite_far_shorter_or_longer_than_its_source_is_rejected_with_its_ratio(source, rewrite, word):
+    check, reason = rewrite_problem(source, rewrite, CHECKS)
     assert check == "length" and word in reason
+
+
+def test_a_one_word_answer_may_grow_into_a_sentence():
+    upgraded = "No: the function returns None when the list is empty, so check for that before indexing."
+    assert len(upgraded) / len("No.") > 3 and rewrite_problem("No.", upgraded, CHECKS) is None
 
 
 def test_a_rewrite_in_another_script_or_language_is_rejected():
@@ -77,13 +94,36 @@ def test_a_rewrite_in_another_script_or_language_is_rejected():
         ("Here is the rewritten response: " + SKY_WRONG, "commentary"),
         ("New response: " + SKY_WRONG, "commentary"),
         ("**Revised answer** " + SKY_WRONG, "commentary"),
+        ("Sure! Here is the revised answer:\n" + SKY_WRONG, "commentary"),
         (json.dumps({"rewrite": SKY_WRONG}), "JSON object"),
-        (SKY_WRONG + " <<<END-ab12cd>>>", "delimiters"),
     ],
 )
-def test_commentary_json_and_copied_delimiters_are_format_problems(rewrite, words):
-    check, reason = rewrite_problem(SKY, rewrite, CHECKS, fences=("<<<END-ab12cd>>>",))
+def test_commentary_and_json_are_format_problems(rewrite, words):
+    check, reason = rewrite_problem(SKY, rewrite, CHECKS)
     assert check == "format" and words in reason
+    assert rewrite_problem(SKY, rewrite, RewriteChecks(format=False)) is None
+
+
+@pytest.mark.parametrize("opening", ["Here's how: ", "Sure! ", "Certainly. To begin, "])
+def test_an_answer_that_opens_politely_is_no_commentary(opening):
+    assert rewrite_problem(SKY, opening + SKY_WRONG, CHECKS) is None
+
+
+@pytest.mark.parametrize("leak", ["<<<END ANSWER A 0123456789ab>>>", "<<<END ANSWER A>>>", "0123456789ab"])
+def test_copied_delimiters_are_refused_even_with_format_checks_off(leak):
+    for checks in (CHECKS, RewriteChecks(format=False, language=False)):
+        assert rewrite_problem(SKY, SKY_WRONG + " " + leak, checks, ("0123456789ab",))[0] == "delimiters"
+
+
+def test_code_is_left_out_of_the_language_check():
+    code = "```python\ndef mean(values):\n    return sum(values) / len(values) if values else 0\n```"
+    source = "这个函数计算平均值。\n" + code  # mostly code by letters: Latin, if code counted
+    rewrite = (
+        "这个函数计算平均值，但是它不会检查空的列表，所以空列表会出错。\n"
+        "```python\nmean = lambda v: sum(v) / len(v)\n```"
+    )
+    assert script_of(source) == "LATIN" and script_of(rewrite) == "CJK"  # what a naive check would see
+    assert rewrite_problem(source, rewrite, CHECKS) is None
 
 
 def test_check_settings_are_validated_by_name():

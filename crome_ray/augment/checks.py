@@ -6,14 +6,19 @@ Small oracles often hand the source back unchanged, or nearly so, and then verif
 would put ties labelled as preferences in the training set. So each rewrite is checked
 in code first, and a rejection names its reason:
 
-- ``near_copy``: ``difflib`` similarity to the source at or above ``max_similarity``;
+- ``near_copy``: the same text once whitespace is normalised, or ``difflib`` similarity
+  at or above ``max_similarity`` (causal rewrites: 0.995, since a counterfactual is a small
+  edit by design) or ``max_similarity_neutral`` (CAN, PARA: 0.95);
 - ``length``: the rewrite's length outside ``[min_length_ratio, max_length_ratio]`` times
-  the source's;
+  the source's, and more than ``length_slack_chars`` away from it (a one-word answer may
+  grow into a sentence);
 - ``language``: another writing system than the source's (Latin, Cyrillic, Han, ...), or
-  an English source answered in something that is not English;
-- ``format``: commentary instead of an answer ("Here is the rewritten response: ..."),
-  the prompt's own delimiters copied into the text, or a JSON object where the source was
-  prose.
+  an English source answered in something that is not English; code (fenced blocks and
+  inline spans) is left out of both measures;
+- ``format``: commentary about the rewrite instead of an answer ("Here is the rewritten
+  response: ..."), or a JSON object where the source was prose;
+- ``delimiters`` (always on): the prompt's fence markers or key in the text, which no
+  answer of the data set holds and a rewrite only holds by copying the prompt.
 
 The language check is a profile written here (Unicode script of the letters, and the
 share of common English words), not a language-identification library: the question is
@@ -40,12 +45,18 @@ _ENGLISH_WORDS = (
 )
 ENGLISH = frozenset(_ENGLISH_WORDS.split())
 WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
+# commentary about the rewrite, on its first line: "Here is the revised answer:", "Sure! The
+# rewritten response:", "New response:"; not "Here's how: ..." or "Sure! Boil the water first."
+REWRITE_WORDS = r"(?:re-?writ\w*|revis\w*|modif\w*|updat\w*|degrad\w*|improv\w*|paraphras\w*)"
 COMMENTARY = re.compile(
-    r"^\s*(?:\*\*)?(?:here(?:'s| is| are)|sure[,!.]|certainly[,!.]|okay[,!.]|of course[,!.]|"
-    r"(?:the )?(?:re-?written|revised|new|modified|updated|degraded|improved) "
-    r"(?:response|answer|version)|new response\s*:|rewrite\s*:|response\s*:)",
+    r"^[\s*#_]*(?:"
+    rf"(?:here(?:'s| is| are)|sure|certainly|okay|of course)\b[^\n]{{0,60}}\b{REWRITE_WORDS}"
+    rf"|(?:the |a |my )?(?:{REWRITE_WORDS}|new) (?:response|answer|version|text)\b"
+    r"|(?:new response|rewrite|response|answer)\s*:)",
     re.IGNORECASE,
 )
+CODE = re.compile(r"```.*?(?:```|$)|`[^`\n]*`", re.DOTALL)
+MARKERS = ("<<<BEGIN ", "<<<END ")
 
 
 def similarity(a: str, b: str) -> float:
@@ -73,7 +84,13 @@ def english_share(text: str) -> tuple[float, int]:
     return (sum(w in ENGLISH for w in words) / len(words) if words else 0.0), len(words)
 
 
+def prose(text: str) -> str:
+    """The text without its code (fenced blocks, inline spans)."""
+    return CODE.sub(" ", text)
+
+
 def language_problem(source: str, rewrite: str) -> str | None:
+    source, rewrite = prose(source), prose(rewrite)
     a, b = script_of(source), script_of(rewrite)
     if a and b and a != b:
         return f"written in {b.lower()} script, the source in {a.lower()}"
@@ -93,34 +110,54 @@ def _is_json_object(text: str) -> bool:
         return False
 
 
-def format_problem(source: str, rewrite: str, fences: tuple[str, ...] = ()) -> str | None:
+def format_problem(source: str, rewrite: str) -> str | None:
     if COMMENTARY.match(rewrite) and not COMMENTARY.match(source):
         return f"starts with commentary, not an answer ({rewrite.strip()[:40]!r})"
-    for fence in fences:
-        if fence and fence in rewrite:
-            return "contains the prompt's delimiters"
     if _is_json_object(rewrite) and not _is_json_object(source):
         return "a JSON object where the source is prose"
     return None
 
 
+def delimiter_problem(source: str, rewrite: str, fences: tuple[str, ...] = ()) -> str | None:
+    for marker in (*fences, *MARKERS):
+        if marker and marker in rewrite and marker not in source:
+            return "contains the prompt's delimiters"
+    return None
+
+
+def normalised(text: str) -> str:
+    return " ".join(text.split())
+
+
 def rewrite_problem(
-    source: str, rewrite: str, checks: RewriteChecks, fences: tuple[str, ...] = ()
+    source: str,
+    rewrite: str,
+    checks: RewriteChecks,
+    fences: tuple[str, ...] = (),
+    *,
+    neutral: bool = False,
 ) -> tuple[str, str] | None:
-    """Why the rewrite must not reach the verifier, as ``(check, reason)``; None when it may."""
+    """Why the rewrite must not reach the verifier, as ``(check, reason)``; None when it may.
+    ``neutral``: a CAN or PARA rewrite (held to the lower similarity bound)."""
     if not rewrite.strip():
-        return "near_copy", "the rewrite is empty"
+        return "empty", "the rewrite is empty"
+    if problem := delimiter_problem(source, rewrite, fences):
+        return "delimiters", problem
     ratio = len(rewrite) / max(len(source), 1)
-    if not checks.min_length_ratio <= ratio <= checks.max_length_ratio:
+    within_slack = abs(len(rewrite) - len(source)) <= checks.length_slack_chars
+    if not within_slack and not checks.min_length_ratio <= ratio <= checks.max_length_ratio:
         return "length", (
             f"{len(rewrite)} characters against the source's {len(source)} (ratio {ratio:.2f}, "
             f"allowed {checks.min_length_ratio:g} to {checks.max_length_ratio:g})"
         )
+    if normalised(source) == normalised(rewrite):
+        return "near_copy", "the source handed back unchanged (whitespace aside)"
+    limit = checks.max_similarity_neutral if neutral else checks.max_similarity
     sim = similarity(source, rewrite)
-    if sim >= checks.max_similarity:
-        return "near_copy", f"a near copy of its source (similarity {sim:.3f} >= {checks.max_similarity:g})"
+    if sim >= limit:
+        return "near_copy", f"a near copy of its source (similarity {sim:.3f} >= {limit:g})"
     if checks.language and (problem := language_problem(source, rewrite)):
         return "language", problem
-    if checks.format and (problem := format_problem(source, rewrite, fences)):
+    if checks.format and (problem := format_problem(source, rewrite)):
         return "format", problem
     return None

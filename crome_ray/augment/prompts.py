@@ -16,7 +16,10 @@ both key on a shared prefix.
 Answers are data, not instructions: each text sits between fence lines that carry a key
 derived from the example's own texts (``fence_key``). An answer cannot close its fence
 early without containing that key, which is a hash of the answer itself, and the system
-text tells the oracle that nothing inside a fence is an instruction. The schemas bound
+text tells the oracle that nothing inside a fence is an instruction. A rewrite shown to the
+verifier gets a key of its own (``rewrite_key``), since the oracle that wrote it saw the
+example's key. Attribute names and descriptions come from the oracle's rubric and appear in
+later tasks outside the fences: the schema bounds them (40 and 200 characters). The schemas bound
 every string and list the task knows a bound for, so local engines are held to them
 (``oracle.schema_bounds`` keeps tighter bounds). Rewrites come back as JSON
 (``{"rewrite": ...}``) rather than the paper's free-text "New Response:" block, so every
@@ -92,6 +95,12 @@ def fenced(name: str, text: str, key: str) -> str:
     return f"<<<BEGIN {name} {key}>>>\n{text}\n<<<END {name} {key}>>>"
 
 
+def rewrite_key(ex: Example, rewrite: str) -> str:
+    """The REWRITE block's own key: the oracle saw the example's key, so a rewrite could hold it
+    and close a fence keyed on it; it cannot hold a hash of itself."""
+    return hashlib.sha256(f"{fence_key(ex)}\x00{rewrite}".encode()).hexdigest()[:12]
+
+
 def fences(ex: Example) -> tuple[str, ...]:
     """Strings only the prompt contains (a rewrite holding one copied the prompt's delimiters)."""
     return (fence_key(ex),)
@@ -136,7 +145,7 @@ def rubric_schema(n: int) -> dict[str, Any]:
     }
 
 
-def rubric(ex: Example, *, attributes: int = 5, chars: int = 1500) -> OracleTask:
+def rubric(ex: Example, *, attributes: int = 5, chars: int = 4000) -> OracleTask:
     return _task(
         "rubric",
         ex,
@@ -151,7 +160,7 @@ def rubric(ex: Example, *, attributes: int = 5, chars: int = 1500) -> OracleTask
 
 
 def elements(
-    ex: Example, attributes: list[Attribute], *, per_attribute: int = 5, chars: int = 1500
+    ex: Example, attributes: list[Attribute], *, per_attribute: int = 5, chars: int = 4000
 ) -> OracleTask:
     names = [a.name for a in attributes]
     listed = "\n".join(f"- {a.name}: {a.description}" for a in attributes)
@@ -205,7 +214,7 @@ KEEP = (
 )
 
 
-def degrade(ex: Example, attribute: Attribute, *, safety: bool = False, chars: int = 1500) -> OracleTask:
+def degrade(ex: Example, attribute: Attribute, *, safety: bool = False, chars: int = 4000) -> OracleTask:
     """ANSWER A (chosen) made clearly worse in ``attribute`` only: the pair is chosen ≻ rewrite."""
     source = clip(ex.chosen, chars)
     how = (
@@ -226,7 +235,7 @@ def degrade(ex: Example, attribute: Attribute, *, safety: bool = False, chars: i
     )
 
 
-def upgrade(ex: Example, attribute: Attribute, *, chars: int = 1500) -> OracleTask:
+def upgrade(ex: Example, attribute: Attribute, *, chars: int = 4000) -> OracleTask:
     """ANSWER B (rejected) made clearly better in ``attribute`` only: the pair is rewrite ≻ rejected."""
     source = clip(ex.rejected, chars)
     return _task(
@@ -240,7 +249,7 @@ def upgrade(ex: Example, attribute: Attribute, *, chars: int = 1500) -> OracleTa
     )
 
 
-def can(ex: Example, *, chars: int = 1500) -> OracleTask:
+def can(ex: Example, *, chars: int = 4000) -> OracleTask:
     """CAN: ANSWER B given ANSWER A's causal content in B's own style (a tie with A)."""
     source = clip(ex.rejected, chars)
     return _task(
@@ -255,7 +264,7 @@ def can(ex: Example, *, chars: int = 1500) -> OracleTask:
     )
 
 
-def para(ex: Example, which: Literal["A", "B"] = "A", *, chars: int = 1500) -> OracleTask:
+def para(ex: Example, which: Literal["A", "B"] = "A", *, chars: int = 4000) -> OracleTask:
     """PARA: a paraphrase of one answer, same content and quality (a tie with it)."""
     source = clip(ex.chosen if which == "A" else ex.rejected, chars)
     return _task(
@@ -289,14 +298,14 @@ def verify(
     attribute: Attribute,
     direction: Literal["worse", "better"],
     *,
-    chars: int = 1500,
+    chars: int = 4000,
 ) -> OracleTask:
     """Did the rewrite of ANSWER ``which`` make ``attribute`` clearly ``direction``, and nothing else?"""
     return _task(
         "verify",
         ex,
         chars,
-        fenced("REWRITE", clip(rewrite, chars), fence_key(ex))
+        fenced("REWRITE", clip(rewrite, chars), rewrite_key(ex, rewrite))
         + f"\n\nTask: the REWRITE above was meant to be ANSWER {which} made clearly {direction} in one "
         f"attribute, {attribute.name} ({attribute.description}), and the same in everything else. "
         "Did it change that attribute in that direction, and preserve everything else? Give Pass "

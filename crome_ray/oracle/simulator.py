@@ -7,7 +7,8 @@ Tests, benchmarks and the demo point the real ``google-genai`` client at it
   (a retired model id).
 - ``POST /{version}/models/{model}:generateContent``: an answer that satisfies the
   request's JSON schema (``responseJsonSchema`` or ``responseSchema``), derived
-  deterministically from the request, with ``usageMetadata``.
+  deterministically from the request, with ``usageMetadata``. The augmentation's tasks
+  get answers made from the prompt's own texts (``oracle.simulated_tasks``).
 - ``POST /{version}/models/{model}:batchGenerateContent``, ``GET /{version}/batches``
   and ``GET /{version}/batches/{id}``: inline Batch API jobs that finish after a delay.
 - ``GET /_sim/stats``: what it received (no API key in it).
@@ -39,6 +40,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from aiohttp import web
+
+from crome_ray.oracle.simulated_tasks import task_answer
 
 DEFAULT_MODELS = ("gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-2.0-flash")
 WORDS = [
@@ -91,6 +94,8 @@ class SimConfig:
     retry_hint: Literal["body", "header"] = "body"  # a 429's delay: RetryInfo in the body, or Retry-After
     p_malformed: float = 0.0  # text that is not JSON
     p_truncated: float = 0.0  # JSON cut off mid-way, finishReason MAX_TOKENS
+    p_copy: float = 0.0  # an augmentation rewrite handed back unchanged (simulated_tasks)
+    p_false_pass: float = 0.0  # a verification that passes an unchanged "rewrite"
     thinking_tokens: int = 0
     batch_delay_s: float = 1.0
     seed: int = 0
@@ -367,7 +372,15 @@ class GeminiSimulator:
         cfg, st = self.config, self.stats
         gen = body.get("generationConfig") or {}
         schema = gen.get("responseJsonSchema") or gen.get("responseSchema")
-        value = answer_for_schema(schema, random.Random(digest))
+        value = task_answer(
+            schema,
+            "\n".join(_texts(body.get("contents"))),
+            random.Random(digest),
+            p_copy=cfg.p_copy,
+            p_false_pass=cfg.p_false_pass,
+        )
+        if value is None:
+            value = answer_for_schema(schema, random.Random(digest))
         text = json.dumps(value) if schema is not None else str(value)
         finish = "STOP"
         roll = rng.random()

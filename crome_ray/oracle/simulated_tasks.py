@@ -1,0 +1,191 @@
+"""What the Gemini simulator answers to the augmentation's tasks: content made from the prompt. Pure.
+
+A generic schema-satisfying answer (random words) would let a pipeline test pass while
+echoing nothing of its input. For the augmentation's schemas the simulator answers like a
+(simple, deterministic) oracle instead, from the fenced data in the prompt:
+
+- a rubric names attributes after real words of the REQUEST, with weights that sum to 1;
+- causal elements quote phrases of ANSWER A and ANSWER B under the rubric's attribute names;
+- a degradation garbles every second sentence of the answer (words reversed, some swapped
+  for their opposites); an upgrade adds a justification after every sentence; CAN
+  gives answer B answer A's sentences after B's opening words; a paraphrase reverses the
+  order of the sentences and swaps connectives. Each changes the text, so the code-level checks
+  pass it, unless ``p_copy`` makes the simulator hand back the source unchanged, as small
+  oracles do;
+- a verification passes a rewrite that differs from its source and fails an unchanged one,
+  unless ``p_false_pass`` makes it pass a control, so a run can measure its verifier.
+
+Tasks are recognised by their schema's shape and the prompt's wording, not by importing the
+augmentation package (the oracle layer sits below it). Anything else gets ``None``: the
+simulator's generic answer.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from typing import Any
+
+FENCE = re.compile(r"<<<BEGIN ([A-Z ]+?) ([0-9a-f]{12})>>>\n(.*?)\n<<<END \1 \2>>>", re.DOTALL)
+WORD = re.compile(r"[A-Za-z][A-Za-z-]{3,}")
+SENTENCE = re.compile(r"(?<=[.!?])\s+")
+_STOP_WORDS = (
+    "what which when where there their about would could should these those this that with from have "
+    "your into than then them they been were will does make made some more most many much also just "
+    "like only over such very write explain give tell please using used want need"
+)
+STOP = frozenset(_STOP_WORDS.split())
+WRONG = {
+    "is": "is not", "are": "are not", "can": "cannot", "more": "less", "increase": "decrease",
+    "true": "false", "always": "never", "before": "after", "larger": "smaller", "first": "last",
+}  # fmt: skip
+UPGRADE = "This was checked against the question."
+CONNECTIVES = {"Also": "In addition", "However": "Still", "So": "Therefore", "Then": "Next", "But": "Yet"}
+
+
+def fenced_blocks(prompt: str) -> dict[str, str]:
+    return {m.group(1): m.group(3) for m in FENCE.finditer(prompt)}
+
+
+def task_text(prompt: str) -> str:
+    """The prompt after its last fence: the task itself, never the data (whose words could
+    look like a task's)."""
+    ends = [m.end() for m in FENCE.finditer(prompt)]
+    return prompt[ends[-1] :] if ends else prompt
+
+
+def _rubric(blocks: dict[str, str], items: dict, rng: random.Random) -> dict:
+    n = int(items.get("minItems", 3))
+    words = []
+    for w in WORD.findall(blocks.get("REQUEST", "")):
+        if w.lower() not in STOP and w.lower() not in (x.lower() for x in words):
+            words.append(w)
+    generic = ["accuracy", "completeness", "clarity", "relevance", "safety", "concision", "format"]
+    taken = {w.lower() for w in words}
+    names = (words + [g for g in generic if g not in taken])[:n]
+    raw = [rng.uniform(0.5, 2.0) for _ in names]
+    weights = [round(r / sum(raw), 3) for r in raw]
+    weights[-1] = round(1 - sum(weights[:-1]), 3)
+    return {
+        "attributes": [
+            {"name": name, "description": f"How well the answer handles {name}.", "weight": w}
+            for name, w in zip(names, weights, strict=True)
+        ]
+    }
+
+
+def _elements(blocks: dict[str, str], schema: dict, rng: random.Random) -> dict:
+    item = schema["properties"]["elements"]["items"]["properties"]
+    names = item["attribute"]["enum"]
+    out = []
+    for name in names:
+        for answer in ("A", "B"):
+            sentences = [s for s in SENTENCE.split(blocks.get(f"ANSWER {answer}", "")) if s.strip()]
+            if sentences:
+                out.append(
+                    {
+                        "attribute": name,
+                        "answer": answer,
+                        "element": rng.choice(sentences)[:150],
+                        "effect": "increases" if answer == "A" else "decreases",
+                    }
+                )
+    return {"elements": out[: schema["properties"]["elements"].get("maxItems", len(out))]}
+
+
+def _sentences(text: str) -> list[str]:
+    """Sentences with the whitespace after each kept on it, so joining them keeps the layout."""
+    parts = re.split(r"(?<=[.!?])(\s+)", text.strip())
+    return ["".join(parts[i : i + 2]) for i in range(0, len(parts), 2)]
+
+
+def _garble(sentence: str) -> str:
+    """A sentence made wrong: its words in reverse order, known words swapped for their opposites."""
+    body = sentence.rstrip()
+    words = [WRONG.get(w, w) for w in body.split(" ")]
+    return " ".join(reversed(words)) + sentence[len(body) :]
+
+
+def _degrade(text: str) -> str:
+    """Every second sentence garbled: worse in substance, the same length and layout."""
+    return "".join(_garble(s) if i % 2 else s for i, s in enumerate(_sentences(text))).strip()
+
+
+def _upgrade(text: str) -> str:
+    """A justification after every sentence: better supported, the same layout."""
+    out = []
+    for s in _sentences(text):
+        body = s.rstrip()
+        out.append(f"{body} {UPGRADE}{s[len(body) :]}")
+    return "".join(out).strip()
+
+
+def _paraphrase(text: str) -> str:
+    """The same sentences in reverse order, connectives swapped."""
+    sentences = [s.strip() for s in _sentences(text)]
+    out = " ".join(reversed(sentences))
+    for a, b in CONNECTIVES.items():
+        out = re.sub(rf"\b{a}\b", b, out)
+    return out if out != text.strip() else "In other words: " + out
+
+
+def _can(a: str, b: str) -> str:
+    opening = " ".join(b.split()[:6])
+    return f"{opening} ... {a.strip()}"
+
+
+def _rewrite(blocks: dict[str, str], prompt: str, rng: random.Random, p_copy: float) -> dict | None:
+    m = re.search(r"Task: (rewrite|paraphrase) ANSWER ([AB])", prompt)
+    if not m:
+        return None
+    source = blocks.get(f"ANSWER {m.group(2)}", "")
+    if rng.random() < p_copy:
+        return {"rewrite": source}
+    if m.group(1) == "paraphrase":
+        return {"rewrite": _paraphrase(source)}
+    if "clearly worse" in prompt:
+        return {"rewrite": _degrade(source)}
+    if "clearly better" in prompt:
+        return {"rewrite": _upgrade(source)}
+    if "content (facts" in prompt:
+        return {"rewrite": _can(blocks.get("ANSWER A", ""), source)}
+    return {"rewrite": _paraphrase(source)}
+
+
+def _verify(blocks: dict[str, str], prompt: str, rng: random.Random, p_false_pass: float) -> dict | None:
+    m = re.search(r"meant to be ANSWER ([AB])", prompt)
+    if not m or "REWRITE" not in blocks:
+        return None
+    unchanged = blocks["REWRITE"].strip() == blocks.get(f"ANSWER {m.group(1)}", "").strip()
+    if unchanged and rng.random() >= p_false_pass:
+        return {"target_changed": False, "others_preserved": True, "verdict": "Fail",
+                "reason": "The rewrite is the original answer: nothing changed."}  # fmt: skip
+    return {"target_changed": True, "others_preserved": True, "verdict": "Pass",
+            "reason": "The target attribute changed and the rest is preserved."}  # fmt: skip
+
+
+def task_answer(
+    schema: dict[str, Any] | None, prompt: str, rng: random.Random, *, p_copy: float = 0.0,
+    p_false_pass: float = 0.0,
+) -> dict | None:  # fmt: skip
+    """The simulator's answer to an augmentation task, or None if ``schema`` is not one."""
+    if not schema or "properties" not in schema:
+        return None
+    props = schema["properties"]
+    blocks = fenced_blocks(prompt)
+    if not blocks:
+        return None
+    prompt = task_text(prompt)
+    if "attributes" in props:
+        return _rubric(blocks, props["attributes"], rng)
+    if "elements" in props:
+        return _elements(blocks, schema, rng)
+    if "rewrite" in props:
+        value = _rewrite(blocks, prompt, rng, p_copy)
+        limit = props["rewrite"].get("maxLength")
+        if value is not None and limit:
+            value["rewrite"] = value["rewrite"][:limit]
+        return value
+    if "verdict" in props:
+        return _verify(blocks, prompt, rng, p_false_pass)
+    return None
