@@ -8,13 +8,13 @@ worker's share and no part of an epoch depends on the order of the file.
 
 Tokenizing runs as Ray *tasks* with the encoder cached per worker process
 (``encoder_for``), not as an actor pool: an actor pool is new processes for every dataset,
-each importing transformers and loading the tokenizer again (19-21 s for an 8-pair table
-on 2 CPUs, of which the tokenizing is milliseconds), while task workers are pooled by Ray
-and keep their encoder for the eval table, the next run and the next epoch's data
-(6.7-8.1 s for the same table once warm; /tmp measurement of 2026-11-26, noted in
-docs/benchmarks.md). The counts the job prints come from the materialized blocks, one
-light task per block (``table_counts``), instead of a Ray Data aggregate, which starts a
-hash shuffle with its own actors (6-7 s for the same table).
+each importing transformers and loading the tokenizer again, while task workers are
+pooled by Ray (per driver) and keep their encoder for the eval table, the next run of the
+same driver and the next epoch's data. The counts the job prints come from the
+materialized blocks, one light task per block (``table_counts``), instead of a Ray Data
+aggregate, which starts a hash shuffle with its own actors. ``bench/train_data_prep.py``
+compares both ways on the same tables (docs/benchmarks.md); on the test suite's training
+runs the change took tests/test_train_ray.py from 796 s to 580 s.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def pair_files(run: RunFolder) -> list[str]:
 
 
 class Encode:
-    """Ray Data callable: pairs → token columns (one tokenizer per actor)."""
+    """Pairs → token columns with one tokenizer (made once per process by ``encoder_for``)."""
 
     def __init__(self, model: str, storage_json: str, max_length: int):
         from transformers import AutoConfig, AutoTokenizer
