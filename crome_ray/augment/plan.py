@@ -172,11 +172,11 @@ def project(
     """The dry run: every call the run would make if every rewrite passed its checks."""
     out = Projection()
     stand_in = list(STAND_IN[: t.attributes])  # AugmentTasks allows at most len(STAND_IN)
+    by_name = {a.name: a for a in stand_in}
     for ex in examples:
         out.examples += 1
         planned = phase1(ex, t) + phase2(ex, stand_in, t)
         if t.verify:
-            by_name = {a.name: a for a in stand_in}
             rewrites = [p for p in planned if p.kind in ("degrade", "upgrade")]
             planned += [phase3(ex, p, p.source, by_name[p.attribute], t) for p in rewrites]
         for p in planned:

@@ -28,7 +28,6 @@ from typing import Any
 
 FENCE = re.compile(r"<<<BEGIN ([A-Z ]+?) ([0-9a-f]{12})>>>\n(.*?)\n<<<END \1 \2>>>", re.DOTALL)
 WORD = re.compile(r"[A-Za-z][A-Za-z-]{3,}")
-SENTENCE = re.compile(r"(?<=[.!?])\s+")
 _STOP_WORDS = (
     "what which when where there their about would could should these those this that with from have "
     "your into than then them they been were will does make made some more most many much also just "
@@ -80,7 +79,7 @@ def _elements(blocks: dict[str, str], schema: dict, rng: random.Random) -> dict:
     out = []
     for name in names:
         for answer in ("A", "B"):
-            sentences = [s for s in SENTENCE.split(blocks.get(f"ANSWER {answer}", "")) if s.strip()]
+            sentences = [s.strip() for s in _sentences(blocks.get(f"ANSWER {answer}", "")) if s.strip()]
             if sentences:
                 out.append(
                     {
