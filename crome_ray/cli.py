@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from crome_ray.config import (
+    AugmentConfig,
     ConfigError,
     IngestConfig,
     OracleConfig,
@@ -440,6 +441,89 @@ def oracle_run(
     except (StorageError, OracleError, ConfigError) as e:
         fail(str(e))
     print_oracle(console, result)
+
+
+@app.command()
+def augment(
+    overrides: Overrides = None,
+    config: ConfigOpt = None,
+    input: Annotated[
+        str | None, typer.Option("--input", help="Pairs: a committed ingest run folder or a source file.")
+    ] = None,
+    output: Annotated[str | None, typer.Option(help="Storage root: a folder or s3://bucket/prefix.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Augment only the first N pairs.")] = None,
+    cap: Annotated[
+        float | None, typer.Option(help="Hard dollar cap for the run (oracle.budget.cap_usd).")
+    ] = None,
+    base_url: Annotated[str | None, typer.Option(help="API endpoint (the simulator, a proxy).")] = None,
+    baseline: Annotated[
+        str | None, typer.Option(help="Baseline RM for the filter: a training run folder or HF model.")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count the calls and tokens, project the cost, and stop.")
+    ] = False,
+    allow_partial: Annotated[
+        bool,
+        typer.Option("--allow-partial", help="Start even when the projection exceeds the cap."),
+    ] = False,
+    force: ForceOpt = False,
+) -> None:
+    """Augment preference pairs the Crome way: rubrics, counterfactuals, verification, neutral ties,
+    the baseline filter; write the training set (Parquet) and its manifest."""
+    from crome_ray.augment.job import AugmentError, run_augment_job
+    from crome_ray.augment.job import dry_run as project_run
+    from crome_ray.oracle.protocol import OracleError
+    from crome_ray.ray_runtime import connect
+    from crome_ray.secrets import MissingSecretError
+    from crome_ray.summaries import print_augment
+
+    extra = _shortcuts(
+        **{
+            "input": input,
+            "storage.root": output,
+            "limit": limit,
+            "oracle.budget.cap_usd": cap,
+            "oracle.base_url": base_url,
+            "filter.model": baseline,
+            "allow_partial": True if allow_partial else None,
+        }
+    )
+    try:
+        cfg = load_config(AugmentConfig, config, [*(overrides or []), *extra])
+        if dry_run:
+            doc = project_run(cfg, log=console.print)
+            console.print_json(json.dumps(doc))
+            verdict = "within" if doc["within_cap"] else "[bold red]over[/]"
+            console.print(
+                f"{doc['examples']:,} examples: {doc['total_calls']:,} calls at most, "
+                f"~{doc['input_tokens']:,} input and ~{doc['output_tokens']:,} output tokens, "
+                f"~${doc['usd'] or 0:.4f}: {verdict} the cap of ${doc['cap_usd']:g}"
+            )
+            return
+        cfg, key, fallback_key = _oracle_keys(cfg)  # before Ray starts
+    except ConfigError as e:
+        fail(str(e), 2)
+    except MissingSecretError as e:
+        fail(str(e), 2)
+    except (StorageError, ModelError) as e:
+        fail(str(e))
+    connect()
+
+    def progress(s: dict) -> None:
+        eta = f"ETA {s['eta_s']:.0f} s" if s.get("eta_s") is not None else "ETA -"
+        console.print(
+            f"  {s['examples']:,}/{s['of']:,} examples | {s['pairs']:,} pairs | {s['calls']:,} calls "
+            f"({s['calls_per_s']:.1f}/s), {s['hits']:,} cache hits, {s['throttled']:,} 429s | "
+            f"${s['spent_usd']:.4f} of ${s['cap_usd'] or 0:.2f} | {'done' if s['final'] else eta}"
+        )
+
+    try:
+        result = run_augment_job(
+            cfg, key, force=force, progress=progress, fallback_key=fallback_key, log=console.print
+        )
+    except (StorageError, OracleError, ConfigError, AugmentError, ModelError) as e:
+        fail(str(e))
+    print_augment(console, result)
 
 
 @oracle_app.command("probe")

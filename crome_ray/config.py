@@ -327,6 +327,21 @@ class OracleConfig(Frozen):
         )
 
 
+def answers_only(o: OracleConfig) -> OracleConfig:
+    """The oracle settings that decide what it answers (for fingerprints): not the endpoint,
+    quota, retries, cap, polling or cache location."""
+    return o.model_copy(
+        update={
+            "base_url": None,
+            "quota": QuotaConfig(),
+            "retry": RetryConfig(),
+            "budget": BudgetConfig(),
+            "batch_poll_s": 10.0,
+            "cache": None,
+        }
+    )
+
+
 FallbackPolicy = Literal["off", "on_budget", "on_error", "local_only"]
 
 
@@ -381,18 +396,6 @@ class OracleJobConfig(Frozen):
 
     def fingerprint(self) -> str:
         """What determines the answers: the oracles and the input, not quota, retries, cap or endpoint."""
-
-        def answers_only(o: OracleConfig) -> OracleConfig:
-            return o.model_copy(
-                update={
-                    "base_url": None,
-                    "quota": QuotaConfig(),
-                    "retry": RetryConfig(),
-                    "budget": BudgetConfig(),
-                    "batch_poll_s": 10.0,
-                    "cache": None,
-                }
-            )
 
         parts: list[BaseModel] = [
             answers_only(self.oracle),
@@ -492,7 +495,7 @@ class RewriteChecks(Frozen):
         0.995,
         gt=0,
         le=1,
-        description="Reject a causal rewrite this similar to its source or more (difflib ratio). High: a "
+        description="Reject a causal rewrite this similar to its source or more (2·LCS over total length). High: a "
         "counterfactual is a small edit by design (one wrong number), a copy is not.",
     )
     max_similarity_neutral: float = Field(
@@ -549,6 +552,127 @@ class AugmentTasks(Frozen):
         "is not rewritten (its rewrite would be of a cut-off text). 4,000 fits 97% of the UltraFeedback "
         "sample's pairs.",
     )
+
+
+class ControlProbes(Frozen):
+    """Calibration of the verifier: probes whose right verdict is Fail, sent with the run's own calls."""
+
+    examples: int = Field(
+        10,
+        ge=0,
+        description="The first N examples each get two probes: the unchanged chosen answer, and an "
+        "answer written for another request, both shown as a rewrite that made it worse.",
+    )
+    max_false_pass_rate: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Stop the run when the verifier passes more than this share of the probes "
+        "(checked once every probe is in); unset: measured and reported only.",
+    )
+
+
+class IqnSettings(Frozen):
+    """How IQN (and RRM) pick another request: the least similar by MiniLM embedding."""
+
+    pool: int = Field(
+        1024, ge=2, description="Requests drawn from the input (reservoir, fixed seed) to choose from."
+    )
+    candidates: int = Field(64, ge=1, description="Of the pool, drawn per example; the least similar wins.")
+    seed: int = 0
+    embedder: str = Field("minilm", description="Sentence embedder: built-in name, HF id or folder.")
+    max_tokens: int = Field(
+        64,
+        ge=8,
+        le=512,
+        description="Tokens of each request embedded: its opening says what it is about, and the cost "
+        "grows with it (MiniLM on one CPU thread: ~0.1 s a request at 128 tokens).",
+    )
+    cpus: float = Field(
+        0.5,
+        gt=0,
+        description="CPUs of the embedding actor and task (torch threads: this, rounded, at least 1). On a "
+        "2-CPU machine keep it at 0.5: Ray Data needs a CPU left for its own tasks.",
+    )
+
+
+class BaselineFilter(Frozen):
+    """METHOD.md step 5: keep an augmented pair where a baseline RM is uncertain or wrong."""
+
+    model: str | None = Field(
+        None,
+        description="A training run folder (the baseline RM), or any HF sequence-classification reward "
+        "model; unset: no filter (every pair that passed the checks is kept).",
+    )
+    tau: float = Field(0.2, ge=0, lt=1, description="Keep when |P_base(B ≻ A) − target| > tau.")
+    batch_size: int = Field(16, gt=0)
+    max_length: int = Field(512, ge=16)
+    workers: int = Field(1, gt=0)
+    cpus: float = Field(1.0, gt=0, description="CPUs per scoring actor.")
+    gpus: float = Field(0.0, ge=0, description="GPUs per scoring actor (1 on a GPU cluster).")
+
+
+class AugmentConfig(Frozen):
+    """`crome-ray augment` / jobs/augment.py: preference pairs → the Crome training set."""
+
+    job: Literal["augment"] = "augment"
+    run_name: RunName = Field(None, description="Run folder name; default augment-<fingerprint>.")
+    input: str = Field(
+        SAMPLE_ULTRAFEEDBACK,
+        description="Pairs: a committed ingest run folder, or a source file (ingested first).",
+    )
+    limit: int | None = Field(None, gt=0, description="Augment only the first N pairs.")
+    tasks: AugmentTasks = AugmentTasks()
+    checks: RewriteChecks = RewriteChecks()
+    leakage: LeakageLimits = LeakageLimits()
+    leakage_embeddings: bool = Field(
+        True, description="Embed each kept rewrite and its source (MiniLM) for the leakage cosine."
+    )
+    controls: ControlProbes = ControlProbes()
+    iqn: IqnSettings = IqnSettings()
+    filter: BaselineFilter = BaselineFilter()
+    oracle: OracleConfig = OracleConfig()
+    fallback: FallbackConfig = FallbackConfig()
+    storage: StorageConfig = StorageConfig()
+    workers: int = Field(2, gt=0, description="Ray Data actors calling the oracle.")
+    worker_cpus: float = Field(0.25, gt=0, description="CPUs per oracle actor (the calls are I/O bound).")
+    batch_size: int = Field(
+        4, gt=0, description="Examples per actor call; each is ~24 concurrent calls with the defaults."
+    )
+    batches_per_worker: int = Field(2, gt=0, description="Batches an oracle actor works on at once.")
+    rows_per_file: int = Field(50_000, gt=0)
+    no_key: Literal["local", "fail"] = Field(
+        "local",
+        description="With no key for a remote oracle: local (the local oracle serves every call) or fail.",
+    )
+    allow_partial: bool = Field(
+        False,
+        description="Start even when the dry run projects more than the cap; the calls past the cap are "
+        "marked (or served by the fallback) and the run commits what it has.",
+    )
+
+    def fingerprint(self) -> str:
+        """What determines the output: not quota, retries, cap, endpoints, actors or allow_partial."""
+
+        fb = self.fallback
+        return config_fingerprint(
+            self.model_copy(
+                update={
+                    "run_name": None,
+                    "storage": StorageConfig(),
+                    "oracle": answers_only(self.oracle),
+                    "fallback": fb.model_copy(update={"oracle": answers_only(fb.oracle)}),
+                    "workers": 1,
+                    "worker_cpus": 1.0,
+                    "batch_size": 1,
+                    "batches_per_worker": 1,
+                    "rows_per_file": 1,
+                    "no_key": "local",
+                    "allow_partial": False,
+                    "filter": self.filter.model_copy(update={"workers": 1, "cpus": 1.0, "gpus": 0.0}),
+                }
+            )
+        )
 
 
 class _Input(Frozen):
@@ -640,6 +764,7 @@ JOB_CONFIGS: dict[str, type[Frozen]] = {
     "ingest": IngestConfig,
     "oracle": OracleJobConfig,
     "train": TrainConfig,
+    "augment": AugmentConfig,
 }
 
 

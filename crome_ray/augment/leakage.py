@@ -86,7 +86,7 @@ def leakage(
         format_changed=any((fa[k] > 0) != (fb[k] > 0) for k in kinds),
         lexical_overlap=round(unigram_f1(source, rewrite), 4),
         embedding_similarity=(
-            round(cosine(source_embedding, rewrite_embedding), 4)
+            round(float(cosine(source_embedding, rewrite_embedding)), 4)
             if source_embedding is not None and rewrite_embedding is not None
             else None
         ),

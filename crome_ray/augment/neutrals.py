@@ -57,3 +57,45 @@ def least_similar(embeddings: np.ndarray, *, candidates: int = 64, seed: int = 0
         j = int(np.argmin(sims))
         out.append(Irrelevant(int(pool[j]), round(float(sims[j]), 4), method))
     return out
+
+
+def _stable_seed(seed: int, key: str) -> int:
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:8], "little")
+
+
+def least_similar_in_pool(
+    query: np.ndarray,
+    own: list[str],
+    keys: list[str],
+    pool: np.ndarray,
+    pool_texts: list[str],
+    *,
+    candidates: int = 64,
+    seed: int = 0,
+) -> list[tuple[Irrelevant, int | None]]:
+    """For each query row (unit vectors of requests ``own``), the least similar of ``candidates``
+    pool rows drawn with a seed made from ``seed`` and the row's ``keys`` entry: the same choice
+    for the same example in any batch, on any worker. A pool row with the same request text is
+    never chosen. Each answer also names the runner-up (RRM's third answer), or None."""
+    n = len(pool)
+    if n < 2:
+        raise ValueError("IQN needs a pool of at least 2 requests to choose an irrelevant one from")
+    k = min(candidates, n)
+    method = f"least-similar-of-{k}" if k < n else f"least-similar-of-pool-{n}"
+    out = []
+    for i in range(len(query)):
+        rng = np.random.default_rng(_stable_seed(seed, keys[i]))
+        draw = rng.choice(n, size=k, replace=False) if k < n else np.arange(n)
+        draw = np.array([j for j in draw if pool_texts[j] != own[i]], dtype=np.int64)
+        if len(draw) == 0:  # every drawn request was this one: take any other
+            draw = np.array([j for j in range(n) if pool_texts[j] != own[i]][:k], dtype=np.int64)
+        if len(draw) == 0:
+            raise ValueError("every request in the IQN pool is this example's own request")
+        sims = pool[draw] @ query[i]
+        order = np.argsort(sims, kind="stable")
+        best = int(draw[order[0]])
+        second = int(draw[order[1]]) if len(order) > 1 else None
+        out.append((Irrelevant(best, round(float(sims[order[0]]), 4), method), second))
+    return out

@@ -155,10 +155,15 @@ def _verify(blocks: dict[str, str], prompt: str, rng: random.Random, p_false_pas
     m = re.search(r"meant to be ANSWER ([AB])", prompt)
     if not m or "REWRITE" not in blocks:
         return None
-    unchanged = blocks["REWRITE"].strip() == blocks.get(f"ANSWER {m.group(1)}", "").strip()
-    if unchanged and rng.random() >= p_false_pass:
+    from crome_ray.augment.leakage import unigram_f1
+
+    rewrite, answer = blocks["REWRITE"].strip(), blocks.get(f"ANSWER {m.group(1)}", "").strip()
+    if rewrite == answer and rng.random() >= p_false_pass:
         return {"target_changed": False, "others_preserved": True, "verdict": "Fail",
                 "reason": "The rewrite is the original answer: nothing changed."}  # fmt: skip
+    if unigram_f1(answer, rewrite) < 0.3 and rng.random() >= p_false_pass:
+        return {"target_changed": True, "others_preserved": False, "verdict": "Fail",
+                "reason": "The rewrite is a different answer, not an edit of this one."}  # fmt: skip
     return {"target_changed": True, "others_preserved": True, "verdict": "Pass",
             "reason": "The target attribute changed and the rest is preserved."}  # fmt: skip
 

@@ -95,7 +95,7 @@ class SimConfig:
     p_malformed: float = 0.0  # text that is not JSON
     p_truncated: float = 0.0  # JSON cut off mid-way, finishReason MAX_TOKENS
     p_copy: float = 0.0  # an augmentation rewrite handed back unchanged (simulated_tasks)
-    p_false_pass: float = 0.0  # a verification that passes an unchanged "rewrite"
+    p_false_pass: float = 0.0  # a verification that passes a control: an unchanged or unrelated "rewrite"
     thinking_tokens: int = 0
     batch_delay_s: float = 1.0
     seed: int = 0
@@ -333,7 +333,8 @@ class GeminiSimulator:
             return self._quota_error(
                 cfg.capacity_retry_delay_s, "The model is overloaded. Please try again later."
             )
-        await asyncio.sleep(rng.lognormvariate(math.log(cfg.latency_median_s), cfg.latency_sigma))
+        if cfg.latency_median_s > 0:  # 0: answer at once (throughput benchmarks)
+            await asyncio.sleep(rng.lognormvariate(math.log(cfg.latency_median_s), cfg.latency_sigma))
         if rng.random() < cfg.p_hang:
             st.hangs += 1
             await asyncio.sleep(cfg.hang_s)

@@ -87,6 +87,65 @@ def result_columns(r: OracleResult | OracleError, backend: str, model: str) -> d
     return dict(zip(RESULT_COLUMNS, values, strict=True))
 
 
+class OracleCaller:
+    """An oracle client inside a Ray actor: backend, cache writer and a handle on the run's
+    governor, all bound to one asyncio loop. Build it on that loop with ``open``."""
+
+    def __init__(self, config: OracleConfig, backend, cache: ResponseCache, governor: RemoteGovernor):
+        self.config, self.backend, self.cache, self.governor = config, backend, cache, governor
+        self.client = OracleClient(config, backend, governor, cache)
+
+    @classmethod
+    async def open(
+        cls,
+        config_json: str,
+        cache_root: str,
+        storage_json: str | None,
+        api_key: SecretStr,
+        governor_name: str,
+        namespace: str = "crome-ray",
+    ) -> OracleCaller:
+        import ray
+
+        config = OracleConfig.model_validate_json(config_json)
+        storage = StorageConfig.model_validate_json(storage_json) if storage_json else None
+        cache = ResponseCache(cache_root, config.backend, config.model, storage)
+        handle = ray.get_actor(governor_name, namespace=namespace)
+        governor = RemoteGovernor(handle, window_slack_s=config.quota.window_slack_s)
+        # the SDK's aiohttp session belongs to the loop it is used on: this one
+        backend = make_backend(config, api_key.get_secret_value())
+        if hasattr(backend, "on_engine_started"):  # a local engine: its start-up time, reported apart
+            backend.on_engine_started = lambda info: handle.note_engine.remote(info)
+        return cls(config, backend, cache, governor)
+
+    async def call_many(self, requests: list[OracleRequest]) -> list[OracleResult | OracleError]:
+        results = await self.client.call_many(requests)
+        await self.governor.flush()  # the costs and tokens are in the governor before the rows leave
+        return results
+
+    async def aclose(self) -> None:
+        self.cache.close()
+        # the last settlements reach the governor, and no task is left pending on the loop
+        await asyncio.wait_for(self.governor.aclose(), 6)
+        await asyncio.wait_for(self.backend.aclose(), 5)
+
+
+class ActorLoop:
+    """An asyncio loop on a thread of its own, for a Ray Data callable class: its ``__call__``s
+    (several at once on Ray Data's threads) hand their work to this one loop and wait."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="oracle-loop")
+        self._thread.start()
+
+    def run(self, coro, timeout: float | None = None):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
 class OracleStage:
     def __init__(
         self,
@@ -98,37 +157,17 @@ class OracleStage:
         namespace: str = "crome-ray",
         max_output_tokens: int = 1024,
     ):
-        import ray
-
-        self.config = OracleConfig.model_validate_json(config_json)
-        storage = StorageConfig.model_validate_json(storage_json) if storage_json else None
-        self.cache = ResponseCache(cache_root, self.config.backend, self.config.model, storage)
-        handle = ray.get_actor(governor_name, namespace=namespace)
-        governor = RemoteGovernor(handle, window_slack_s=self.config.quota.window_slack_s)
         self.max_output_tokens = max_output_tokens
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="oracle-loop")
-        self._thread.start()
-        # the SDK's aiohttp session belongs to the loop it is used on: build the backend there
-        backend = asyncio.run_coroutine_threadsafe(self._make_backend(api_key), self._loop).result()
-        self.backend = backend
-        if hasattr(backend, "on_engine_started"):  # a local engine: its start-up time, reported apart
-            backend.on_engine_started = lambda info: handle.note_engine.remote(info)
-        self.governor = governor
-        self.client = OracleClient(self.config, backend, governor, self.cache)
-
-    async def _make_backend(self, api_key: SecretStr):
-        return make_backend(self.config, api_key.get_secret_value())
-
-    async def _serve(self, requests: list[OracleRequest]) -> list[OracleResult | OracleError]:
-        results = await self.client.call_many(requests)
-        await self.governor.flush()  # the batch's costs and tokens are in the governor before its rows leave
-        return results
+        self._loop = ActorLoop()
+        self.caller = self._loop.run(
+            OracleCaller.open(config_json, cache_root, storage_json, api_key, governor_name, namespace)
+        )
+        self.config, self.backend = self.caller.config, self.caller.backend
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
         requests = [request_from_row(r, self.max_output_tokens) for r in rows]
-        results = asyncio.run_coroutine_threadsafe(self._serve(requests), self._loop).result()
+        results = self._loop.run(self.caller.call_many(requests))
         cols: dict[str, list] = {k: [] for k in RESULT_COLUMNS}
         for r in results:
             for k, v in result_columns(r, self.backend.name, self.config.model).items():
@@ -139,10 +178,7 @@ class OracleStage:
 
     def __del__(self):
         try:
-            self.cache.close()
-            # the last settlements reach the governor, and no task is left pending on the loop
-            asyncio.run_coroutine_threadsafe(self.governor.aclose(), self._loop).result(timeout=6)
-            asyncio.run_coroutine_threadsafe(self.backend.aclose(), self._loop).result(timeout=5)
-            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._loop.run(self.caller.aclose(), timeout=12)
+            self._loop.stop()
         except Exception:
             pass  # best effort: the process is going away

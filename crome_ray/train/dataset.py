@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from crome_ray.config import IngestConfig, SourceConfig, TrainConfig
+from crome_ray.config import AugmentConfig, IngestConfig, SourceConfig, TrainConfig
 from crome_ray.storage import RunFolder, path_in_filesystem, pyarrow_filesystem, split_uri
 
 COLUMNS = ["pair_id", "prompt", "chosen", "rejected", "label"]
@@ -37,7 +37,9 @@ class TrainError(RuntimeError):
     """A training run that cannot go on; the message says why and what to do."""
 
 
-def pairs_run(uri: str, cfg: TrainConfig, limit: int | None, log: Callable[[str], None]) -> RunFolder:
+def pairs_run(
+    uri: str, cfg: TrainConfig | AugmentConfig, limit: int | None, log: Callable[[str], None]
+) -> RunFolder:
     """The committed run holding the pairs at ``uri``: that run, or a new ingest of a source file."""
     run = RunFolder.from_uri(uri, cfg.storage)
     if run.is_committed():

@@ -1,0 +1,138 @@
+"""Driver memory while the augmentation streams: nothing on the driver should grow with the data.
+
+Run as:
+    .venv/bin/python bench/augment_memory.py --rows 10000,100000
+
+For each size, a source file of that many distinct pairs (the 1,000-row UltraFeedback sample,
+repeated with a numbered request so every request and cache key is new) goes through
+``run_augment_job`` against the Gemini simulator at zero latency, on a fresh local Ray cluster
+(2 CPUs) and a fresh storage root. Tasks are cut to three calls an example (rubric, one degrade,
+one upgrade; no verification, no neutrals that call the oracle; IQN on) so the big size
+finishes in hours, not days; the stages and the driver's routing are the same. A thread samples
+the driver's RSS every 0.5 s. One JSON line per size, then the ratio of the peaks (goal: ≤ 1.2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+TASKS = [
+    "tasks.attributes=1",
+    "tasks.elements=false",
+    "tasks.verify=false",
+    "tasks.can=false",
+    "tasks.para=false",
+    "controls.examples=0",
+    "leakage_embeddings=false",
+    "iqn.pool=256",
+    "iqn.max_tokens=16",
+]
+
+
+def source(rows: int, folder: Path) -> Path:
+    sample = [
+        json.loads(x) for x in (REPO / "data/samples/ultrafeedback/train_1k.jsonl").read_text().splitlines()
+    ]
+    path = folder / f"source-{rows}.jsonl"
+    with path.open("w") as f:
+        for i in range(rows):
+            r = dict(sample[i % len(sample)])
+            r["prompt"] = f"{r['prompt']} (variant {i})"
+            f.write(json.dumps(r) + "\n")
+    return path
+
+
+def run(rows: int) -> dict:
+    import psutil
+    import ray
+    from pydantic import SecretStr
+
+    from crome_ray.augment.job import run_augment_job
+    from crome_ray.config import AugmentConfig, load_config
+    from crome_ray.oracle.simulator import RunningSimulator, SimConfig
+
+    me = psutil.Process()
+    peak, stop = [me.memory_info().rss], threading.Event()
+
+    def sample():
+        while not stop.wait(0.5):
+            peak.append(me.memory_info().rss)
+
+    with tempfile.TemporaryDirectory() as tmp, RunningSimulator(SimConfig(latency_median_s=0.0)) as sim:
+        path = source(rows, Path(tmp))
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        cfg = load_config(
+            AugmentConfig,
+            None,
+            [
+                f"input={path}",
+                f"storage.root={tmp}/runs",
+                f"oracle.base_url={sim.url}",
+                "oracle.model=gemini-2.5-flash-lite",
+                "oracle.budget.cap_usd=1000",
+                "oracle.quota.rpm=6000000",
+                "oracle.quota.input_tpm=10000000000",
+                "oracle.quota.max_in_flight=256",
+                "batch_size=16",
+                *TASKS,
+            ],
+        )
+        t = threading.Thread(target=sample, daemon=True)
+        t.start()
+        started = time.monotonic()
+        result = run_augment_job(cfg, SecretStr("bench"))
+        seconds = time.monotonic() - started
+        stop.set()
+        ray.shutdown()
+    return {
+        "rows": rows,
+        "pairs": result.counts["pairs"],
+        "calls": result.details["oracle"]["grants"],
+        "seconds": round(seconds, 1),
+        "calls_per_s": round(result.details["oracle"]["grants"] / seconds, 1),
+        "peak_rss_mib": round(max(peak) / 2**20, 1),
+        "start_rss_mib": round(peak[0] / 2**20, 1),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", default="10000,100000")
+    args = ap.parse_args()
+    sizes = [int(x) for x in args.rows.split(",")]
+    results = [run(n) for n in sizes]
+    ratio = round(results[-1]["peak_rss_mib"] / results[0]["peak_rss_mib"], 3)
+    print(
+        json.dumps(
+            {
+                "bench": "augment_memory",
+                "tasks": TASKS,
+                "cores": os.cpu_count(),
+                "runs": results,
+                "peak_ratio": ratio,
+                "goal": "<= 1.2",
+            }
+        )
+    )
+    print(f"\n{'rows':>8} {'pairs':>8} {'calls':>8} {'s':>7} {'calls/s':>8} {'peak RSS MiB':>13}")
+    for r in results:
+        print(
+            f"{r['rows']:>8} {r['pairs']:>8} {r['calls']:>8} {r['seconds']:>7} {r['calls_per_s']:>8} "
+            f"{r['peak_rss_mib']:>13}"
+        )
+    print(f"peak ratio {ratio} (goal <= 1.2)")
+
+
+if __name__ == "__main__":
+    main()
