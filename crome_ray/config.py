@@ -495,8 +495,8 @@ class RewriteChecks(Frozen):
         0.995,
         gt=0,
         le=1,
-        description="Reject a causal rewrite this similar to its source or more (2·LCS over total length). High: a "
-        "counterfactual is a small edit by design (one wrong number), a copy is not.",
+        description="Reject a causal rewrite this similar to its source or more (2·LCS over total "
+        "length). High: a counterfactual is a small edit by design (one wrong number), a copy is not.",
     )
     max_similarity_neutral: float = Field(
         0.95, gt=0, le=1, description="The same for CAN and PARA rewrites, which should read differently."
@@ -608,7 +608,12 @@ class BaselineFilter(Frozen):
     batch_size: int = Field(16, gt=0)
     max_length: int = Field(512, ge=16)
     workers: int = Field(1, gt=0)
-    cpus: float = Field(1.0, gt=0, description="CPUs per scoring actor.")
+    cpus: float = Field(
+        0.25,
+        gt=0,
+        description="CPUs per scoring actor (torch threads: this, rounded, at least 1). On a 2-CPU machine "
+        "keep the stages' CPUs under 1 in all: Ray Data needs a CPU left for its own tasks.",
+    )
     gpus: float = Field(0.0, ge=0, description="GPUs per scoring actor (1 on a GPU cluster).")
 
 

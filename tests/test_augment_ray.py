@@ -4,6 +4,7 @@ the cap and close to the dry run's projection, a re-run that does nothing, a cap
 projection, and a driver killed part-way that pays only for what it lacks when resumed."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -80,7 +81,6 @@ def sample_run(ray_cluster, s3_server, tiny_bert):
             "batch_size=8",
             storage=[f"storage.endpoint_url={s3_server.endpoint}"],
         )
-        projection = dry_run(cfg)
         started = time.monotonic()
         result = run_augment_job(cfg, SecretStr(KEY))
         seconds = time.monotonic() - started
@@ -92,7 +92,7 @@ def sample_run(ray_cluster, s3_server, tiny_bert):
         "cfg": cfg,
         "result": result,
         "again": again,
-        "projection": projection,
+        "projection": result.details["projection"],
         "sim": first,
         "sim_after_rerun": second,
         "storage": StorageConfig(endpoint_url=s3_server.endpoint),
@@ -316,3 +316,46 @@ def test_a_verifier_that_passes_the_controls_stops_the_run_and_commits_nothing(t
         ):
             run_augment_job(cfg, SecretStr(KEY))
     assert not RunFolder.at(str(tmp_path / "runs"), "augment", "lazy-judge").is_committed()
+
+
+@pytest.mark.ray
+def test_the_baseline_filter_scores_every_pair_and_moves_the_ones_it_is_sure_of_aside(
+    tmp_path, ray_cluster, tiny_bert
+):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from crome_ray.augment.pairs import keep_after_filter
+    from crome_ray.train.score import RewardScorer
+
+    torch.manual_seed(0)  # a baseline RM with a random head: its p is what it is, the rule must hold
+    baseline = tmp_path / "baseline"
+    AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=1).save_pretrained(baseline)
+    AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(baseline)
+    with RunningSimulator(SimConfig(latency_median_s=0.0)) as sim:
+        cfg = config(
+            sim,
+            tmp_path / "runs",
+            "limit=4",
+            "tasks.attributes=1",
+            "tasks.elements=false",
+            "controls.examples=0",
+            "tasks.iqn=false",
+            "workers=1",
+            f"filter.model={baseline}",
+            "filter.tau=0.2",
+            "filter.max_length=128",
+        )
+        result = run_augment_job(cfg, SecretStr(KEY))
+    kept, aside = result.run.read_table("pairs").to_pylist(), result.run.read_table("filtered").to_pylist()
+    assert aside and result.counts["filtered"] == len(aside)
+    assert all(r["baseline_p"] is not None for r in kept + aside)  # every pair scored, originals too
+    for r in kept:
+        assert r["kind"] == "original" or keep_after_filter(r["baseline_p"], r["label"], 0.2)
+    for r in aside:
+        assert r["kind"] != "original" and not keep_after_filter(r["baseline_p"], r["label"], 0.2)
+    # p is P(B ≻ A) from the baseline, not the other way round
+    scorer = RewardScorer(str(baseline), max_length=128)
+    r = aside[0]
+    ra, rb = scorer.score([r["prompt"]] * 2, [r["chosen"], r["rejected"]])
+    assert r["baseline_p"] == pytest.approx(1 / (1 + math.exp(ra - rb)), abs=1e-4)

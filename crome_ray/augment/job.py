@@ -406,6 +406,7 @@ def run_augment_job(
                     "tau": f.tau,
                     "max_length": f.max_length,
                     "batch_size": f.batch_size,
+                    "threads": max(1, round(f.cpus)),
                 },
                 compute=ray.data.ActorPoolStrategy(size=f.workers),
                 num_cpus=f.cpus,

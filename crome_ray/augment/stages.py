@@ -225,9 +225,14 @@ def passthrough(row: dict[str, Any]) -> dict[str, Any]:
 
 
 class BaselineFilterStage:
-    def __init__(self, model: str, storage_json: str, tau: float, max_length: int, batch_size: int):
+    def __init__(
+        self, model: str, storage_json: str, tau: float, max_length: int, batch_size: int, threads: int = 1
+    ):
+        import torch
+
         from crome_ray.train.score import RewardScorer
 
+        torch.set_num_threads(threads)
         storage = StorageConfig.model_validate_json(storage_json)
         self.scorer = RewardScorer(model, storage=storage, max_length=max_length, batch_size=batch_size)
         self.tau = tau
