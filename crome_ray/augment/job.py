@@ -317,8 +317,10 @@ def run_augment_job(
             "(limit=N), or pass --allow-partial to spend up to the cap and mark the rest"
         )
     unavailable = None
+    needs_oracle = projection["total_calls"] > 0  # IQN-only and RRM runs call no oracle at all
     try:
-        check_model(primary, api_key)
+        if needs_oracle:
+            check_model(primary, api_key)
     except OracleError as e:
         if not (e.kind == ErrorKind.FATAL and ErrorKind.FATAL in FALLBACK_KINDS[policy]):
             raise
@@ -331,8 +333,10 @@ def run_augment_job(
     summary = Summary()
     tag = uuid.uuid4().hex[:6]
     names = {"primary": f"aug-{run_name(cfg)}-{tag}", "fallback": f"aug-{run_name(cfg)}-{tag}-fb"}
-    governors = {"primary": _governor(names["primary"], primary, ledger_uri(cfg), cfg)}
-    fb = cfg.fallback.oracle if policy != "off" else None
+    governors = (
+        {"primary": _governor(names["primary"], primary, ledger_uri(cfg), cfg)} if needs_oracle else {}
+    )
+    fb = cfg.fallback.oracle if policy != "off" and needs_oracle else None
     if fb is not None:
         governors["fallback"] = _governor(names["fallback"], fb, ledger_uri(cfg, "fallback"), cfg)
     storage_json = cfg.storage.model_dump_json()
@@ -375,12 +379,12 @@ def run_augment_job(
                 batch_size=cfg.batch_size,
                 batch_format="pyarrow",
             )
-        res = _oracle_resources(cfg, primary)
+        res = _oracle_resources(cfg, primary) if needs_oracle else _oracle_resources(cfg, cfg.oracle)
         ds = ds.map_batches(
             OracleWorkStage,
             fn_constructor_kwargs={
                 "config_json": cfg.model_dump_json(),
-                "primary": caller_args(primary, api_key, names["primary"]),
+                "primary": caller_args(primary, api_key, names["primary"]) if needs_oracle else None,
                 "fallback": caller_args(fb, fallback_key or SecretStr(""), names["fallback"]) if fb else None,
                 "fallback_kinds": sorted(FALLBACK_KINDS[policy]),
                 "control_ids": scan.control_ids if cfg.tasks.verify else [],

@@ -126,7 +126,8 @@ class OracleWorkStage:
         self.controls = frozenset(control_ids)
         self.fallback_args, self.fallback_kinds = fallback, frozenset(fallback_kinds)
         self._loop = ActorLoop()
-        self.primary = self._loop.run(OracleCaller.open(**primary))
+        # None: the run plans no oracle call (IQN only, RRM), so no backend or engine is made
+        self.primary = self._loop.run(OracleCaller.open(**primary)) if primary else None
         self.fallback: OracleCaller | None = None
         self._opening: asyncio.Lock | None = None
         self.embedder, self._embed_lock = None, threading.Lock()
@@ -146,6 +147,8 @@ class OracleWorkStage:
 
     async def ask(self, tasks: list[PlannedTask]) -> dict[str, Answer]:
         p = self.primary
+        if p is None:
+            raise RuntimeError(f"{len(tasks)} oracle calls asked of a run that planned none")
         rows = [request_from_row(t.row(), t.task.max_output_tokens) for t in tasks]
         results = await p.call_many(rows)
         out, again = {}, []
