@@ -39,7 +39,7 @@ from crome_ray.augment.leakage import Leakage, summarise
 from crome_ray.augment.plan import PlannedTask, Projection, expected_output_tokens, project
 from crome_ray.augment.stages import BaselineFilterStage, OracleWorkStage, OtherRequestStage
 from crome_ray.config import AugmentConfig, OracleConfig
-from crome_ray.oracle.job import FALLBACK_KINDS, check_model
+from crome_ray.oracle.job import FALLBACK_KINDS, check_model, stage_resources
 from crome_ray.oracle.protocol import ErrorKind, OracleError
 from crome_ray.records import AUGMENTED_PAIR_SCHEMA
 from crome_ray.runs import Step, StepResult
@@ -264,20 +264,6 @@ def _governor(name: str, o: OracleConfig, ledger: str, cfg: AugmentConfig):
     return g
 
 
-def _oracle_resources(cfg: AugmentConfig, o: OracleConfig) -> dict[str, Any]:
-    import ray
-
-    if not o.local or o.backend != "vllm":
-        return {"size": cfg.workers, "num_cpus": cfg.worker_cpus, "num_gpus": 0}
-    e = o.engine
-    gpus = e.device == "cuda" or (e.device == "auto" and ray.cluster_resources().get("GPU", 0) > 0)
-    return {
-        "size": e.engines,
-        "num_cpus": e.cpus_per_engine,
-        "num_gpus": e.tensor_parallel_size if gpus else 0,
-    }
-
-
 def run_augment_job(
     cfg: AugmentConfig,
     api_key: SecretStr,
@@ -379,7 +365,7 @@ def run_augment_job(
                 batch_size=cfg.batch_size,
                 batch_format="pyarrow",
             )
-        res = _oracle_resources(cfg, primary) if needs_oracle else _oracle_resources(cfg, cfg.oracle)
+        res = stage_resources(cfg, primary if needs_oracle else cfg.oracle)
         ds = ds.map_batches(
             OracleWorkStage,
             fn_constructor_kwargs={

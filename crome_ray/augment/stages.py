@@ -36,6 +36,7 @@ from crome_ray.augment.plan import PlannedTask
 from crome_ray.config import AugmentConfig, StorageConfig
 from crome_ray.oracle.protocol import OracleError, OracleResult
 from crome_ray.oracle.stage import ActorLoop, OracleCaller, request_from_row
+from crome_ray.records import AUGMENTED_PAIR_SCHEMA
 
 RECORD_SCHEMA = pa.schema(
     [pa.field("table", pa.string()), pa.field("source_id", pa.string()), pa.field("row", pa.string())]
@@ -220,9 +221,7 @@ class OracleWorkStage:
 
 
 def passthrough(row: dict[str, Any]) -> dict[str, Any]:
-    """An input pair that is not augmented (a tie), as a training-table row."""
-    from crome_ray.records import AUGMENTED_PAIR_SCHEMA
-
+    """An input pair as a training-table row (the original of an example, or a tie passed on)."""
     out = {name: row.get(name) for name in AUGMENTED_PAIR_SCHEMA.names}
     return out | {"request_keys": [], "cost_usd": 0.0}
 

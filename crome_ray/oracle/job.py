@@ -32,7 +32,7 @@ from typing import Any
 import pyarrow as pa
 from pydantic import SecretStr
 
-from crome_ray.config import OracleConfig, OracleJobConfig
+from crome_ray.config import AugmentConfig, OracleConfig, OracleJobConfig
 from crome_ray.data.formats import RowError, RowProblem
 from crome_ray.data.readers import read_source
 from crome_ray.oracle.backends import make_backend
@@ -228,7 +228,7 @@ def run_oracle_job(
     return step.commit(counts, oracle=stats, **extra)
 
 
-def _stage_resources(cfg: OracleJobConfig, oracle: OracleConfig) -> dict[str, Any]:
+def stage_resources(cfg: OracleJobConfig | AugmentConfig, oracle: OracleConfig) -> dict[str, Any]:
     """Actors and their resources: a local engine per actor, sized from ``oracle.engine``;
     a remote API's callers are light, many batches in flight each."""
     import ray
@@ -267,7 +267,7 @@ def _run_online(cfg, oracle: OracleConfig, ledger: str, api_key, rows, put, repo
         )
         # one block per batch, so every actor of the pool gets work
         blocks = [table.slice(i, cfg.batch_size) for i in range(0, max(table.num_rows, 1), cfg.batch_size)]
-        res = _stage_resources(cfg, oracle)
+        res = stage_resources(cfg, oracle)
         ds = ray.data.from_arrow(blocks).map_batches(
             OracleStage,
             fn_constructor_kwargs={
