@@ -359,3 +359,20 @@ def test_the_baseline_filter_scores_every_pair_and_moves_the_ones_it_is_sure_of_
     r = aside[0]
     ra, rb = scorer.score([r["prompt"]] * 2, [r["chosen"], r["rejected"]])
     assert r["baseline_p"] == pytest.approx(1 / (1 + math.exp(ra - rb)), abs=1e-4)
+
+
+@pytest.mark.ray
+def test_stages_that_leave_ray_data_no_whole_cpu_are_refused_with_the_figures_not_left_to_hang(
+    ray_cluster, monkeypatch
+):
+    from crome_ray.augment.job import check_cpu_headroom
+
+    logged: list[str] = []
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    check_cpu_headroom({"iqn.cpus": 0.5, "the oracle stage": 0.5}, logged.append)  # 2 CPUs: 1 left
+    with pytest.raises(AugmentError, match=r"reserve 1.5 of the cluster's 2 CPUs \(iqn.cpus 0.5, the oracle"):
+        check_cpu_headroom({"iqn.cpus": 0.5, "the oracle stage": 1.0, "filter": 0.0}, logged.append)
+    assert logged == []
+    monkeypatch.setenv("RAY_ADDRESS", "ray://a-cluster-that-may-grow:10001")
+    check_cpu_headroom({"iqn.cpus": 0.5, "the oracle stage": 1.0}, logged.append)
+    assert len(logged) == 1 and logged[0].startswith("warning: the stages' actors reserve 1.5")

@@ -462,3 +462,17 @@ def test_a_bad_answer_is_invalid_output_with_an_excerpt_of_what_came(text, why):
     assert why in str(r) and r.raw.startswith(text[:10]) and len(r.raw) == 300
     with pytest.raises(OracleError, match=why):
         parse_json_answer(text, SCORE)
+
+
+def test_an_oracle_error_survives_pickling_whole_as_it_does_between_actors():
+    import pickle
+
+    e = OracleError(ErrorKind.INVALID_OUTPUT, "cut off", retry_after=1.5, status=200, raw='{"verdict": "Pa')
+    back = pickle.loads(pickle.dumps(e))
+    assert (back.kind, str(back), back.retry_after, back.status, back.raw) == (
+        ErrorKind.INVALID_OUTPUT,
+        "cut off",
+        1.5,
+        200,
+        '{"verdict": "Pa',
+    )

@@ -24,6 +24,7 @@ reservoir of leakage values), so its memory does not grow with the data
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 import uuid
@@ -41,6 +42,7 @@ from crome_ray.augment.stages import BaselineFilterStage, OracleWorkStage, Other
 from crome_ray.config import AugmentConfig, OracleConfig
 from crome_ray.oracle.job import FALLBACK_KINDS, check_model, stage_resources
 from crome_ray.oracle.protocol import ErrorKind, OracleError
+from crome_ray.oracle.stage import OracleServer
 from crome_ray.records import AUGMENTED_PAIR_SCHEMA
 from crome_ray.runs import Step, StepResult
 from crome_ray.storage import join, path_in_filesystem, pyarrow_filesystem
@@ -196,6 +198,30 @@ def dry_run(cfg: AugmentConfig, log: Callable[[str], None] = lambda _: None) -> 
     return plan(cfg, files, _primary(cfg)[0])[1]
 
 
+def check_cpu_headroom(actors: dict[str, float], log: Callable[[str], None]) -> None:
+    """The stages' actors live for the whole run; Ray Data's own tasks (file listing, read,
+    repartition) each ask for a whole CPU beside them. On a fixed cluster with less than one
+    CPU left over, the stream never starts and the run waits forever: say so instead. On a
+    cluster that can grow (``RAY_ADDRESS`` set), warn: the autoscaler may add the CPU."""
+    import ray
+
+    total = ray.cluster_resources().get("CPU", 0.0)
+    reserved = sum(actors.values())
+    if total - reserved >= 1.0:
+        return
+    parts = ", ".join(f"{k} {v:g}" for k, v in actors.items() if v)
+    message = (
+        f"the stages' actors reserve {reserved:g} of the cluster's {total:g} CPUs ({parts}); Ray Data's "
+        "read and repartition tasks need 1 CPU beside them. Lower those settings (a local engine's "
+        "threads do not depend on its Ray CPUs: oracle.engine.cpus_per_engine=0.5 serves as well) "
+        "or add CPUs"
+    )
+    if os.environ.get("RAY_ADDRESS"):
+        log(f"warning: {message}; the run waits until the cluster has them")
+        return
+    raise AugmentError(message)
+
+
 def _primary(cfg: AugmentConfig) -> tuple[OracleConfig, str]:
     if cfg.fallback.policy == "local_only":
         return cfg.fallback.oracle, "off"
@@ -337,6 +363,7 @@ def run_augment_job(
         }
 
     stats: dict[str, Any] = {}
+    servers: list = []
     try:
         ds = ray.data.read_parquet(
             [path_in_filesystem(f) for f in files],
@@ -366,6 +393,26 @@ def run_augment_job(
                 batch_format="pyarrow",
             )
         res = stage_resources(cfg, primary if needs_oracle else cfg.oracle)
+        f = cfg.filter
+        # a local fallback engine: engine.engines actors of its own, shared by the oracle actors
+        fb_res = stage_resources(cfg, fb) if fb is not None and fb.backend == "vllm" else None
+        check_cpu_headroom(
+            {
+                "iqn.cpus": cfg.iqn.cpus if needs_other and len(scan.pool) >= 2 else 0.0,
+                "the oracle stage": res["num_cpus"] * res["size"],
+                "the fallback engines": fb_res["num_cpus"] * fb_res["size"] if fb_res else 0.0,
+                "filter.cpus x filter.workers": f.cpus * f.workers if f.model else 0.0,
+            },
+            log,
+        )
+        if fb_res is not None:
+            server = ray.remote(OracleServer).options(
+                num_cpus=fb_res["num_cpus"], num_gpus=fb_res["num_gpus"], max_restarts=0
+            )
+            servers = [
+                server.remote(caller_args(fb, fallback_key or SecretStr(""), names["fallback"]))
+                for _ in range(fb_res["size"])
+            ]
         ds = ds.map_batches(
             OracleWorkStage,
             fn_constructor_kwargs={
@@ -375,6 +422,7 @@ def run_augment_job(
                 "fallback_kinds": sorted(FALLBACK_KINDS[policy]),
                 "control_ids": scan.control_ids if cfg.tasks.verify else [],
                 "embedder": cfg.iqn.embedder if cfg.leakage_embeddings and not cfg.tasks.rrm else None,
+                "fallback_servers": servers,
             },
             compute=ray.data.ActorPoolStrategy(
                 size=res["size"],
@@ -386,7 +434,6 @@ def run_augment_job(
             batch_size=cfg.batch_size,
             batch_format="pyarrow",
         )
-        f = cfg.filter
         if f.model:
             ds = ds.map_batches(
                 BaselineFilterStage,
@@ -431,11 +478,13 @@ def run_augment_job(
             if progress and time.monotonic() - last > 2.0:
                 last = time.monotonic()
                 progress(_progress(summary, scan, governors, started))
+        # the engines settle their last calls with the governor before it closes
+        ray.get([s.close.remote() for s in servers], timeout=60)
         for name, g in governors.items():
             stats[name] = ray.get(g.close.remote())
     finally:
-        for g in governors.values():
-            ray.kill(g)
+        for a in [*servers, *governors.values()]:
+            ray.kill(a)
     if progress:
         progress(_progress(summary, scan, None, started, stats))
     counts = {

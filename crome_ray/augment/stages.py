@@ -8,8 +8,10 @@
    actor on purpose: its ~24 calls share one long prefix (system text, request, both
    answers), and a local vLLM engine's prefix cache only helps calls that reach the same
    engine; one actor also means one engine per actor, not one per phase. Calls the primary
-   oracle could not serve (per ``fallback.policy``) go to the local fallback oracle, opened
-   in the actor on first need.
+   oracle could not serve (per ``fallback.policy``) go to the fallback oracle: a local
+   engine's ``OracleServer`` actors (``engine.engines`` of them, with the engine's GPUs),
+   one example's calls to one engine; a remote API's caller opened in the actor on first
+   need.
 3. ``BaselineFilterStage`` (CPU or GPU): scores the augmented pairs with the baseline reward
    model and moves those it is already sure about to the ``filtered`` side table.
 
@@ -23,6 +25,7 @@ import asyncio
 import json
 import math
 import threading
+import zlib
 from typing import Any
 
 import numpy as np
@@ -33,7 +36,7 @@ from crome_ray.augment.flow import Answer, Other, Records, Settings, augment_exa
 from crome_ray.augment.neutrals import least_similar_in_pool
 from crome_ray.augment.pairs import keep_after_filter
 from crome_ray.augment.plan import PlannedTask
-from crome_ray.config import AugmentConfig, StorageConfig
+from crome_ray.config import AugmentConfig, OracleConfig, StorageConfig
 from crome_ray.oracle.protocol import OracleError, OracleResult
 from crome_ray.oracle.stage import ActorLoop, OracleCaller, request_from_row
 from crome_ray.records import AUGMENTED_PAIR_SCHEMA
@@ -118,14 +121,21 @@ class OracleWorkStage:
         fallback_kinds: list[str],
         control_ids: list[str],
         embedder: str | None,
+        fallback_servers: list | None = None,
     ):
         """``primary``/``fallback``: ``OracleCaller.open``'s arguments (config_json, cache_root,
-        storage_json, api_key, governor_name)."""
+        storage_json, api_key, governor_name). A local fallback engine is not opened here but
+        served by ``fallback_servers`` (``OracleServer`` actors, one engine each); ``fallback``
+        still names its backend and model."""
         cfg = AugmentConfig.model_validate_json(config_json)
         self.settings = Settings(cfg.tasks, cfg.checks, cfg.leakage)
         self.rrm_or_iqn = cfg.tasks.rrm or cfg.tasks.iqn
         self.controls = frozenset(control_ids)
         self.fallback_args, self.fallback_kinds = fallback, frozenset(fallback_kinds)
+        self.servers = list(fallback_servers or [])
+        if fallback is not None:
+            fb = OracleConfig.model_validate_json(fallback["config_json"])
+            self.fallback_name = (fb.backend, fb.model)
         self._loop = ActorLoop()
         # None: the run plans no oracle call (IQN only, RRM), so no backend or engine is made
         self.primary = self._loop.run(OracleCaller.open(**primary)) if primary else None
@@ -159,10 +169,15 @@ class OracleWorkStage:
             else:
                 out[t.id] = answer_of(r, p.backend.name, p.config.model)
         if again:
-            fb = await self._fallback()
-            results = await fb.call_many([req for _, req, _ in again])
+            requests = [req for _, req, _ in again]
+            if self.servers:  # one example's calls to one engine: its prefix cache stays useful
+                server = self.servers[zlib.crc32(tasks[0].example_id.encode()) % len(self.servers)]
+                results = await server.call_many.remote(requests)
+            else:
+                results = await (await self._fallback()).call_many(requests)
+            backend, model = self.fallback_name
             for (t, _, before), r in zip(again, results, strict=True):
-                out[t.id] = answer_of(r, fb.backend.name, fb.config.model, before)
+                out[t.id] = answer_of(r, backend, model, before)
         return out
 
     async def embed(self, texts: list[str]) -> list:

@@ -35,6 +35,15 @@ class OracleError(Exception):
         super().__init__(message)
         self.kind, self.retry_after, self.status, self.raw = kind, retry_after, status, raw
 
+    def __reduce__(self):
+        """Pickled whole: it travels between actors as a value (a local engine's answer)."""
+        kw = {"retry_after": self.retry_after, "status": self.status, "raw": self.raw}
+        return _rebuild_error, (self.kind, str(self), kw)
+
+
+def _rebuild_error(kind: ErrorKind, message: str, kw: dict) -> OracleError:
+    return OracleError(kind, message, **kw)
+
 
 @dataclass(frozen=True)
 class GenerationParams:

@@ -146,6 +146,33 @@ class ActorLoop:
         self.loop.call_soon_threadsafe(self.loop.stop)
 
 
+class OracleServer:
+    """One local engine that many actors call: a plain Ray actor, sized by the engine's own
+    settings (its GPUs included), that the augmentation's oracle actors send their fallback
+    calls to. Without it every oracle actor would open an engine of its own, on whatever node
+    it runs, CPU nodes included: a cluster then holds ``workers`` copies of the model where
+    ``engine.engines`` were asked for. The engine starts on the first call, so a run that never
+    falls back never loads it. Ray actors do this scheduling and placement; what is ours is
+    the lazy, shared opening of an ``OracleCaller`` (cache, governor, engine) inside one."""
+
+    def __init__(self, caller_args: dict[str, Any]):
+        self.args, self.caller = caller_args, None
+        self._opening: asyncio.Lock | None = None
+
+    async def call_many(self, requests: list[OracleRequest]) -> list[OracleResult | OracleError]:
+        if self._opening is None:
+            self._opening = asyncio.Lock()
+        async with self._opening:
+            if self.caller is None:
+                self.caller = await OracleCaller.open(**self.args)
+        return await self.caller.call_many(requests)
+
+    async def close(self) -> None:
+        if self.caller is not None:
+            await self.caller.aclose()
+            self.caller = None
+
+
 class OracleStage:
     def __init__(
         self,

