@@ -1,11 +1,13 @@
 """The augmentation's plan: which calls each phase makes for an example, with stable ids, and the
 dry run's arithmetic (calls, tokens, dollars) shown by hand."""
 
+import json
+
 import pytest
 
 from crome_ray.augment import plan as L
 from crome_ray.augment import prompts as P
-from crome_ray.config import DEFAULT_PRICES, AugmentTasks
+from crome_ray.config import DEFAULT_PRICES, AugmentConfig, AugmentTasks, load_config
 
 EX = P.Example("ex1", "Why is the sky blue?", "Rayleigh scattering. " * 10, "The ocean. " * 8)
 ATTRS = [P.Attribute("accuracy", "Correct.", 0.5), P.Attribute("harmlessness", "No harm done.", 0.5)]
@@ -95,3 +97,17 @@ def test_an_iqn_only_run_projects_no_calls():
 def test_the_most_attributes_allowed_still_project():
     proj = L.project([EX], AugmentTasks(attributes=10), len)
     assert proj.calls["degrade"] == 10 and proj.calls["verify"] == 20
+
+
+def test_a_committed_training_run_as_the_baseline_is_in_the_lineage_and_an_hf_id_is_not(tmp_path):
+    from crome_ray.augment.job import baseline_run
+    from crome_ray.storage import COMMIT_MARKER
+
+    run = tmp_path / "train" / "rm-baseline"
+    run.mkdir(parents=True)
+    cfg = load_config(AugmentConfig, None, [f"filter.model={run}"])
+    assert baseline_run(cfg) == {}  # a folder that never committed: not a run
+    (run / COMMIT_MARKER).write_text(json.dumps({"attempt": "a"}))
+    assert baseline_run(cfg)["baseline"].uri == str(run)
+    assert baseline_run(load_config(AugmentConfig, None, ["filter.model=OpenAssistant/reward-model"])) == {}
+    assert baseline_run(load_config(AugmentConfig, None, [])) == {}

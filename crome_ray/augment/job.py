@@ -30,6 +30,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from pydantic import SecretStr
@@ -45,7 +46,7 @@ from crome_ray.oracle.protocol import ErrorKind, OracleError
 from crome_ray.oracle.stage import OracleServer
 from crome_ray.records import AUGMENTED_PAIR_SCHEMA
 from crome_ray.runs import Step, StepResult
-from crome_ray.storage import join, path_in_filesystem, pyarrow_filesystem
+from crome_ray.storage import RunFolder, join, path_in_filesystem, pyarrow_filesystem
 
 JOB = "augment"
 INPUT_COLUMNS = [
@@ -162,6 +163,16 @@ def input_files(cfg: AugmentConfig, log: Callable[[str], None]):
 
     run = pairs_run(cfg.input, cfg, None, log)
     return run, pair_files(run)
+
+
+def baseline_run(cfg: AugmentConfig) -> dict[str, RunFolder]:
+    """The baseline filter's model as lineage, when it is a committed training run (a retrained
+    baseline then makes the augmentation run again); an HF id or a plain folder is in the config."""
+    uri = cfg.filter.model
+    if not uri or not (uri.startswith("s3://") or Path(uri).is_dir()):
+        return {}
+    run = RunFolder.from_uri(uri, cfg.storage)
+    return {"baseline": run} if run.is_committed() else {}
 
 
 def plan(cfg: AugmentConfig, files: list[str], oracle: OracleConfig) -> tuple[InputScan, dict[str, Any]]:
@@ -314,7 +325,7 @@ def run_augment_job(
     if policy != "off":
         cfg.fallback.oracle.price()
     input_run, files = input_files(cfg, log)
-    step = Step(JOB, run_name(cfg), cfg, inputs={"pairs": input_run}, force=force)
+    step = Step(JOB, run_name(cfg), cfg, inputs={"pairs": input_run, **baseline_run(cfg)}, force=force)
     if not step.begin():
         return step.result
     scan, projection = plan(cfg, files, primary)
