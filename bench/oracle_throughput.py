@@ -39,7 +39,6 @@ import argparse
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -49,6 +48,7 @@ import urllib.request
 from pathlib import Path
 
 import psutil
+from simproc import sim_process
 
 REPO = Path(__file__).resolve().parents[1]
 KEY = "bench-key"
@@ -59,44 +59,8 @@ SCHEMA = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_sim(rpm: int, latency: float, sigma: float) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "crome_ray.cli",
-            "oracle",
-            "sim",
-            "--port",
-            str(port),
-            "--rpm",
-            str(rpm),
-            "--window",
-            "60",
-            "--latency",
-            str(latency),
-            "--sigma",
-            str(sigma),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd=REPO,
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            stats(url)
-            return proc, url
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError("simulator did not start")
+    return sim_process(latency, "--rpm", str(rpm), "--window", "60", "--sigma", str(sigma))
 
 
 def stats(url: str) -> dict:

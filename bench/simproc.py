@@ -13,8 +13,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def sim_process(latency: float = 0.0) -> tuple[subprocess.Popen, str]:
-    """``crome-ray oracle sim`` on a free port, no quota: the process and its base URL."""
+def sim_process(latency: float = 0.0, *options: str) -> tuple[subprocess.Popen, str]:
+    """``crome-ray oracle sim`` on a free port (no quota unless ``options`` set one, e.g.
+    ``"--rpm", "3000"``): the process and its base URL."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
