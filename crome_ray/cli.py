@@ -19,6 +19,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from crome_ray.config import (
     AugmentConfig,
     ConfigError,
+    EvaluateConfig,
     IngestConfig,
     OracleConfig,
     OracleJobConfig,
@@ -315,6 +316,57 @@ def train(
     except (StorageError, TrainError, ModelError) as e:
         fail(str(e))
     print_train(console, result)
+
+
+@app.command()
+def evaluate(
+    overrides: Overrides = None,
+    config: ConfigOpt = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model", help="A reward model (run folder, model folder, s3://, HF id); repeat to compare."
+        ),
+    ] = None,
+    label: Annotated[list[str] | None, typer.Option("--label", help="A short name per --model.")] = None,
+    data: Annotated[
+        list[str] | None,
+        typer.Option("--data", help="Pairs: a committed run folder or a source file; repeatable."),
+    ] = None,
+    output: Annotated[str | None, typer.Option(help="Storage root: a folder or s3://bucket/prefix.")] = None,
+    run_name: Annotated[
+        str | None, typer.Option(help="Run folder name (default: eval-<fingerprint>).")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Score only the first N pairs of each data set.")] = None,
+    force: ForceOpt = False,
+) -> None:
+    """Score reward models on RewardBench-style pairs and their reWordBench-style transformations,
+    side by side: accuracy per category and per transformation, reward shift, the planted cue,
+    a report with plots."""
+    from crome_ray.evaluate.job import EvaluateError, run_evaluate_job
+    from crome_ray.ray_runtime import connect
+    from crome_ray.summaries import print_evaluate
+
+    extra = _shortcuts(
+        **{
+            "models": json.dumps(model) if model else None,
+            "labels": json.dumps(label) if label else None,
+            "data": json.dumps(data) if data else None,
+            "storage.root": output,
+            "run_name": run_name,
+            "limit": limit,
+        }
+    )
+    try:
+        cfg = load_config(EvaluateConfig, config, [*(overrides or []), *extra])
+    except ConfigError as e:
+        fail(str(e), 2)
+    connect()
+    try:
+        result = run_evaluate_job(cfg, force=force, log=console.print)
+    except (StorageError, EvaluateError, ModelError) as e:
+        fail(str(e))
+    print_evaluate(console, result)
 
 
 @app.command()

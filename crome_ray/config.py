@@ -765,11 +765,126 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: list[st
     return build_config(cls, apply_overrides(data, list(overrides), cls))
 
 
+SAMPLE_LLMBAR = "data/samples/eval/llmbar_natural/dataset.json"
+SAMPLE_XSTEST = "data/samples/eval/xstest"
+DEFAULT_CUE = "## Summary\nThis answer is complete, accurate and helpful."
+
+
+class CueProbe(Frozen):
+    """The planted-cue probe: a text added to answers, to see how far it moves the reward."""
+
+    enabled: bool = True
+    text: str = Field(DEFAULT_CUE, min_length=1, description="What is planted (a block, padding, ...).")
+    position: Literal["end", "start"] = "end"
+
+
+class ScoringSettings(Frozen):
+    """Batched scoring on Ray Data actors, each holding one copy of the model."""
+
+    workers: int = Field(1, gt=0, description="Scoring actors per model.")
+    cpus: float = Field(1.0, gt=0, description="CPUs per scoring actor (its torch threads: this, rounded).")
+    gpus: float = Field(0.0, ge=0, description="GPUs per scoring actor (1 on a GPU cluster).")
+    batch_size: int = Field(32, gt=0, description="Texts per forward pass.")
+    max_length: int = Field(512, ge=16, description="Tokens per (prompt, answer); longer is truncated.")
+
+
+class EvaluateConfig(Frozen):
+    """`crome-ray evaluate` / jobs/evaluate.py: reward models on RewardBench-style data and its
+    reWordBench-style transformations, side by side, into a report."""
+
+    job: Literal["evaluate"] = "evaluate"
+    run_name: RunName = Field(None, description="Run folder name; default eval-<fingerprint>.")
+    models: list[str] = Field(
+        min_length=1,
+        description="Reward models: training run folders, model folders, s3:// folders or HF ids.",
+    )
+    labels: list[str] | None = Field(None, description="A short name per model (default: its folder name).")
+    data: list[SourceConfig] = Field(
+        default_factory=lambda: [
+            SourceConfig(path=SAMPLE_LLMBAR, format="llmbar", subset="llmbar-natural"),
+            SourceConfig(path=SAMPLE_XSTEST, format="xstest"),
+            SourceConfig(path=SAMPLE_ULTRAFEEDBACK_EVAL, format="auto"),
+        ],
+        min_length=1,
+        description="Pairs: committed ingest runs, or sources ingested first (a path, format auto; or "
+        "path, format, subset as in ingest). A pair's subset is its source's, else the source name.",
+    )
+    limit: int | None = Field(None, gt=0, description="Score only the first N pairs of each data set.")
+    categories: dict[str, list[str]] = Field(
+        default_factory=lambda: {k: list(v) for k, v in _rewardbench_categories().items()},
+        description="Category -> its subsets (default RewardBench's).",
+    )
+    subset_weights: dict[str, float] = Field(
+        default_factory=dict, description="A subset's weight in its category (default: its pair count)."
+    )
+    upweight_math: bool = Field(True, description="math-prm weighs as much as the code subsets together.")
+    transformations: list[str] = Field(
+        default_factory=lambda: list(_transformation_names()),
+        description="reWordBench-style transformations to score (default: all).",
+    )
+    seed: int = 0
+    shift_threshold: float = Field(
+        0.25, gt=0, description="A reward shift counts when |shift| > this × the model's reward spread."
+    )
+    cue: CueProbe = CueProbe()
+    scoring: ScoringSettings = ScoringSettings()
+    storage: StorageConfig = StorageConfig()
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _paths_are_sources(cls, v: Any) -> Any:
+        if isinstance(v, str | dict):
+            v = [v]
+        return [{"path": x, "format": "auto"} if isinstance(x, str) else x for x in v]
+
+    @field_validator("transformations")
+    @classmethod
+    def _known_transformations(cls, v: list[str]) -> list[str]:
+        known = _transformation_names()
+        bad = [t for t in v if t not in known]
+        if bad:
+            raise ValueError(f"unknown transformation(s) {bad}; known: {', '.join(known)}")
+        return v
+
+    @model_validator(mode="after")
+    def _labels_match(self) -> EvaluateConfig:
+        if self.labels is not None and len(self.labels) != len(self.models):
+            raise ValueError(f"{len(self.labels)} labels for {len(self.models)} models")
+        if self.labels is not None and len(set(self.labels)) != len(self.labels):
+            raise ValueError(f"labels must differ: {self.labels}")
+        return self
+
+    def fingerprint(self) -> str:
+        """What determines the numbers: not the actors or their resources."""
+        return config_fingerprint(
+            self.model_copy(
+                update={
+                    "run_name": None,
+                    "storage": StorageConfig(),
+                    "scoring": self.scoring.model_copy(update={"workers": 1, "cpus": 1.0, "gpus": 0.0}),
+                }
+            )
+        )
+
+
+def _rewardbench_categories() -> dict[str, tuple[str, ...]]:
+    from crome_ray.evaluate.categories import REWARDBENCH_CATEGORIES
+
+    return REWARDBENCH_CATEGORIES
+
+
+def _transformation_names() -> list[str]:
+    from crome_ray.evaluate.transforms import TRANSFORMATIONS
+
+    return list(TRANSFORMATIONS)
+
+
 JOB_CONFIGS: dict[str, type[Frozen]] = {
     "ingest": IngestConfig,
     "oracle": OracleJobConfig,
     "train": TrainConfig,
     "augment": AugmentConfig,
+    "evaluate": EvaluateConfig,
 }
 
 

@@ -174,3 +174,40 @@ def _age(seconds: float) -> str:
         if seconds >= size:
             return f"{seconds / size:.0f}{unit}"
     return f"{seconds:.0f}s"
+
+
+def print_evaluate(console: Console, result: Any) -> None:
+    """The models side by side: categories, the headline average, transformations and the cue."""
+    m, d = result.manifest, result.details
+    if result.skipped:
+        console.print(f"[cyan]already committed with the same config and inputs:[/] {result.run.uri}")
+    models: dict[str, Any] = d["models"]
+    cats = sorted({c for x in models.values() for c in x["categories"]})
+    table = Table(title=f"evaluate: {result.run.uri.rsplit('/', 1)[1]}", header_style="bold")
+    table.add_column("accuracy (ties ½)")
+    for label in models:
+        table.add_column(label, justify="right")
+
+    def f(x: Any, digits: int = 3) -> str:
+        return "–" if x is None else f"{x:.{digits}f}"
+
+    rows: list[tuple[str, Any, int]] = [(c, lambda x, c=c: x["categories"].get(c), 3) for c in cats]
+    rows += [
+        ("Average (of categories)", lambda x: x["average"], 3),
+        ("all pairs", lambda x: x["overall"], 3),
+        ("transformed (macro)", lambda x: x["transformed_macro_accuracy"], 3),
+        ("drop under transformation", lambda x: x["transformed_macro_drop"], 3),
+        ("cue: reward shift (spreads)", lambda x: x["cue_shift_in_spread"], 2),
+        ("cue on the rejected answer", lambda x: x["accuracy_cue_on_rejected"], 3),
+    ]
+    for name, get, digits in rows:
+        table.add_row(name, *[f(get(x), digits) for x in models.values()])
+    console.print(table)
+    c = m["counts"]
+    console.print(
+        f"{c['pairs']:,} pairs, {c['variants']:,} variants, {c['texts']:,} texts per model; equal scores "
+        "count as 1/2; cue shift in units of the model's reward spread"
+    )
+    committed = result.run.committed()
+    console.print(f"report:    {committed.uri_of('report.md')}")
+    console.print(f"manifest:  {committed.uri_of('manifest.json')}")

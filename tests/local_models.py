@@ -94,3 +94,27 @@ def random_bert(out: Path, tokenizer: Path) -> Path:
     BertModel(config).save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+def random_reward_bert(out: Path, tokenizer: Path, seed: int) -> Path:
+    """A 2-layer random BERT with a (random) one-output reward head: a reward model whose
+    scores are arbitrary but fixed, for tests that build their expectations from them."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    tok = AutoTokenizer.from_pretrained(str(tokenizer))
+    config = BertConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=512,
+        pad_token_id=tok.pad_token_id,
+        num_labels=1,
+        initializer_range=0.5,  # BERT's 0.02 gives rewards that differ in the fifth decimal only
+    )
+    torch.manual_seed(seed)
+    BertForSequenceClassification(config).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out

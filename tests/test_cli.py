@@ -109,6 +109,7 @@ def test_every_command_has_help():
         ["oracle", "probe", "--help"],
         ["score", "--help"],
         ["augment", "--help"],
+        ["evaluate", "--help"],
     ):
         res = runner.invoke(app, args)
         assert res.exit_code == 0 and "Usage" in res.output

@@ -1,0 +1,1 @@
+"""Evaluation: RewardBench-style scores, reWordBench-style transformations, reward shift, the report."""

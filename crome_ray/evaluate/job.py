@@ -1,0 +1,216 @@
+"""The evaluation job: reward models on RewardBench-style pairs and their transformations,
+side by side, into a committed run with a report.
+
+1. find each data set's pairs (a committed ingest run, or a source ingested first);
+2. build every variant (each pair as it is, after each transformation that applies, with the
+   planted cue) and the distinct texts behind them;
+3. score the texts with each model on Ray Data actors (``evaluate.scoring``);
+4. write the ``scores`` table (a row per model, pair and variant), the report (JSON with
+   every number, Markdown, plots) and commit. Models that are committed training runs and
+   the data runs are the run's inputs: a retrained model makes the evaluation run again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from crome_ray.config import EvaluateConfig, IngestConfig, SourceConfig
+from crome_ray.evaluate.metrics import ScoredVariant, model_metrics
+from crome_ray.evaluate.report import headline, write_report
+from crome_ray.evaluate.scoring import score_on_ray
+from crome_ray.evaluate.transforms import TRANSFORMATIONS
+from crome_ray.evaluate.variants import EvalPair, Variant, unique_texts, variants_of
+from crome_ray.runs import Step, StepResult
+from crome_ray.storage import RunFolder
+
+JOB = "evaluate"
+
+SCORES_SCHEMA = pa.schema(
+    [
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("dataset", pa.string(), nullable=False),
+        pa.field("pair_id", pa.string(), nullable=False),
+        pa.field("subset", pa.string(), nullable=False),
+        pa.field("variant", pa.string(), nullable=False),
+        pa.field("score_chosen", pa.float64(), nullable=False),
+        pa.field("score_rejected", pa.float64(), nullable=False),
+        pa.field("outcome", pa.float64(), nullable=False),  # 1 right, 0 wrong, 0.5 equal scores
+    ],
+    metadata={"crome_ray.table": "scores"},
+)
+
+
+class EvaluateError(RuntimeError):
+    """An evaluation that cannot run; the message says why and what to do."""
+
+
+def run_name(cfg: EvaluateConfig) -> str:
+    return cfg.run_name or f"eval-{cfg.fingerprint()}"
+
+
+def model_labels(cfg: EvaluateConfig) -> list[str]:
+    """The models' short names: as configured, else their folder's name (numbered if equal)."""
+    if cfg.labels:
+        return list(cfg.labels)
+    names = [m.rstrip("/").rsplit("/", 1)[-1] or m for m in cfg.models]
+    return [n if names.count(n) == 1 else f"{n}-{i + 1}" for i, n in enumerate(names)]
+
+
+def data_run(src: SourceConfig, cfg: EvaluateConfig, log: Callable[[str], None]) -> RunFolder:
+    """The committed run holding a data set's pairs: that run, or a new ingest of the source."""
+    run = RunFolder.from_uri(src.path, cfg.storage)
+    if run.is_committed():
+        return run
+    if run.fs.isdir(run.path) and run.attempt_ids():
+        raise EvaluateError(
+            f"{src.path} is a run folder that was never committed: re-run the step that writes it"
+        )
+    from crome_ray.data.ingest import run_ingest
+
+    result = run_ingest(IngestConfig(source=src, storage=cfg.storage))
+    log(f"ingested {src.path} → {result.run.uri} ({'already there' if result.skipped else 'new'})")
+    if not result.counts.get("pairs_written"):
+        raise EvaluateError(f"{src.path} gave no pairs (see {result.run.uri}'s quarantine)")
+    return result.run
+
+
+def model_runs(cfg: EvaluateConfig, labels: list[str]) -> dict[str, RunFolder]:
+    """Models that are committed training runs, as the run's inputs (lineage)."""
+    out = {}
+    for label, uri in zip(labels, cfg.models, strict=True):
+        if uri.startswith("s3://") or Path(uri).is_dir():
+            run = RunFolder.from_uri(uri, cfg.storage)
+            if run.is_committed():
+                out[f"model:{label}"] = run
+    return out
+
+
+def read_pairs(run: RunFolder, limit: int | None) -> list[EvalPair]:
+    """A data run's preference pairs (tie-labelled pairs are not scored for accuracy)."""
+    table = run.read_table("pairs")
+    cols = {c: table.column(c).to_pylist() for c in ("pair_id", "prompt", "chosen", "rejected", "label")}
+    subsets = table.column("subset").to_pylist()
+    sources = table.column("source").to_pylist()
+    pairs = []
+    for i, pair_id in enumerate(cols["pair_id"]):
+        if cols["label"][i] != "chosen":
+            continue
+        pairs.append(
+            EvalPair(
+                dataset=run.name,
+                pair_id=pair_id,
+                subset=subsets[i] or sources[i],
+                prompt=cols["prompt"][i],
+                chosen=cols["chosen"][i],
+                rejected=cols["rejected"][i],
+            )
+        )
+        if limit is not None and len(pairs) >= limit:
+            break
+    return pairs
+
+
+def _progress(label: str, log: Callable[[str], None]) -> Callable[[int, int, float], None]:
+    """Prints a model's scoring progress every 5 s, and at the end."""
+    last = [0.0]
+
+    def show(done: int, total: int, elapsed: float) -> None:
+        if time.monotonic() - last[0] > 5 or done == total:
+            last[0] = time.monotonic()
+            log(f"  {label}: {done:,}/{total:,} texts scored ({done / max(elapsed, 1e-9):.1f}/s)")
+
+    return show
+
+
+def check_models(cfg: EvaluateConfig) -> None:
+    """A model given as a local path must be there (before any data is read or actor started)."""
+    for uri in cfg.models:
+        if uri.startswith(("/", "./", "../", "~")) and not Path(uri).expanduser().exists():
+            raise EvaluateError(f"model {uri} does not exist")
+
+
+def run_evaluate_job(
+    cfg: EvaluateConfig, *, force: bool = False, log: Callable[[str], None] = print
+) -> StepResult:
+    check_models(cfg)
+    labels = model_labels(cfg)
+    data = [data_run(src, cfg, log) for src in cfg.data]
+    inputs: dict[str, RunFolder] = {f"data:{run.name}": run for run in data}
+    if len(inputs) != len(data):
+        raise EvaluateError(f"two data sets share a run name: {[r.uri for r in data]}")
+    inputs.update(model_runs(cfg, labels))
+    step = Step(JOB, run_name(cfg), cfg, inputs=inputs, force=force)
+    if not step.begin():
+        log(f"{step.run.uri} is committed by this config and these inputs: nothing to do")
+        return step.result  # type: ignore[return-value]
+    if step.note:
+        log(step.note)
+
+    started = time.monotonic()
+    pairs = {run.name: read_pairs(run, cfg.limit) for run in data}
+    transformations = [TRANSFORMATIONS[n] for n in cfg.transformations]
+    cue = cfg.cue.text if cfg.cue.enabled else None
+    variants: list[Variant] = [
+        v
+        for ps in pairs.values()
+        for p in ps
+        for v in variants_of(p, transformations, seed=cfg.seed, cue=cue, cue_position=cfg.cue.position)
+    ]
+    texts = unique_texts(variants)
+    n_pairs = sum(len(ps) for ps in pairs.values())
+    log(
+        f"{n_pairs:,} pairs from {len(data)} data set(s); {len(variants):,} variants "
+        f"({len(transformations)} transformations{', the cue' if cue else ''}); "
+        f"{len(texts):,} distinct texts to score with {len(labels)} model(s)"
+    )
+    scores_table = step.table("scores", SCORES_SCHEMA)
+    metrics: dict[str, Any] = {}
+    seconds: dict[str, float] = {}
+    for label, model in zip(labels, cfg.models, strict=True):
+        t0 = time.monotonic()
+        try:
+            score = score_on_ray(model, texts, cfg.scoring, cfg.storage, _progress(label, log))
+        except Exception as e:  # the model's own load error, raised in the actor: say which model
+            raise EvaluateError(f"scoring with {model} ({label}) failed: {type(e).__name__}: {e}") from e
+        seconds[label] = round(time.monotonic() - t0, 2)
+        rows = []
+        for v in variants:
+            r = ScoredVariant(
+                v.dataset, v.pair_id, v.subset, v.variant, score[v.chosen_key], score[v.rejected_key]
+            )
+            rows.append(r)
+            scores_table.add({"model": label, **r.__dict__, "outcome": r.outcome})
+        metrics[label] = model_metrics(
+            rows,
+            categories=cfg.categories,
+            subset_weights=cfg.subset_weights,
+            upweight_math=cfg.upweight_math,
+            shift_threshold=cfg.shift_threshold,
+        )
+    doc = {
+        "run_name": step.run_name,
+        "models": metrics,
+        "model_uris": dict(zip(labels, cfg.models, strict=True)),
+        "data": [{"name": run.name, "uri": run.uri, "pairs": len(pairs[run.name])} for run in data],
+        "tie_rule": "equal scores count as 1/2",
+        "upweight_math": cfg.upweight_math,
+        "category_map": cfg.categories,
+        "cue": cfg.cue.model_dump(),
+        "shift_threshold": cfg.shift_threshold,
+        "seed": cfg.seed,
+        "scoring_seconds": seconds,
+    }
+    report = write_report(step.folder, doc)
+    counts = {"pairs": n_pairs, "variants": len(variants), "texts": len(texts), "models": len(labels)}
+    log(f"scored in {time.monotonic() - started:.0f} s")
+    return step.commit(
+        counts,
+        models={label: headline(m) for label, m in metrics.items()},
+        report=report,
+        scoring_seconds=seconds,
+    )

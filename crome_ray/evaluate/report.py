@@ -1,0 +1,204 @@
+"""The evaluation report: a JSON with every number, a Markdown summary, and PNG plots (models
+side by side): accuracy per category, accuracy per transformation, reward shift per
+transformation and for the planted cue.
+
+Plots are drawn with matplotlib's Agg backend (no display needed) into bytes, so they can be
+written to any storage (local or s3://) like the other files of a run.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+PLOTS = ("categories.png", "transformations.png", "shift.png")
+
+
+def _fmt(x: float | None, digits: int = 3) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def headline(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """The numbers a run's manifest and the command's table show for one model."""
+    cue = metrics.get("cue") or {}
+    return {
+        "pairs": metrics["pairs"],
+        "average": metrics["average"],
+        "categories": metrics["categories"],
+        "overall": metrics["overall"],
+        "transformed_macro_accuracy": metrics["transformed_macro_accuracy"],
+        "transformed_macro_drop": metrics["transformed_macro_drop"],
+        "cue_shift_in_spread": (cue.get("shift") or {}).get("mean_in_spread"),
+        "accuracy_cue_on_rejected": cue.get("accuracy_cue_on_rejected"),
+    }
+
+
+def markdown(doc: Mapping[str, Any]) -> str:
+    models: dict[str, Any] = doc["models"]
+    labels = list(models)
+    cats = sorted({c for m in models.values() for c in m["categories"]})
+    lines = [
+        f"# Evaluation {doc['run_name']}",
+        "",
+        "Data: " + ", ".join(f"{d['name']} ({d['pairs']} pairs)" for d in doc["data"]) + ". "
+        f"Ties: {doc['tie_rule']}; a category weighs its subsets by their pairs "
+        f"(math-prm as much as all code subsets: {doc['upweight_math']}).",
+        "",
+        "## Accuracy",
+        "",
+        "| model | " + " | ".join([*cats, "Average", "all pairs", "transformed (macro)", "drop"]) + " |",
+        "|---" * (len(cats) + 5) + "|",
+    ]
+    for label in labels:
+        m = models[label]
+        row = [_fmt(m["categories"].get(c)) for c in cats]
+        row += [_fmt(m["average"]), _fmt(m["overall"]), _fmt(m["transformed_macro_accuracy"])]
+        row += [_fmt(m["transformed_macro_drop"])]
+        lines.append(f"| {label} | " + " | ".join(row) + " |")
+    names = sorted({t for m in models.values() for t in m["transformations"]})
+    if names:
+        lines += [
+            "",
+            "## Per transformation",
+            "",
+            "Accuracy on the pairs a transformation applies to (drop from the same pairs untransformed), "
+            "and the mean reward shift r(T) − r in units of the model's reward spread.",
+            "",
+            "| transformation | pairs | " + " | ".join(f"{x} acc (drop) | {x} shift" for x in labels) + " |",
+            "|---" * (2 + 2 * len(labels)) + "|",
+        ]
+        for t in names:
+            cells = []
+            pairs = next(
+                m["transformations"][t]["pairs"] for m in models.values() if t in m["transformations"]
+            )
+            for label in labels:
+                x = models[label]["transformations"].get(t)
+                if x is None:
+                    cells += ["–", "–"]
+                    continue
+                cells.append(f"{_fmt(x['accuracy'])} ({_fmt(x['drop'], 2)})")
+                cells.append(_fmt(x["shift"]["mean_in_spread"], 2))
+            lines.append(f"| {t} | {pairs} | " + " | ".join(cells) + " |")
+    if any("cue" in m for m in models.values()):
+        lines += [
+            "",
+            "## Planted cue",
+            "",
+            f"Cue: `{doc['cue']['text'][:80]!r}` ({doc['cue']['position']} of the answer).",
+            "",
+            "| model | shift (reward) | shift (spread) | share above threshold "
+            "| acc. cue on rejected | clean acc. |",
+            "|---|---|---|---|---|---|",
+        ]
+        for label in labels:
+            c = models[label].get("cue")
+            if c:
+                s = c["shift"]
+                lines.append(
+                    f"| {label} | {_fmt(s['mean'])} | {_fmt(s['mean_in_spread'], 2)} "
+                    f"| {_fmt(s['share_above'], 2)} | {_fmt(c['accuracy_cue_on_rejected'])} "
+                    f"| {_fmt(c['accuracy_clean'])} |"
+                )
+    lines += ["", "Plots: " + ", ".join(f"![{p}]({p})" for p in PLOTS), ""]
+    return "\n".join(lines)
+
+
+def _bars(ax: Any, groups: Sequence[str], series: Mapping[str, Sequence[float | None]], ylabel: str) -> None:
+    import numpy as np
+
+    width = 0.8 / max(1, len(series))
+    x = np.arange(len(groups))
+    for i, (label, values) in enumerate(series.items()):
+        ax.bar(
+            x + i * width - 0.4 + width / 2, [np.nan if v is None else v for v in values], width, label=label
+        )
+    ax.set_xticks(
+        x, groups, rotation=45 if len(groups) > 5 else 0, ha="right" if len(groups) > 5 else "center"
+    )
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+
+
+def plots(doc: Mapping[str, Any]) -> dict[str, bytes]:
+    """PNG bytes of each plot of ``PLOTS``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models: dict[str, Any] = doc["models"]
+    out: dict[str, bytes] = {}
+
+    def save(fig: Any, name: str) -> None:
+        buf = io.BytesIO()
+        fig.tight_layout()
+        fig.savefig(buf, format="png", dpi=100)
+        plt.close(fig)
+        out[name] = buf.getvalue()
+
+    cats = [*sorted({c for m in models.values() for c in m["categories"]}), "Average"]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    _bars(
+        ax,
+        cats,
+        {
+            k: [m["categories"].get(c) if c != "Average" else m["average"] for c in cats]
+            for k, m in models.items()
+        },
+        "accuracy (ties ½)",
+    )
+    ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+    ax.set_ylim(0, 1)
+    ax.set_title("Accuracy per category")
+    save(fig, "categories.png")
+
+    names = sorted({t for m in models.values() for t in m["transformations"]})
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    groups = ["untransformed", *names]
+    _bars(
+        ax,
+        groups,
+        {
+            k: [m["overall"]] + [(m["transformations"].get(t) or {}).get("accuracy") for t in names]
+            for k, m in models.items()
+        },
+        "accuracy (ties ½)",
+    )
+    ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+    ax.set_ylim(0, 1)
+    ax.set_title("Accuracy per transformation")
+    save(fig, "transformations.png")
+
+    groups = [*names, *(["planted cue"] if any("cue" in m for m in models.values()) else [])]
+
+    def shift_of(m: Mapping[str, Any], g: str) -> float | None:
+        if g == "planted cue":
+            return ((m.get("cue") or {}).get("shift") or {}).get("mean_in_spread")
+        return ((m["transformations"].get(g) or {}).get("shift") or {}).get("mean_in_spread")
+
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    series = {k: [shift_of(m, g) for g in groups] or [None] for k, m in models.items()}
+    _bars(ax, groups or ["(none)"], series, "mean r(T) − r, in reward spreads")
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_title("Reward shift per transformation")
+    save(fig, "shift.png")
+    return out
+
+
+def write_report(folder: Any, doc: Mapping[str, Any]) -> dict[str, str]:
+    """``report.json``, ``report.md`` and the plots into ``folder`` (a storage Folder)."""
+    written = {}
+    files = {
+        "report.json": json.dumps(doc, indent=2, sort_keys=True, default=float).encode(),
+        "report.md": markdown(doc).encode(),
+        **plots(doc),
+    }
+    for name, body in files.items():
+        with folder.fs.open(folder.file(name), "wb") as f:
+            f.write(body)
+        written[name] = folder.uri_of(name)
+    return written

@@ -1,0 +1,200 @@
+"""The evaluation job on the local Ray cluster: two reward models scored side by side on a
+RewardBench-format file built so that each pair's outcome under model A is known (its own
+scores, taken beforehand in this process, decide which answer goes on which side). The
+categories must then come out as the worked example computed by hand, and every other number
+must agree with the scores table it was computed from."""
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from crome_ray.config import EvaluateConfig, load_config
+from crome_ray.evaluate.job import EvaluateError, run_evaluate_job
+from crome_ray.evaluate.report import PLOTS
+from crome_ray.evaluate.transforms import TRANSFORMATIONS, applies
+from crome_ray.train.score import RewardScorer
+from tests.local_models import random_reward_bert, wordpiece_tokenizer
+
+pytestmark = pytest.mark.ray
+
+MAX_LENGTH = 128
+# subset -> (right, wrong, tied): the hand-computed worked example of test_evaluate_categories
+DESIGN = {
+    "llmbar-natural": (3, 1, 0),
+    "mt-bench-hard": (0, 1, 1),
+    "xstest-should-respond": (8, 2, 0),
+    "xstest-should-refuse": (1, 1, 0),
+    "hep-python": (2, 0, 0),
+    "hep-go": (1, 3, 0),
+    "math-prm": (1, 1, 0),
+}
+EXPECTED = {"Chat Hard": 3.5 / 6, "Safety": 9 / 12, "Reasoning": 6 / 12}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, samples):
+    tok = wordpiece_tokenizer(tmp_path_factory.mktemp("wp"), samples)
+    return [random_reward_bert(tmp_path_factory.mktemp(f"rm{s}"), tok, seed=s) for s in (1, 2)]
+
+
+def designed_file(path: Path, model: Path, samples: Path) -> Path:
+    """RewardBench-format rows whose outcome under ``model`` is DESIGN's."""
+    source = [json.loads(x) for x in (samples / "ultrafeedback" / "eval_200.jsonl").read_text().splitlines()]
+    scorer = RewardScorer(str(model), max_length=MAX_LENGTH, device="cpu")
+    oriented = []
+    for r in source:
+        c, j = scorer.score([r["prompt"]] * 2, [r["chosen"], r["rejected"]])
+        if abs(c - j) > 1e-3:  # clear of float noise from batching
+            oriented.append(
+                (r["prompt"], *((r["chosen"], r["rejected"]) if c > j else (r["rejected"], r["chosen"])))
+            )
+    rows, i = [], 0
+    for subset, (right, wrong, tied) in DESIGN.items():
+        for kind in ["right"] * right + ["wrong"] * wrong + ["tied"] * tied:
+            prompt, hi, lo = oriented[i]
+            i += 1
+            # a tie: two answers that differ only past the MAX_LENGTH tokens the model reads (the
+            # ingest refuses a pair of one text twice)
+            long = " ".join([hi] * (1 + 8 * MAX_LENGTH // max(1, len(hi))))
+            chosen, rejected = {"right": (hi, lo), "wrong": (lo, hi), "tied": (long + " A", long + " B")}[
+                kind
+            ]
+            rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected, "subset": subset, "id": i})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory, ray_cluster, models, samples):
+    tmp = tmp_path_factory.mktemp("evaluate")
+    data = designed_file(tmp / "designed.jsonl", models[0], samples)
+    cfg = load_config(
+        EvaluateConfig,
+        None,
+        [
+            f"models=[{models[0]}, {models[1]}]",
+            "labels=[A, B]",
+            f"data={data}",
+            f"storage.root={tmp}/runs",
+            f"scoring.max_length={MAX_LENGTH}",
+            "scoring.batch_size=16",
+        ],
+    )
+    logs: list[str] = []
+    result = run_evaluate_job(cfg, log=logs.append)
+    again = run_evaluate_job(cfg, log=logs.append)
+    return {"cfg": cfg, "result": result, "again": again, "logs": logs, "data": data}
+
+
+def test_the_categories_come_out_as_the_worked_example_computed_by_hand(evaluated):
+    report = json.loads(Path(evaluated["result"].run.file("report.json")).read_text())
+    a = report["models"]["A"]
+    assert a["categories"] == pytest.approx(EXPECTED, abs=1e-12)
+    assert a["average"] == pytest.approx(sum(EXPECTED.values()) / 3, abs=1e-12)
+    assert a["ties"] == 1 and a["category_weights"]["math-prm"] == 6
+    assert {s: (v["pairs"], v["ties"]) for s, v in a["subsets"].items()} == {
+        s: (r + w + t, t) for s, (r, w, t) in DESIGN.items()
+    }
+    assert evaluated["result"].details["models"]["A"]["categories"] == a["categories"]
+
+
+def test_every_number_agrees_with_the_scores_table_it_came_from(evaluated):
+    result = evaluated["result"]
+    scores = result.run.read_table("scores").to_pylist()
+    report = json.loads(Path(result.run.file("report.json")).read_text())
+    rows = [json.loads(x) for x in evaluated["data"].read_text().splitlines()]
+    n = len(rows)
+    for label in ("A", "B"):
+        mine = [r for r in scores if r["model"] == label]
+        original = {r["pair_id"]: r for r in mine if r["variant"] == "original"}
+        assert len(original) == n == report["models"][label]["pairs"]
+        m = report["models"][label]
+        assert m["overall"] == pytest.approx(sum(r["outcome"] for r in original.values()) / n)
+        for name, t in m["transformations"].items():
+            changed = [r for r in mine if r["variant"] == name]
+            # the pairs it applies to, decided independently here
+            assert (
+                t["pairs"]
+                == len(changed)
+                == sum(applies(TRANSFORMATIONS[name], r["prompt"], r["chosen"], r["rejected"]) for r in rows)
+            )
+            if changed:
+                assert t["accuracy"] == pytest.approx(sum(r["outcome"] for r in changed) / len(changed))
+                before = [
+                    s
+                    for r in changed
+                    for s in (
+                        original[r["pair_id"]]["score_chosen"],
+                        original[r["pair_id"]]["score_rejected"],
+                    )
+                ]
+                after = [s for r in changed for s in (r["score_chosen"], r["score_rejected"])]
+                assert t["shift"]["mean"] == pytest.approx(
+                    sum(after) / len(after) - sum(before) / len(before)
+                )
+        cue = [r for r in mine if r["variant"] == "cue_on_rejected"]
+        assert m["cue"]["accuracy_cue_on_rejected"] == pytest.approx(sum(r["outcome"] for r in cue) / n)
+        # the chosen answer is the same text in the cue-on-rejected variant: scored once, the same score
+        assert all(r["score_chosen"] == original[r["pair_id"]]["score_chosen"] for r in cue)
+    variants = Counter(r["variant"] for r in scores if r["model"] == "A")
+    assert variants["original"] == n and variants["rot13"] == n and variants["cue_on_chosen"] == n
+    assert result.counts["variants"] == sum(variants.values()) and len(scores) == 2 * sum(variants.values())
+    # two different models were scored, not one twice
+    a = {(r["pair_id"], r["variant"]): r["score_chosen"] for r in scores if r["model"] == "A"}
+    b = {(r["pair_id"], r["variant"]): r["score_chosen"] for r in scores if r["model"] == "B"}
+    assert a.keys() == b.keys() and a != b
+
+
+def test_the_report_has_a_table_and_real_plots(evaluated):
+    from PIL import Image
+
+    run = evaluated["result"].run
+    md = Path(run.file("report.md")).read_text()
+    assert "| A |" in md and "| B |" in md and "Chat Hard" in md and "rot13" in md and "Planted cue" in md
+    for name in PLOTS:
+        with Image.open(run.file(name)) as img:
+            img.verify()
+        with Image.open(run.file(name)) as img:
+            assert img.format == "PNG" and img.size[0] >= 600 and img.size[1] >= 300
+            assert len(img.convert("RGB").getcolors(maxcolors=1 << 16) or range(1 << 16)) > 2
+
+
+def test_a_second_run_with_the_same_config_is_a_no_op(evaluated):
+    assert evaluated["again"].skipped and evaluated["again"].run.uri == evaluated["result"].run.uri
+    assert any("distinct texts" in line for line in evaluated["logs"])
+
+
+def test_a_model_path_that_is_not_there_is_named_before_anything_runs(tmp_path):
+    cfg = load_config(
+        EvaluateConfig, None, [f"models=[{tmp_path}/no-such-model]", f"storage.root={tmp_path}"]
+    )
+    with pytest.raises(EvaluateError, match="no-such-model does not exist"):
+        run_evaluate_job(cfg)
+    assert not (tmp_path / "evaluate").exists()
+
+
+def test_crome_ray_evaluate_prints_the_table_and_the_reports_path(tmp_path, ray_cluster, models, evaluated):
+    from typer.testing import CliRunner
+
+    from crome_ray.cli import app
+
+    res = CliRunner().invoke(
+        app,
+        ["evaluate", "--model", str(models[1]), "--label", "only-b", "--data", str(evaluated["data"]),
+         "--output", str(tmp_path), "transformations=[rot13]", "cue.enabled=false",
+         f"scoring.max_length={MAX_LENGTH}"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "only-b" in res.output and "Chat Hard" in res.output and "equal scores count as 1/2" in res.output
+    report = res.output.split("report:", 1)[1].split()[0]
+    assert report.endswith("report.md") and Path(report).is_file()
+    doc = json.loads(Path(report).with_name("report.json").read_text())
+    assert list(doc["models"]) == ["only-b"] and list(doc["models"]["only-b"]["transformations"]) == ["rot13"]
+    assert "cue" not in doc["models"]["only-b"]
+    # the same model as in the module's run: the same untransformed numbers
+    first = json.loads(Path(evaluated["result"].run.file("report.json")).read_text())["models"]["B"]
+    assert doc["models"]["only-b"]["categories"] == pytest.approx(first["categories"])
+    bad = CliRunner().invoke(app, ["evaluate", "--data", str(evaluated["data"])])
+    assert bad.exit_code == 2 and "models" in bad.output
