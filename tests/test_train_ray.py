@@ -169,7 +169,7 @@ def test_smollm2_trains_on_two_workers(tmp_path, ray_cluster, smollm2_path):
     assert len(scores) == 1
 
 
-def test_crome_ray_train_runs_from_the_command_line_with_a_relative_root_and_prints_a_summary(
+def test_crome_ray_train_from_the_command_line_then_a_failed_forced_rerun_leaves_its_run_intact(
     tmp_path, ray_cluster, tiny_llama, monkeypatch, samples
 ):
     import shutil
@@ -194,8 +194,41 @@ def test_crome_ray_train_runs_from_the_command_line_with_a_relative_root_and_pri
     assert Path(
         RunFolder.from_uri(str(tmp_path / "runs" / "train" / "cli")).file("model", "config.json")
     ).exists()
+    # the same run forced again with a config that fails in the workers (one Ray Train start saved
+    # by reusing this committed run)
+    broken = load_config(
+        TrainConfig,
+        None,
+        [f"model={tiny_llama}", "storage.root=runs", "run_name=cli", "train_data=data/train.jsonl",
+         "eval_data=data/eval.jsonl", "max_steps=2", "scaling.workers=1", "train_limit=16", "eval_limit=8",
+         "max_length=64", "scaling.cpus_per_worker=0.5", "lora.target_modules=[no_such_module]",
+         "max_failures=0"],
+    )  # fmt: skip
+    forced_failure_leaves_the_committed_run_byte_identical(tmp_path / "runs" / "train" / "cli", broken)
     res = CliRunner().invoke(app, ["train", "--model", str(tiny_llama), "scaling.workers=0"])
     assert res.exit_code == 2 and "scaling.workers" in res.output
+
+
+def forced_failure_leaves_the_committed_run_byte_identical(folder: Path, broken: TrainConfig) -> None:
+    """A forced re-run that fails writes only in its own attempt folder; the committed run (its
+    files, its manifest, the model it serves) is untouched."""
+    import hashlib
+
+    from crome_ray.train.job import TrainError
+
+    def snapshot():
+        return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(folder.rglob("*")) if p.is_file()}  # fmt: skip
+
+    before, manifest = snapshot(), RunFolder.from_uri(str(folder)).manifest()
+    with pytest.raises(TrainError, match="NoMatchingPeftModuleError"):
+        run_train_job(broken, force=True)
+    after = snapshot()
+    assert {k: v for k, v in after.items() if k in before} == before
+    assert len(after) > len(before)  # the failed attempt wrote, but only in its own folder
+    assert RunFolder.from_uri(str(folder)).manifest() == manifest
+    scores = RewardScorer(str(folder)).score([PROBE[0][0]], [PROBE[0][1]])
+    assert len(scores) == 1  # the committed model is still the one served
 
 
 def test_the_global_shuffle_mixes_kinds_into_every_workers_share_and_changes_each_epoch(
@@ -241,32 +274,3 @@ def test_the_global_shuffle_mixes_kinds_into_every_workers_share_and_changes_eac
     epoch2 = [(r["pair_id"], bool(r["is_tie"])) for r in ds.iter_rows()]
     assert sorted(epoch1) == sorted(epoch2) and epoch1 != epoch2  # reshuffled at each pass
     assert 0.3 <= sum(t for _, t in epoch1[:40]) / 40 <= 0.7  # one worker: ties spread, not at the end
-
-
-def test_a_forced_training_run_that_fails_leaves_the_committed_run_byte_identical(
-    tmp_path, ray_cluster, tiny_llama
-):
-    import hashlib
-
-    from crome_ray.train.job import TrainError
-
-    base = ["max_steps=2", "scaling.workers=1", "run_name=rm", "train_limit=8", "eval_limit=4"]
-    first = run_train_job(train_config(tiny_llama, tmp_path / "runs", *base))
-    folder = tmp_path / "runs" / "train" / "rm"
-
-    def snapshot():
-        return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-                for p in sorted(folder.rglob("*")) if p.is_file()}  # fmt: skip
-
-    before = snapshot()
-    broken = train_config(tiny_llama, tmp_path / "runs", *base, "lora.target_modules=[no_such_module]",
-                          "max_failures=0")  # fmt: skip
-    with pytest.raises(TrainError, match="NoMatchingPeftModuleError"):
-        run_train_job(broken, force=True)
-    after = snapshot()
-    assert {k: v for k, v in after.items() if k in before} == before
-    assert len(after) > len(before)  # the failed attempt wrote, but only in its own folder
-    run = RunFolder.from_uri(str(folder))
-    assert run.manifest() == first.manifest
-    scores = RewardScorer(str(folder)).score([PROBE[0][0]], [PROBE[0][1]])
-    assert len(scores) == 1  # the committed model is still the one served
