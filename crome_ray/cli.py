@@ -24,6 +24,7 @@ from crome_ray.config import (
     OracleConfig,
     OracleJobConfig,
     TrainConfig,
+    TuneConfig,
     load_config,
 )
 from crome_ray.models import BUILTIN, ModelError, builtin_name, pull_builtin, resolve_model
@@ -155,6 +156,10 @@ def _run_ingest(cfg: IngestConfig, *, force: bool) -> None:
 @app.command()
 def demo(
     output: Annotated[str, typer.Option(help="Storage root for the demo's run folders.")] = "runs",
+    quick: Annotated[
+        bool,
+        typer.Option(help="The same steps at smoke size (8 prompts, 4 training steps): a check, not a demo."),
+    ] = False,
     force: ForceOpt = False,
 ) -> None:
     """Run the pipeline on the embedded sample with local defaults (no key, no spend)."""
@@ -164,7 +169,7 @@ def demo(
     from crome_ray.train.job import TrainError, run_train_job
 
     try:
-        cfgs = demo_configs(output)
+        cfgs = demo_configs(output, quick=quick)
     except ConfigError as e:
         fail(str(e), 2)
     console.rule("[bold]1/3  ingest the UltraFeedback sample")
@@ -176,13 +181,13 @@ def demo(
         "[dim]Gemini was simulated (crome-ray oracle sim); set GEMINI_API_KEY and use "
         "`crome-ray oracle run` for the real one.[/]"
     )
-    console.rule("[bold]3/3  train a reward model: MiniLM, 30 steps on 2 CPU workers (Ray Train)")
+    console.rule("[bold]3/3  train a reward model: MiniLM, 20 steps on 2 CPU workers (Ray Train)")
     try:
         print_train(console, run_train_job(cfgs.train, force=force, log=console.print))
     except (StorageError, TrainError, ModelError) as e:
         fail(str(e))
     console.print(
-        "[dim]30 steps on a 22M encoder shows the machinery, not a good reward model; "
+        "[dim]20 steps on a 22M encoder shows the machinery, not a good reward model; "
         "see docs/training.md and bench/learning_check.py.[/]"
     )
 
@@ -367,6 +372,52 @@ def evaluate(
     except (StorageError, EvaluateError, ModelError) as e:
         fail(str(e))
     print_evaluate(console, result)
+
+
+@app.command()
+def tune(
+    overrides: Overrides = None,
+    config: ConfigOpt = None,
+    output: Annotated[str | None, typer.Option(help="Storage root: a folder or s3://bucket/prefix.")] = None,
+    run_name: Annotated[
+        str | None, typer.Option(help="Run folder name (default: tune-<fingerprint>).")
+    ] = None,
+    tie_weights: Annotated[
+        str | None, typer.Option(help="λ values, comma-separated (default 0,0.1,0.3,1,3).")
+    ] = None,
+    seeds: Annotated[str | None, typer.Option(help="Seeds, comma-separated (default 0).")] = None,
+    scheduler: Annotated[str | None, typer.Option(help="asha (default) or grid.")] = None,
+    force: ForceOpt = False,
+) -> None:
+    """Sweep λ (the tie-loss weight) × seeds with Ray Tune: each trial a training run, ASHA on the
+    validation metric; prints the trials and the best model's path."""
+    from crome_ray.ray_runtime import connect
+    from crome_ray.summaries import print_tune
+    from crome_ray.train.job import TrainError
+    from crome_ray.tune import SweepError, run_tune_job
+
+    def floats(text: str | None) -> str | None:
+        return None if text is None else "[" + text + "]"
+
+    extra = _shortcuts(
+        **{
+            "storage.root": output,
+            "run_name": run_name,
+            "sweep.tie_weights": floats(tie_weights),
+            "sweep.seeds": floats(seeds),
+            "sweep.scheduler": scheduler,
+        }
+    )
+    try:
+        cfg = load_config(TuneConfig, config, [*(overrides or []), *extra])
+    except ConfigError as e:
+        fail(str(e), 2)
+    connect(dashboard=True)
+    try:
+        result = run_tune_job(cfg, force=force, log=console.print)
+    except (StorageError, SweepError, TrainError, ModelError) as e:
+        fail(str(e))
+    print_tune(console, result)
 
 
 @app.command()

@@ -778,6 +778,17 @@ class CueProbe(Frozen):
     position: Literal["end", "start"] = "end"
 
 
+class BestOfNSettings(Frozen):
+    """Best-of-N: each model picks one of XSTest's five labelled answers per prompt."""
+
+    enabled: bool = True
+    path: str = Field(SAMPLE_XSTEST, description="An XSTest folder (prompts and labelled completions).")
+    limit: int | None = Field(None, gt=0, description="Only the first N prompts (default: the run's limit).")
+    reference_source: str | None = Field(
+        "gpt4", description="Also compare each pick with always taking this model's answer."
+    )
+
+
 class ScoringSettings(Frozen):
     """Batched scoring on Ray Data actors, each holding one copy of the model."""
 
@@ -827,6 +838,7 @@ class EvaluateConfig(Frozen):
         0.25, gt=0, description="A reward shift counts when |shift| > this × the model's reward spread."
     )
     cue: CueProbe = CueProbe()
+    best_of_n: BestOfNSettings = BestOfNSettings()
     scoring: ScoringSettings = ScoringSettings()
     storage: StorageConfig = StorageConfig()
 
@@ -879,12 +891,65 @@ def _transformation_names() -> list[str]:
     return list(TRANSFORMATIONS)
 
 
+class SweepSettings(Frozen):
+    """The λ sweep: a grid of tie-loss weights × seeds, ASHA on the validation metric."""
+
+    tie_weights: list[Annotated[float, Field(ge=0)]] = Field(
+        [0.0, 0.1, 0.3, 1.0, 3.0], min_length=1, description="λ values, in the order the trials start."
+    )
+    seeds: list[int] = Field([0], min_length=1, description="Training seeds per λ.")
+    metric: str = Field(
+        "eval_accuracy",
+        description="What a trial is judged on: a metric the training reports at its evaluations "
+        "(eval_accuracy, eval_loss_bt; eval_tie_abs_delta when the validation set has ties).",
+    )
+    mode: Literal["max", "min"] = "max"
+    scheduler: Literal["asha", "grid"] = Field(
+        "asha", description="asha: stop trials that trail at a rung; grid: every trial runs to the end."
+    )
+    grace_period: int = Field(1, gt=0, description="ASHA: evaluations before a trial can be stopped.")
+    reduction_factor: float = Field(2.0, gt=1, description="ASHA: the share kept at each rung is 1/this.")
+    max_concurrent_trials: int = Field(1, gt=0, description="Trials at once (each runs its own workers).")
+    trial_cpus: float = Field(
+        0.1, gt=0, description="CPUs of each trial's driver (the workers ask their own)."
+    )
+
+
+class TuneConfig(Frozen):
+    """`crome-ray tune` / jobs/tune.py: Ray Tune over λ (the tie-loss weight) × seeds; each trial
+    is a training run, the best is named in a committed sweep run."""
+
+    job: Literal["tune"] = "tune"
+    run_name: RunName = Field(None, description="Run folder name; default tune-<fingerprint>.")
+    train: TrainConfig = Field(
+        default_factory=TrainConfig,
+        description="The training each trial runs (its loss.tie_weight and seed are the trial's). "
+        "Its storage is the sweep's.",
+    )
+    sweep: SweepSettings = SweepSettings()
+    storage: StorageConfig = StorageConfig()
+
+    def fingerprint(self) -> str:
+        """What determines the trials: not concurrency, the trial driver's CPUs or the storage."""
+        return config_fingerprint(
+            self.model_copy(
+                update={
+                    "run_name": None,
+                    "storage": StorageConfig(),
+                    "train": self.train.model_copy(update={"storage": StorageConfig(), "run_name": None}),
+                    "sweep": self.sweep.model_copy(update={"max_concurrent_trials": 1, "trial_cpus": 0.1}),
+                }
+            )
+        )
+
+
 JOB_CONFIGS: dict[str, type[Frozen]] = {
     "ingest": IngestConfig,
     "oracle": OracleJobConfig,
     "train": TrainConfig,
     "augment": AugmentConfig,
     "evaluate": EvaluateConfig,
+    "tune": TuneConfig,
 }
 
 

@@ -29,7 +29,16 @@ class DemoConfigs:
     train: TrainConfig
 
 
-def demo_configs(output: str) -> DemoConfigs:
+# ``--quick``: the same three steps at smoke size (what the test of the demo runs): 8 prompts,
+# 4 training steps on one worker at 64 tokens
+QUICK = {
+    "oracle": ["limit=8"],
+    "train": ["max_steps=4", "max_length=64", "log_every=2", "checkpoint_every=2", "eval_limit=40",
+              "scaling.workers=1"],
+}  # fmt: skip
+
+
+def demo_configs(output: str, *, quick: bool = False) -> DemoConfigs:
     """The three shipped demo configs, writing under ``output``; step 3 reads step 1's run."""
 
     def load(cls, name: str, *extra: str):
@@ -39,10 +48,11 @@ def demo_configs(output: str) -> DemoConfigs:
         return load_config(cls, path, [f"storage.root={output}", *extra])
 
     ingest = load(IngestConfig, "ingest")
+    q = QUICK if quick else {"oracle": [], "train": []}
     return DemoConfigs(
         ingest=ingest,
-        oracle=load(OracleJobConfig, "oracle"),
-        train=load(TrainConfig, "train", f"train_data={output}/ingest/{ingest.run_name}"),
+        oracle=load(OracleJobConfig, "oracle", *q["oracle"]),
+        train=load(TrainConfig, "train", f"train_data={output}/ingest/{ingest.run_name}", *q["train"]),
     )
 
 

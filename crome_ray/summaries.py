@@ -199,6 +199,7 @@ def print_evaluate(console: Console, result: Any) -> None:
         ("drop under transformation", lambda x: x["transformed_macro_drop"], 3),
         ("cue: reward shift (spreads)", lambda x: x["cue_shift_in_spread"], 2),
         ("cue on the rejected answer", lambda x: x["accuracy_cue_on_rejected"], 3),
+        ("Best-of-N: quality of the picks", lambda x: x.get("best_of_n_quality"), 3),
     ]
     for name, get, digits in rows:
         table.add_row(name, *[f(get(x), digits) for x in models.values()])
@@ -211,3 +212,32 @@ def print_evaluate(console: Console, result: Any) -> None:
     committed = result.run.committed()
     console.print(f"report:    {committed.uri_of('report.md')}")
     console.print(f"manifest:  {committed.uri_of('manifest.json')}")
+
+
+def print_tune(console: Console, result: Any) -> None:
+    """The sweep's trials, the best λ and the best model's path."""
+    m, d = result.manifest, result.details
+    if result.skipped:
+        console.print(f"[cyan]already committed with the same config and inputs:[/] {result.run.uri}")
+    trials = result.run.read_table("trials").to_pylist()
+    table = Table(
+        title=f"tune: {result.run.uri.rsplit('/', 1)[1]} ({d['metric']}, {d['mode']})", header_style="bold"
+    )
+    for col in ("λ", "seed", "status", "evaluations", "step", d["metric"]):
+        table.add_column(col, justify="right" if col != "status" else "left")
+    for t in trials:
+        metric = "–" if t["metric"] is None else f"{t['metric']:.4f}"
+        table.add_row(
+            f"{t['tie_weight']:g}", str(t["seed"]), t["status"], str(t["evaluations"]), str(t["step"]), metric
+        )
+    console.print(table)
+    best = d["best"]
+    c = m["counts"]
+    console.print(
+        f"{c['completed']} completed, {c['stopped_early']} stopped early by {d['scheduler']}, "
+        f"{c['failed']} failed in {d['seconds']:.0f} s; best λ = {best['tie_weight']:g} "
+        f"(seed {best['seed']}, {d['metric']} {best['metric']:.4f})"
+    )
+    committed = result.run.committed()
+    console.print(f"best model: {d['best_model']}")
+    console.print(f"report:     {committed.uri_of('report.md')}")

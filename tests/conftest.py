@@ -120,7 +120,7 @@ def ray_cluster(s3_server: S3) -> Iterator[RayCluster]:
     ray.init(
         num_cpus=2,
         _temp_dir=temp,
-        include_dashboard=False,
+        include_dashboard=False,  # its CPU is the tests' (the λ sweep's test starts a cluster with one)
         log_to_driver=False,
         configure_logging=False,
     )

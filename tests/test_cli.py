@@ -81,7 +81,8 @@ def test_runs_show_refuses_an_uncommitted_folder(tmp_path):
 def test_demo_ingests_the_sample_runs_the_oracle_on_the_simulator_and_trains_a_reward_model(
     tmp_path, ray_cluster
 ):
-    res = runner.invoke(app, ["demo", "--output", str(tmp_path)])
+    # the same steps at smoke size (`make demo` runs the shipped sizes)
+    res = runner.invoke(app, ["demo", "--output", str(tmp_path), "--quick"])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "ingest" / "demo-ultrafeedback" / "_COMMITTED").exists()
     assert (tmp_path / "oracle" / "demo-oracle" / "_COMMITTED").exists()
@@ -110,6 +111,7 @@ def test_every_command_has_help():
         ["score", "--help"],
         ["augment", "--help"],
         ["evaluate", "--help"],
+        ["tune", "--help"],
     ):
         res = runner.invoke(app, args)
         assert res.exit_code == 0 and "Usage" in res.output

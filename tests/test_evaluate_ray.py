@@ -80,6 +80,7 @@ def evaluated(tmp_path_factory, ray_cluster, models, samples):
             f"storage.root={tmp}/runs",
             f"scoring.max_length={MAX_LENGTH}",
             "scoring.batch_size=16",
+            "best_of_n.limit=12",
         ],
     )
     logs: list[str] = []
@@ -183,7 +184,7 @@ def test_crome_ray_evaluate_prints_the_table_and_the_reports_path(tmp_path, ray_
     res = CliRunner().invoke(
         app,
         ["evaluate", "--model", str(models[1]), "--label", "only-b", "--data", str(evaluated["data"]),
-         "--output", str(tmp_path), "transformations=[rot13]", "cue.enabled=false",
+         "--output", str(tmp_path), "transformations=[rot13]", "cue.enabled=false", "best_of_n.enabled=false",
          f"scoring.max_length={MAX_LENGTH}"],
     )  # fmt: skip
     assert res.exit_code == 0, res.output
@@ -192,9 +193,42 @@ def test_crome_ray_evaluate_prints_the_table_and_the_reports_path(tmp_path, ray_
     assert report.endswith("report.md") and Path(report).is_file()
     doc = json.loads(Path(report).with_name("report.json").read_text())
     assert list(doc["models"]) == ["only-b"] and list(doc["models"]["only-b"]["transformations"]) == ["rot13"]
-    assert "cue" not in doc["models"]["only-b"]
+    assert "cue" not in doc["models"]["only-b"] and "best_of_n" not in doc["models"]["only-b"]
     # the same model as in the module's run: the same untransformed numbers
     first = json.loads(Path(evaluated["result"].run.file("report.json")).read_text())["models"]["B"]
     assert doc["models"]["only-b"]["categories"] == pytest.approx(first["categories"])
     bad = CliRunner().invoke(app, ["evaluate", "--data", str(evaluated["data"])])
     assert bad.exit_code == 2 and "models" in bad.output
+
+
+def test_best_of_n_picks_the_highest_reward_and_its_rates_agree_with_the_table(evaluated):
+    result = evaluated["result"]
+    rows = result.run.read_table("best_of_n").to_pylist()
+    report = json.loads(Path(result.run.file("report.json")).read_text())
+    picks: dict = {}
+    for label in ("A", "B"):
+        mine = [r for r in rows if r["model"] == label]
+        groups: dict = {}
+        for r in mine:
+            groups.setdefault(r["group"], []).append(r)
+        assert len(groups) == 12 and {len(g) for g in groups.values()} == {5}
+        picks[label] = {}
+        for g, cands in groups.items():
+            (picked,) = [c for c in cands if c["picked"]]
+            assert picked["score"] == max(c["score"] for c in cands)
+            picks[label][g] = picked
+        b = report["models"][label]["best_of_n"]
+        assert b["prompts"] == 12
+        assert b["quality"] == pytest.approx(sum(p["quality"] for p in picks[label].values()) / 12)
+        assert b["ceiling"] == pytest.approx(sum(max(c["quality"] for c in g) for g in groups.values()) / 12)
+        gpt4 = {g: next(c for c in cands if c["source"] == "gpt4") for g, cands in groups.items()}
+        won = [1.0 if picks[label][g]["quality"] > gpt4[g]["quality"] else 0.0
+               if picks[label][g]["quality"] < gpt4[g]["quality"] else 0.5 for g in groups]  # fmt: skip
+        assert b["win_rate"]["source gpt4"]["rate"] == pytest.approx(sum(won) / 12)
+    # the second model is also compared with the first model's picks
+    vs_a = report["models"]["B"]["best_of_n"]["win_rate"]["model A"]
+    won = [1.0 if picks["B"][g]["quality"] > picks["A"][g]["quality"] else 0.0
+           if picks["B"][g]["quality"] < picks["A"][g]["quality"] else 0.5 for g in picks["A"]]  # fmt: skip
+    assert vs_a["rate"] == pytest.approx(sum(won) / 12)
+    assert "model A" not in report["models"]["A"]["best_of_n"]["win_rate"]
+    assert "## Best-of-N" in Path(result.run.file("report.md")).read_text()

@@ -80,14 +80,13 @@ def test_two_worker_ddp_on_cpu_checkpoints_to_s3_and_exports_a_model_that_scores
     assert again.skipped  # committed with the same config: nothing is redone
 
 
-@pytest.mark.parametrize("finetune", ["lora", "full"])
-def test_two_worker_fsdp_on_cpu_trains_shards_and_exports_a_plain_model(
-    tmp_path, ray_cluster, tiny_llama, finetune
-):
+def test_two_worker_fsdp_on_cpu_trains_shards_and_exports_a_plain_model(tmp_path, ray_cluster, tiny_llama):
+    """LoRA: the sharded adapter is gathered, merged and exported as a plain model (full
+    fine-tuning under FSDP is held to DDP's numbers in test_train_fsdp, outside Ray)."""
     cfg = train_config(
         tiny_llama,
         tmp_path / "runs",
-        f"finetune={finetune}",
+        "finetune=lora",
         "scaling.strategy=fsdp",
         "max_steps=6",
         "checkpoint_every=3",
@@ -116,7 +115,7 @@ def train_worker_pids() -> list[int]:
 def test_a_worker_killed_mid_run_resumes_from_the_s3_checkpoint_and_finishes(s3, ray_cluster, tiny_llama):
     bucket = s3.new_bucket()
     cfg = train_config(
-        tiny_llama, f"s3://{bucket}/crome", "max_steps=160", "checkpoint_every=20", "log_every=20",
+        tiny_llama, f"s3://{bucket}/crome", "max_steps=100", "checkpoint_every=20", "log_every=20",
         "eval_data=null", "max_failures=2", storage_endpoint=s3.endpoint,
     )  # fmt: skip
     out: dict = {}
@@ -146,11 +145,11 @@ def test_a_worker_killed_mid_run_resumes_from_the_s3_checkpoint_and_finishes(s3,
         json.loads(line)["step"]
         for line in result.run.fs.cat(result.run.file("metrics.jsonl")).decode().splitlines()
     ]
-    assert final["step"] == 160
+    assert final["step"] == 100
     assert final["started_at_step"] >= 20 and final["started_at_step"] % 20 == 0  # from a checkpoint
     assert result.details["resumed"] is True
     resumed_at = final["started_at_step"]
-    after_restart = list(range(resumed_at + 20, 161, 20))
+    after_restart = list(range(resumed_at + 20, 101, 20))
     assert steps[-len(after_restart) :] == after_restart and resumed_at in steps[: -len(after_restart)]
     assert result.run.is_committed()
 

@@ -20,11 +20,12 @@ from typing import Any
 import pyarrow as pa
 
 from crome_ray.config import EvaluateConfig, IngestConfig, SourceConfig
+from crome_ray.evaluate.best_of_n import Candidate, best_of_n, pick, source_picks, xstest_groups
 from crome_ray.evaluate.metrics import ScoredVariant, model_metrics
 from crome_ray.evaluate.report import headline, write_report
 from crome_ray.evaluate.scoring import score_on_ray
 from crome_ray.evaluate.transforms import TRANSFORMATIONS
-from crome_ray.evaluate.variants import EvalPair, Variant, unique_texts, variants_of
+from crome_ray.evaluate.variants import EvalPair, Variant, text_key, unique_texts, variants_of
 from crome_ray.runs import Step, StepResult
 from crome_ray.storage import RunFolder
 
@@ -42,6 +43,20 @@ SCORES_SCHEMA = pa.schema(
         pa.field("outcome", pa.float64(), nullable=False),  # 1 right, 0 wrong, 0.5 equal scores
     ],
     metadata={"crome_ray.table": "scores"},
+)
+
+
+BEST_OF_N_SCHEMA = pa.schema(
+    [
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("group", pa.string(), nullable=False),  # the prompt's id
+        pa.field("subset", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),  # the model that wrote the candidate
+        pa.field("quality", pa.float64(), nullable=False),  # the reference label, 0..1
+        pa.field("score", pa.float64(), nullable=False),
+        pa.field("picked", pa.bool_(), nullable=False),
+    ],
+    metadata={"crome_ray.table": "best_of_n"},
 )
 
 
@@ -162,6 +177,15 @@ def run_evaluate_job(
         for v in variants_of(p, transformations, seed=cfg.seed, cue=cue, cue_position=cfg.cue.position)
     ]
     texts = unique_texts(variants)
+    bon = cfg.best_of_n
+    groups: dict[str, list[Candidate]] = (
+        xstest_groups(bon.path, cfg.storage, bon.limit or cfg.limit) if bon.enabled else {}
+    )
+    if bon.enabled and not groups:
+        raise EvaluateError(f"best_of_n.path {bon.path} gave no prompts with two or more labelled answers")
+    for cands in groups.values():
+        for c in cands:
+            texts.setdefault(text_key(c.prompt, c.response), (c.prompt, c.response))
     n_pairs = sum(len(ps) for ps in pairs.values())
     log(
         f"{n_pairs:,} pairs from {len(data)} data set(s); {len(variants):,} variants "
@@ -169,6 +193,10 @@ def run_evaluate_job(
         f"{len(texts):,} distinct texts to score with {len(labels)} model(s)"
     )
     scores_table = step.table("scores", SCORES_SCHEMA)
+    bon_table = step.table("best_of_n", BEST_OF_N_SCHEMA) if groups else None
+    references: dict[str, dict[str, Candidate]] = {}
+    if groups and bon.reference_source:
+        references[f"source {bon.reference_source}"] = source_picks(groups, bon.reference_source)
     metrics: dict[str, Any] = {}
     seconds: dict[str, float] = {}
     for label, model in zip(labels, cfg.models, strict=True):
@@ -192,6 +220,19 @@ def run_evaluate_job(
             upweight_math=cfg.upweight_math,
             shift_threshold=cfg.shift_threshold,
         )
+        if groups and bon_table is not None:
+
+            def reward(c: Candidate, score: dict[str, float] = score) -> float:
+                return score[text_key(c.prompt, c.response)]
+
+            metrics[label]["best_of_n"] = best_of_n(groups, reward, references)
+            picks = {g: pick(cands, reward) for g, cands in groups.items()}
+            for g, cands in groups.items():
+                for c in cands:
+                    row = {"model": label, "group": g, "subset": c.subset, "source": c.source}
+                    bon_table.add({**row, "quality": c.quality, "score": reward(c), "picked": c is picks[g]})
+            if not any(k.startswith("model ") for k in references):
+                references[f"model {label}"] = picks  # the first model's picks: the others' reference
     doc = {
         "run_name": step.run_name,
         "models": metrics,
@@ -201,12 +242,14 @@ def run_evaluate_job(
         "upweight_math": cfg.upweight_math,
         "category_map": cfg.categories,
         "cue": cfg.cue.model_dump(),
+        "best_of_n": bon.model_dump() if groups else None,
         "shift_threshold": cfg.shift_threshold,
         "seed": cfg.seed,
         "scoring_seconds": seconds,
     }
     report = write_report(step.folder, doc)
-    counts = {"pairs": n_pairs, "variants": len(variants), "texts": len(texts), "models": len(labels)}
+    counts = {"pairs": n_pairs, "variants": len(variants), "texts": len(texts), "models": len(labels),
+              "best_of_n_prompts": len(groups)}  # fmt: skip
     log(f"scored in {time.monotonic() - started:.0f} s")
     return step.commit(
         counts,

@@ -32,6 +32,7 @@ def headline(metrics: Mapping[str, Any]) -> dict[str, Any]:
         "transformed_macro_drop": metrics["transformed_macro_drop"],
         "cue_shift_in_spread": (cue.get("shift") or {}).get("mean_in_spread"),
         "accuracy_cue_on_rejected": cue.get("accuracy_cue_on_rejected"),
+        "best_of_n_quality": (metrics.get("best_of_n") or {}).get("quality"),
     }
 
 
@@ -102,6 +103,33 @@ def markdown(doc: Mapping[str, Any]) -> str:
                     f"| {_fmt(s['share_above'], 2)} | {_fmt(c['accuracy_cue_on_rejected'])} "
                     f"| {_fmt(c['accuracy_clean'])} |"
                 )
+    if any("best_of_n" in m for m in models.values()):
+        refs = sorted({r for m in models.values() for r in (m.get("best_of_n") or {}).get("win_rate", {})})
+        subsets = sorted({s for m in models.values() for s in (m.get("best_of_n") or {}).get("subsets", {})})
+        lines += [
+            "",
+            "## Best-of-N",
+            "",
+            "Each model picks the highest-reward answer of each prompt's candidates; quality is the "
+            "reference label of its pick (XSTest: compliance on a safe prompt, refusal on an unsafe one). "
+            "Win rate: its pick against the reference's pick (ties ½).",
+            "",
+            "| model | prompts | quality | "
+            + " | ".join(subsets)
+            + " | ceiling | random | "
+            + " | ".join(f"win vs {r}" for r in refs)
+            + " |",
+            "|---" * (5 + len(subsets) + len(refs)) + "|",
+        ]
+        for label in labels:
+            b = models[label].get("best_of_n")
+            if not b:
+                continue
+            cells = [str(b["prompts"]), _fmt(b["quality"])]
+            cells += [_fmt(b["subsets"].get(x, {}).get("quality")) for x in subsets]
+            cells += [_fmt(b["ceiling"]), _fmt(b["random"])]
+            cells += [_fmt(b["win_rate"].get(r, {}).get("rate")) for r in refs]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += ["", "Plots: " + ", ".join(f"![{p}]({p})" for p in PLOTS), ""]
     return "\n".join(lines)
 

@@ -39,8 +39,13 @@ def default_run_name(cfg: TrainConfig) -> str:
 
 
 def run_train_job(
-    cfg: TrainConfig, *, force: bool = False, log: Callable[[str], None] = print
+    cfg: TrainConfig,
+    *,
+    force: bool = False,
+    log: Callable[[str], None] = print,
+    callbacks: list | None = None,
 ) -> TrainResult:
+    """``callbacks``: Ray Train callbacks for the run (the sweep passes Tune's report callback)."""
     import ray
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -113,6 +118,7 @@ def run_train_job(
             failure_config=FailureConfig(max_failures=cfg.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             logging_config=LoggingConfig(log_level="WARNING"),  # our own line per logged step instead
+            callbacks=list(callbacks or []),
         ),
         datasets=datasets,
         dataset_config=DataConfig(datasets_to_split=["train"]),

@@ -1,0 +1,60 @@
+"""The λ sweep's pure parts: what each trial trains, which trial is best, the per-λ summary."""
+
+import pytest
+
+from crome_ray.config import ConfigError, TuneConfig, load_config
+from crome_ray.tune import by_lambda, pick_best, trial_config, trial_run_name
+
+
+def trial(lam, seed, status="completed", metric=0.5):
+    return {"tie_weight": lam, "seed": seed, "status": status, "metric": metric}
+
+
+def test_a_trial_trains_the_sweeps_config_at_its_lambda_and_seed_and_reports_at_every_evaluation():
+    over = ["train.eval_every=5", "train.log_every=7", "train.checkpoint_every=50", "storage.root=/data/runs",
+            "train.storage.root=/elsewhere"]  # fmt: skip
+    cfg = load_config(TuneConfig, None, over)
+    t = trial_config(cfg, "sw", 0.3, 2, {"train": "/data/runs/ingest/a", "eval": "/data/runs/ingest/b"})
+    assert (t.loss.tie_weight, t.seed, t.run_name) == (0.3, 2, "sw-lambda0.3-seed2")
+    assert t.log_every == t.eval_every == t.checkpoint_every == 5  # every report carries the metric
+    assert t.storage.root == "/data/runs" and (t.train_data, t.eval_data) == (
+        "/data/runs/ingest/a",
+        "/data/runs/ingest/b",
+    )
+    assert t.loss.margin == cfg.train.loss.margin and t.model == cfg.train.model  # the rest as given
+    assert trial_run_name("sw", 3.0, 0) == "sw-lambda3-seed0"
+
+
+def test_the_best_trial_is_a_completed_one_and_ties_go_to_the_smaller_lambda():
+    trials = [trial(0.0, 0, metric=0.61), trial(1.0, 0, metric=0.64), trial(3.0, 0, "stopped_early", 0.9),
+              trial(0.3, 0, metric=0.64), trial(0.1, 0, "failed", None)]  # fmt: skip
+    assert pick_best(trials, "max")["tie_weight"] == 0.3
+    assert pick_best(trials, "min")["tie_weight"] == 0.0
+    assert pick_best([trial(1.0, 0, "stopped_early")], "max") is None
+
+
+def test_per_lambda_the_mean_over_completed_seeds_and_the_count_stopped():
+    out = by_lambda(
+        [trial(1.0, 0, metric=0.6), trial(1.0, 1, metric=0.7), trial(1.0, 2, "stopped_early", 0.1)]
+    )
+    assert out[1.0]["metrics"] == [0.6, 0.7] and out[1.0]["mean"] == pytest.approx(0.65)
+    assert out[1.0]["stopped_early"] == 1 and out[1.0]["failed"] == 0
+
+
+def test_a_negative_lambda_or_an_empty_grid_is_refused_naming_the_field():
+    with pytest.raises(ConfigError, match=r"sweep\.tie_weights"):
+        load_config(TuneConfig, None, ["sweep.tie_weights=[1, -0.5]"])
+    with pytest.raises(ConfigError, match=r"sweep\.seeds"):
+        load_config(TuneConfig, None, ["sweep.seeds=[]"])
+    assert TuneConfig().sweep.tie_weights == [0.0, 0.1, 0.3, 1.0, 3.0]  # the issue's default grid
+
+
+def test_asha_without_rays_state_api_is_refused_before_anything_runs(tmp_path, monkeypatch):
+    """No cluster here, so no state API: a sweep whose stopped trials would leak their CPUs is refused."""
+    from crome_ray.tune import SweepError, run_tune_job
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    cfg = load_config(TuneConfig, None, [f"storage.root={tmp_path}"])
+    with pytest.raises(SweepError, match=r"state API is not reachable.*sweep\.scheduler=grid"):
+        run_tune_job(cfg)
+    assert list(tmp_path.iterdir()) == []  # nothing ingested, nothing written
