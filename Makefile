@@ -10,7 +10,7 @@ TORCH  ?= torch==2.13.0
 TORCH_INDEX ?=
 PIP    := $(BIN)/python -m pip install -qq
 
-.PHONY: install test test-fast demo lint clean
+.PHONY: install test test-fast test-sweep demo lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +29,11 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
-test: $(STAMP)  ## every tier that runs without a GPU (what CI runs)
-	$(BIN)/python -m pytest -m "not gpu" --durations=25
+test: $(STAMP)  ## every tier that runs without a GPU, but the sweep's (what CI runs)
+	$(BIN)/python -m pytest -m "not gpu and not sweep" --durations=25
+
+test-sweep: $(STAMP)  ## the λ sweep end to end on a Ray cluster of its own (~4 min on 2 cores)
+	$(BIN)/python -m pytest -m sweep
 
 test-fast: $(STAMP)  ## the fast tier only (no Ray cluster, no model downloads)
 	$(BIN)/python -m pytest

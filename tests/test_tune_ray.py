@@ -1,5 +1,6 @@
-"""The λ sweep as a user submits it (`python jobs/tune.py --config ...`, its own local Ray cluster
-with the dashboard, whose state API frees a stopped trial's workers): three values of λ with a
+"""The λ sweep as a user runs it: `python jobs/tune.py --config ...` against a cluster of its own
+started with `ray start --head` and the dashboard (whose state API frees a stopped trial's
+workers). Not in `make test` yet (about 4 minutes; `make test-sweep`). Three values of λ with a
 tiny model on CPU, ASHA on the validation BT loss. The validation pairs are among the training
 pairs, so a larger λ (a stronger pull of the ties' rewards together) can only fit them worse:
 λ = 0 starts first and sets the bar, and ASHA must stop a trial that trails it. The report and
@@ -17,11 +18,12 @@ import yaml
 
 from crome_ray.storage import RunFolder
 from crome_ray.tune import pick_best, trial_run_name
+from tests.conftest import free_port
 from tests.test_cluster import stop_cluster
 
 REPO = Path(__file__).resolve().parents[1]
 
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.sweep]
 
 LAMBDAS = [0.0, 1.0, 30.0]
 
@@ -72,9 +74,17 @@ def sweep(tmp_path_factory, tiny_llama, samples):
     }  # fmt: skip
     (tmp / "tune.yaml").write_text(yaml.safe_dump(config))
     ray_tmp = tempfile.mkdtemp(prefix="crt", dir="/tmp")
-    env = {**os.environ, "RAY_TMPDIR": ray_tmp, "RAY_AUTH_MODE": "disabled"}
-    env.pop("RAY_ADDRESS", None)
+    bin_dir = Path(sys.executable).parent
+    gcs, dash = free_port(), free_port()
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "RAY_AUTH_MODE": "disabled",
+           "RAY_ADDRESS": f"127.0.0.1:{gcs}"}  # fmt: skip
+    start = [str(bin_dir / "ray"), "start", "--head", "--num-cpus=2", f"--port={gcs}",
+             f"--temp-dir={ray_tmp}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
+             f"--dashboard-port={dash}",
+             f"--dashboard-agent-listen-port={free_port()}", f"--ray-client-server-port={free_port()}",
+             "--disable-usage-stats"]  # fmt: skip
     try:
+        subprocess.run(start, env=env, check=True, capture_output=True, text=True, timeout=120)
         proc = subprocess.run(
             [sys.executable, "jobs/tune.py", "--config", str(tmp / "tune.yaml")],
             env=env, cwd=REPO, capture_output=True, text=True, timeout=900,
