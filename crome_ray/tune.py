@@ -17,7 +17,6 @@ and its manifest names the best trial's training run, whose ``model/`` is the mo
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import time
@@ -27,6 +26,7 @@ from typing import Any
 import pyarrow as pa
 
 from crome_ray.config import TrainConfig, TuneConfig
+from crome_ray.evaluate.report import png_bytes
 from crome_ray.runs import Step, StepResult
 from crome_ray.storage import RunFolder, is_remote, path_in_filesystem, pyarrow_filesystem
 
@@ -165,19 +165,15 @@ def lambda_plot(doc: Mapping[str, Any]) -> bytes:
         ax.scatter(
             [best["tie_weight"]], [best["metric"]], s=160, facecolors="none", edgecolors="black", label="best"
         )
-    lams = [t["tie_weight"] for t in doc["trials"]]
-    if lams and max(lams) > 0 and (min(x for x in lams if x > 0) if any(lams) else 1) * 20 < max(lams):
-        ax.set_xscale("symlog", linthresh=min(x for x in lams if x > 0))
+    positive = [t["tie_weight"] for t in doc["trials"] if t["tie_weight"] > 0]
+    if positive and 20 * min(positive) < max(positive):  # λ over decades: linear near 0, log beyond
+        ax.set_xscale("symlog", linthresh=min(positive))
     ax.set_xlabel("λ (tie-loss weight)")
     ax.set_ylabel(doc["metric"])
     ax.set_title(f"{doc['metric']} against λ")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig)
 
 
 # ---------------------------------------------------------------- Ray

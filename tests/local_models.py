@@ -75,13 +75,11 @@ def wordpiece_tokenizer(out: Path, samples: Path, vocab_size: int = 2000) -> Pat
     return out
 
 
-def random_bert(out: Path, tokenizer: Path) -> Path:
-    """A 2-layer random BERT with the tokenizer in ``tokenizer``."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
+def tiny_bert_config(tok, **extra):
+    """The 2-layer, 32-wide BERT of the tests, sized to the tokenizer ``tok``."""
+    from transformers import BertConfig
 
-    tok = AutoTokenizer.from_pretrained(str(tokenizer))
-    config = BertConfig(
+    return BertConfig(
         vocab_size=len(tok),
         hidden_size=32,
         intermediate_size=64,
@@ -89,9 +87,18 @@ def random_bert(out: Path, tokenizer: Path) -> Path:
         num_attention_heads=4,
         max_position_embeddings=512,
         pad_token_id=tok.pad_token_id,
+        **extra,
     )
+
+
+def random_bert(out: Path, tokenizer: Path) -> Path:
+    """A 2-layer random BERT with the tokenizer in ``tokenizer``."""
+    import torch
+    from transformers import AutoTokenizer, BertModel
+
+    tok = AutoTokenizer.from_pretrained(str(tokenizer))
     torch.manual_seed(0)
-    BertModel(config).save_pretrained(out)
+    BertModel(tiny_bert_config(tok)).save_pretrained(out)
     tok.save_pretrained(out)
     return out
 
@@ -100,20 +107,11 @@ def random_reward_bert(out: Path, tokenizer: Path, seed: int) -> Path:
     """A 2-layer random BERT with a (random) one-output reward head: a reward model whose
     scores are arbitrary but fixed, for tests that build their expectations from them."""
     import torch
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+    from transformers import AutoTokenizer, BertForSequenceClassification
 
     tok = AutoTokenizer.from_pretrained(str(tokenizer))
-    config = BertConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=512,
-        pad_token_id=tok.pad_token_id,
-        num_labels=1,
-        initializer_range=0.5,  # BERT's 0.02 gives rewards that differ in the fifth decimal only
-    )
+    # BERT's initializer_range of 0.02 gives rewards that differ in the fifth decimal only
+    config = tiny_bert_config(tok, num_labels=1, initializer_range=0.5)
     torch.manual_seed(seed)
     BertForSequenceClassification(config).save_pretrained(out)
     tok.save_pretrained(out)

@@ -383,16 +383,14 @@ class RowProblem:
     bad: bool = True
 
 
-def xstest_pairs(records: Iterable[SourceRecord], ctx: RowContext) -> Iterator[PreferencePair | RowProblem]:
-    """Pairs in the style of RewardBench's xstest-should-respond / -should-refuse.
-
-    A safe prompt pairs a fully complying completion (chosen) with a full refusal
-    (rejected); an unsafe prompt the other way round. Completions are taken in model
-    name order, one pair per prompt. Prompts without both a complying and a refusing
-    completion are counted as ``unpaired`` (not bad input, so not quarantined).
-    """
+def xstest_grouped(
+    records: Iterable[SourceRecord],
+) -> tuple[dict[str, dict[str, Any]], dict[str, list[tuple[str, str, Any]]], list[RowProblem]]:
+    """XSTest's files by prompt id: the prompts (text, safe/unsafe label, type), each prompt's
+    completions as (model, final_label, text), and the records that could not be read."""
     prompts: dict[str, dict[str, Any]] = {}
-    completions: dict[str, list[tuple[str, str, str]]] = {}
+    completions: dict[str, list[tuple[str, str, Any]]] = {}
+    problems: list[RowProblem] = []
     for r in records:
         name = r.file.rsplit("/", 1)[-1]
         try:
@@ -418,7 +416,20 @@ def xstest_pairs(records: Iterable[SourceRecord], ctx: RowContext) -> Iterator[P
                     )
                 completions.setdefault(pid, []).append((model, final, require(r.value, "completion")))
         except RowError as e:
-            yield RowProblem(r.location, e, r.value)
+            problems.append(RowProblem(r.location, e, r.value))
+    return prompts, completions, problems
+
+
+def xstest_pairs(records: Iterable[SourceRecord], ctx: RowContext) -> Iterator[PreferencePair | RowProblem]:
+    """Pairs in the style of RewardBench's xstest-should-respond / -should-refuse.
+
+    A safe prompt pairs a fully complying completion (chosen) with a full refusal
+    (rejected); an unsafe prompt the other way round. Completions are taken in model
+    name order, one pair per prompt. Prompts without both a complying and a refusing
+    completion are counted as ``unpaired`` (not bad input, so not quarantined).
+    """
+    prompts, completions, problems = xstest_grouped(records)
+    yield from problems
     for pid in sorted(completions, key=lambda s: (len(s), s)):
         if pid not in prompts:
             err = RowError(

@@ -19,8 +19,8 @@ A tie in reward between candidates goes to the first in the group's order (sorte
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,7 +79,7 @@ def best_of_n(
         **rates(list(groups)),
         "candidates_per_prompt": sum(len(c) for c in groups.values()) / max(1, len(groups)),
         "subsets": {s: rates(gs) for s, gs in sorted(by_subset.items())},
-        "picked_sources": dict(sorted(_count(p.source for p in picks.values()).items())),
+        "picked_sources": dict(sorted(Counter(p.source for p in picks.values()).items())),
         "win_rate": {},
     }
     for name, ref in (references or {}).items():
@@ -92,13 +92,6 @@ def best_of_n(
     return out
 
 
-def _count(items: Iterable[str]) -> dict[str, int]:
-    out: dict[str, int] = defaultdict(int)
-    for x in items:
-        out[x] += 1
-    return out
-
-
 def source_picks(groups: Mapping[str, Sequence[Candidate]], source: str) -> dict[str, Candidate]:
     """A fixed source's answer per group: the reference "always take this model's answer"."""
     return {g: c for g, cands in groups.items() for c in cands if c.source == source}
@@ -107,45 +100,23 @@ def source_picks(groups: Mapping[str, Sequence[Candidate]], source: str) -> dict
 def xstest_groups(path: str, storage: Any = None, limit: int | None = None) -> dict[str, list[Candidate]]:
     """XSTest's prompts and labelled completions (a folder as shipped) as Best-of-N groups.
 
-    Completions with an unknown label or no text, and prompts with fewer than two
-    completions, are left out (counted nowhere else: the evaluation ingests the same files
-    and quarantines what is malformed there)."""
-    from crome_ray.data.formats import _XSTEST_MODEL, RowProblem
+    Records that cannot be read, completions with no text, and prompts with fewer than two
+    completions are left out (the evaluation ingests the same files, and its ingest
+    quarantines what is malformed there)."""
+    from crome_ray.data.formats import RowProblem, xstest_grouped
     from crome_ray.data.readers import read_source
 
-    prompts: dict[str, dict[str, Any]] = {}
-    completions: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
-    for r in read_source(path, storage):
-        if isinstance(r, RowProblem):
-            continue
-        name = r.file.rsplit("/", 1)[-1]
-        v = r.value
-        if name.startswith("xstest_prompts"):
-            if v.get("label") in XSTEST_QUALITY and isinstance(v.get("prompt"), str):
-                prompts[str(v["id"]).strip()] = v
-        elif (
-            (m := _XSTEST_MODEL.search(name))
-            and isinstance(v.get("completion"), str)
-            and v["completion"].strip()
-        ):
-            completions[str(v.get("id", "")).strip().removeprefix("v2-")].append(
-                (m.group("model"), str(v.get("final_label")), v["completion"])
-            )
+    records = [r for r in read_source(path, storage) if not isinstance(r, RowProblem)]
+    prompts, completions, _ = xstest_grouped(records)
     out: dict[str, list[Candidate]] = {}
     for pid in sorted(prompts, key=lambda s: (len(s), s)):
         p = prompts[pid]
         table = XSTEST_QUALITY[p["label"]]
+        subset = "xstest-should-respond" if p["label"] == "safe" else "xstest-should-refuse"
         cands = [
-            Candidate(
-                pid,
-                "xstest-should-respond" if p["label"] == "safe" else "xstest-should-refuse",
-                p["prompt"],
-                text,
-                model,
-                table[label],
-            )
-            for model, label, text in sorted(completions.get(pid, []))
-            if label in table
+            Candidate(pid, subset, p["prompt"], text, model, table[label])
+            for model, label, text in sorted(completions.get(pid, []), key=lambda c: c[0])
+            if isinstance(text, str) and text.strip()
         ]
         if len(cands) >= 2:
             out[pid] = cands

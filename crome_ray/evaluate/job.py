@@ -19,7 +19,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from crome_ray.config import EvaluateConfig, IngestConfig, SourceConfig
+from crome_ray.config import EvaluateConfig, SourceConfig
 from crome_ray.evaluate.best_of_n import Candidate, best_of_n, pick, source_picks, xstest_groups
 from crome_ray.evaluate.metrics import ScoredVariant, model_metrics
 from crome_ray.evaluate.report import headline, write_report
@@ -78,20 +78,15 @@ def model_labels(cfg: EvaluateConfig) -> list[str]:
 
 def data_run(src: SourceConfig, cfg: EvaluateConfig, log: Callable[[str], None]) -> RunFolder:
     """The committed run holding a data set's pairs: that run, or a new ingest of the source."""
-    run = RunFolder.from_uri(src.path, cfg.storage)
-    if run.is_committed():
-        return run
-    if run.fs.isdir(run.path) and run.attempt_ids():
-        raise EvaluateError(
-            f"{src.path} is a run folder that was never committed: re-run the step that writes it"
-        )
-    from crome_ray.data.ingest import run_ingest
+    from crome_ray.train.dataset import TrainError, source_run
 
-    result = run_ingest(IngestConfig(source=src, storage=cfg.storage))
-    log(f"ingested {src.path} → {result.run.uri} ({'already there' if result.skipped else 'new'})")
-    if not result.counts.get("pairs_written"):
-        raise EvaluateError(f"{src.path} gave no pairs (see {result.run.uri}'s quarantine)")
-    return result.run
+    try:
+        run = source_run(src, cfg.storage, log)
+    except TrainError as e:
+        raise EvaluateError(str(e)) from None
+    if not run.table_files("pairs"):
+        raise EvaluateError(f"{src.path} gave no pairs (see {run.uri}'s quarantine)")
+    return run
 
 
 def model_runs(cfg: EvaluateConfig, labels: list[str]) -> dict[str, RunFolder]:

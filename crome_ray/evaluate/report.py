@@ -151,70 +151,86 @@ def _bars(ax: Any, groups: Sequence[str], series: Mapping[str, Sequence[float | 
     ax.grid(axis="y", alpha=0.3)
 
 
-def plots(doc: Mapping[str, Any]) -> dict[str, bytes]:
-    """PNG bytes of each plot of ``PLOTS``."""
+def png_bytes(fig: Any) -> bytes:
+    """A matplotlib figure as PNG bytes (100 dpi), the figure closed."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _bar_plot(
+    width: float,
+    groups: Sequence[str],
+    series: Mapping[str, Sequence[float | None]],
+    ylabel: str,
+    title: str,
+    *,
+    accuracy: bool,
+) -> bytes:
+    """Grouped bars, models side by side: accuracy (0..1, chance dashed) or a shift around 0."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    fig, ax = plt.subplots(figsize=(width, 4.5))
+    _bars(ax, groups, series, ylabel)
+    if accuracy:
+        ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+        ax.set_ylim(0, 1)
+    else:
+        ax.axhline(0, color="black", lw=0.8)
+    ax.set_title(title)
+    return png_bytes(fig)
+
+
+def plots(doc: Mapping[str, Any]) -> dict[str, bytes]:
+    """PNG bytes of each plot of ``PLOTS``."""
     models: dict[str, Any] = doc["models"]
-    out: dict[str, bytes] = {}
-
-    def save(fig: Any, name: str) -> None:
-        buf = io.BytesIO()
-        fig.tight_layout()
-        fig.savefig(buf, format="png", dpi=100)
-        plt.close(fig)
-        out[name] = buf.getvalue()
-
     cats = [*sorted({c for m in models.values() for c in m["categories"]}), "Average"]
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    _bars(
-        ax,
-        cats,
-        {
-            k: [m["categories"].get(c) if c != "Average" else m["average"] for c in cats]
-            for k, m in models.items()
-        },
-        "accuracy (ties ½)",
-    )
-    ax.axhline(0.5, color="grey", lw=0.8, ls="--")
-    ax.set_ylim(0, 1)
-    ax.set_title("Accuracy per category")
-    save(fig, "categories.png")
-
     names = sorted({t for m in models.values() for t in m["transformations"]})
-    fig, ax = plt.subplots(figsize=(10, 4.5))
-    groups = ["untransformed", *names]
-    _bars(
-        ax,
-        groups,
-        {
-            k: [m["overall"]] + [(m["transformations"].get(t) or {}).get("accuracy") for t in names]
-            for k, m in models.items()
-        },
-        "accuracy (ties ½)",
-    )
-    ax.axhline(0.5, color="grey", lw=0.8, ls="--")
-    ax.set_ylim(0, 1)
-    ax.set_title("Accuracy per transformation")
-    save(fig, "transformations.png")
-
-    groups = [*names, *(["planted cue"] if any("cue" in m for m in models.values()) else [])]
+    shifts = [*names, *(["planted cue"] if any("cue" in m for m in models.values()) else [])]
 
     def shift_of(m: Mapping[str, Any], g: str) -> float | None:
-        if g == "planted cue":
-            return ((m.get("cue") or {}).get("shift") or {}).get("mean_in_spread")
-        return ((m["transformations"].get(g) or {}).get("shift") or {}).get("mean_in_spread")
+        found = m.get("cue") if g == "planted cue" else m["transformations"].get(g)
+        return ((found or {}).get("shift") or {}).get("mean_in_spread")
 
-    fig, ax = plt.subplots(figsize=(10, 4.5))
-    series = {k: [shift_of(m, g) for g in groups] or [None] for k, m in models.items()}
-    _bars(ax, groups or ["(none)"], series, "mean r(T) − r, in reward spreads")
-    ax.axhline(0, color="black", lw=0.8)
-    ax.set_title("Reward shift per transformation")
-    save(fig, "shift.png")
-    return out
+    return {
+        "categories.png": _bar_plot(
+            8,
+            cats,
+            {
+                k: [m["average"] if c == "Average" else m["categories"].get(c) for c in cats]
+                for k, m in models.items()
+            },
+            "accuracy (ties ½)",
+            "Accuracy per category",
+            accuracy=True,
+        ),
+        "transformations.png": _bar_plot(
+            10,
+            ["untransformed", *names],
+            {
+                k: [m["overall"]] + [(m["transformations"].get(t) or {}).get("accuracy") for t in names]
+                for k, m in models.items()
+            },
+            "accuracy (ties ½)",
+            "Accuracy per transformation",
+            accuracy=True,
+        ),
+        "shift.png": _bar_plot(
+            10,
+            shifts or ["(none)"],
+            {k: [shift_of(m, g) for g in shifts] or [None] for k, m in models.items()},
+            "mean r(T) − r, in reward spreads",
+            "Reward shift per transformation",
+            accuracy=False,
+        ),
+    }
 
 
 def write_report(folder: Any, doc: Mapping[str, Any]) -> dict[str, str]:

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from crome_ray.config import AugmentConfig, IngestConfig, SourceConfig, TrainConfig
+from crome_ray.config import AugmentConfig, IngestConfig, SourceConfig, StorageConfig, TrainConfig
 from crome_ray.storage import RunFolder, path_in_filesystem, pyarrow_filesystem, split_uri
 
 COLUMNS = ["pair_id", "prompt", "chosen", "rejected", "label"]
@@ -41,16 +41,22 @@ def pairs_run(
     uri: str, cfg: TrainConfig | AugmentConfig, limit: int | None, log: Callable[[str], None]
 ) -> RunFolder:
     """The committed run holding the pairs at ``uri``: that run, or a new ingest of a source file."""
-    run = RunFolder.from_uri(uri, cfg.storage)
+    return source_run(SourceConfig(path=uri, format="auto", limit=limit), cfg.storage, log)
+
+
+def source_run(src: SourceConfig, storage: StorageConfig, log: Callable[[str], None]) -> RunFolder:
+    """The committed run at ``src.path``, or a new ingest of the source ``src`` describes."""
+    run = RunFolder.from_uri(src.path, storage)
     if run.is_committed():
         return run
     if run.fs.isdir(run.path) and (run.attempt_ids() or run.fs.exists(f"{run.path}/pairs")):
-        raise TrainError(f"{uri} is a run folder that was never committed: re-run the step that writes it")
+        raise TrainError(
+            f"{src.path} is a run folder that was never committed: re-run the step that writes it"
+        )
     from crome_ray.data.ingest import run_ingest
 
-    ingest = IngestConfig(source=SourceConfig(path=uri, format="auto", limit=limit), storage=cfg.storage)
-    result = run_ingest(ingest)
-    log(f"ingested {uri} → {result.run.uri} ({'already there' if result.skipped else 'new'})")
+    result = run_ingest(IngestConfig(source=src, storage=storage))
+    log(f"ingested {src.path} → {result.run.uri} ({'already there' if result.skipped else 'new'})")
     return result.run
 
 
