@@ -554,6 +554,12 @@ class AugmentTasks(Frozen):
     )
 
 
+def without_oracle(t: AugmentTasks) -> AugmentTasks:
+    """The tasks of an example past ``oracle_examples``: its original pair and IQN tie only."""
+    off = dict.fromkeys(("causal", "elements", "verify", "can", "para"), False)
+    return t.model_copy(update=off)
+
+
 class ControlProbes(Frozen):
     """Calibration of the verifier: probes whose right verdict is Fail, sent with the run's own calls."""
 
@@ -627,6 +633,12 @@ class AugmentConfig(Frozen):
         description="Pairs: a committed ingest run folder, or a source file (ingested first).",
     )
     limit: int | None = Field(None, gt=0, description="Augment only the first N pairs.")
+    oracle_examples: int | None = Field(
+        None,
+        ge=0,
+        description="Oracle tasks (rubric, rewrites, verification, CAN, PARA) for the first N examples "
+        "only; every example still gets its original pair and IQN tie (no call). Unset: all examples.",
+    )
     tasks: AugmentTasks = AugmentTasks()
     checks: RewriteChecks = RewriteChecks()
     leakage: LeakageLimits = LeakageLimits()
@@ -691,7 +703,11 @@ C = TypeVar("C", bound=Frozen)
 
 
 def config_fingerprint(*parts: BaseModel) -> str:
-    payload = json.dumps([p.model_dump(mode="json") for p in parts], sort_keys=True)
+    return _digest([p.model_dump(mode="json") for p in parts])
+
+
+def _digest(dumps: list[dict[str, Any]]) -> str:
+    payload = json.dumps(dumps, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
@@ -799,6 +815,66 @@ class ScoringSettings(Frozen):
     max_length: int = Field(512, ge=16, description="Tokens per (prompt, answer); longer is truncated.")
 
 
+REWRITE_NAMES = ("paraphrase", "back_translation")
+
+
+class RewriteSettings(Frozen):
+    """Paraphrase and back-translation: the transformations an LLM writes. Each distinct answer of
+    the rewritten pairs is sent through the oracle layer as committed oracle runs (quota, the
+    dollar cap, the cache and ledger, the fallback), not through ``evaluate.transforms``."""
+
+    enabled: bool = Field(False, description="Rewrite answers with the oracle (costs oracle calls).")
+    transformations: list[Literal["paraphrase", "back_translation"]] = Field(
+        default_factory=lambda: list(REWRITE_NAMES),
+        min_length=1,
+        description="paraphrase (one call per answer); back_translation (two: into pivot_language "
+        "and back into English).",
+    )
+    pivot_language: str = Field(
+        "French",
+        pattern=r"^[A-Za-z][A-Za-z -]{0,39}$",
+        description="The language back-translation goes through (a name: letters, spaces, hyphens).",
+    )
+    limit: int | None = Field(
+        None, gt=0, description="Rewrite the answers of the first N scored pairs of each data set only."
+    )
+    max_chars: int = Field(
+        4000, gt=0, description="Answers longer than this are not sent (their pairs are counted as too_long)."
+    )
+    oracle: OracleConfig = OracleConfig()
+    fallback: FallbackConfig = FallbackConfig()
+    no_key: Literal["local", "fail"] = Field(
+        "local",
+        description="With no key for a remote oracle: local (the local oracle serves every call) or fail.",
+    )
+    workers: int = Field(2, gt=0, description="Ray Data actors calling the oracle.")
+    worker_cpus: float = Field(0.25, gt=0, description="CPUs per oracle actor (the calls are I/O bound).")
+    batch_size: int = Field(32, gt=0, description="Requests per actor call; they run concurrently.")
+    batches_per_worker: int = Field(2, gt=0, description="Batches an oracle actor works on at once.")
+
+    @field_validator("transformations")
+    @classmethod
+    def _once_each(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"each transformation once: {v}")
+        return v
+
+    def answers_only(self) -> RewriteSettings:
+        """What decides the rewritten texts (for fingerprints): not quota, cap, endpoint or actors."""
+        fb = self.fallback
+        return self.model_copy(
+            update={
+                "oracle": answers_only(self.oracle),
+                "fallback": fb.model_copy(update={"oracle": answers_only(fb.oracle)}),
+                "no_key": "local",
+                "workers": 1,
+                "worker_cpus": 1.0,
+                "batch_size": 1,
+                "batches_per_worker": 1,
+            }
+        )
+
+
 class EvaluateConfig(Frozen):
     """`crome-ray evaluate` / jobs/evaluate.py: reward models on RewardBench-style data and its
     reWordBench-style transformations, side by side, into a report."""
@@ -840,6 +916,7 @@ class EvaluateConfig(Frozen):
     cue: CueProbe = CueProbe()
     best_of_n: BestOfNSettings = BestOfNSettings()
     scoring: ScoringSettings = ScoringSettings()
+    rewrites: RewriteSettings = RewriteSettings()
     storage: StorageConfig = StorageConfig()
 
     @field_validator("data", mode="before")
@@ -855,7 +932,9 @@ class EvaluateConfig(Frozen):
         known = _transformation_names()
         bad = [t for t in v if t not in known]
         if bad:
-            raise ValueError(f"unknown transformation(s) {bad}; known: {', '.join(known)}")
+            oracle = [t for t in bad if t in REWRITE_NAMES]
+            hint = f" ({', '.join(oracle)}: rewrites.enabled=true, through the oracle)" if oracle else ""
+            raise ValueError(f"unknown transformation(s) {bad}; known: {', '.join(known)}{hint}")
         return v
 
     @model_validator(mode="after")
@@ -867,16 +946,18 @@ class EvaluateConfig(Frozen):
         return self
 
     def fingerprint(self) -> str:
-        """What determines the numbers: not the actors or their resources."""
-        return config_fingerprint(
-            self.model_copy(
-                update={
-                    "run_name": None,
-                    "storage": StorageConfig(),
-                    "scoring": self.scoring.model_copy(update={"workers": 1, "cpus": 1.0, "gpus": 0.0}),
-                }
-            )
+        """What determines the numbers: not the actors or their resources; the rewrites' oracle
+        settings only when they are on (off, the fingerprint is what it was before they existed)."""
+        same = self.model_copy(
+            update={
+                "run_name": None,
+                "storage": StorageConfig(),
+                "scoring": self.scoring.model_copy(update={"workers": 1, "cpus": 1.0, "gpus": 0.0}),
+                "rewrites": self.rewrites.answers_only(),
+            }
         )
+        off = None if self.rewrites.enabled else {"rewrites"}
+        return _digest([same.model_dump(mode="json", exclude=off)])
 
 
 def _rewardbench_categories() -> dict[str, tuple[str, ...]]:
@@ -943,6 +1024,51 @@ class TuneConfig(Frozen):
         )
 
 
+PIPELINE_MODELS = ("baseline", "crome")
+
+
+class PipelineConfig(Frozen):
+    """`crome-ray pipeline` / jobs/pipeline.py: the method end to end, each step a committed run.
+
+    ingest → baseline RM → augment (its filter scores with the baseline) → Crome RM (or the λ
+    sweep's best) → evaluation of both side by side. The pipeline sets what links the steps
+    (each step's input is the run before it, every step writes under ``storage``); everything
+    else is each step's own config, overridable as ``augment.limit=...``, ``crome.max_steps=...``.
+    """
+
+    job: Literal["pipeline"] = "pipeline"
+    run_name: RunName = Field(None, description="The pipeline's own run; default pipeline-<fingerprint>.")
+    source: SourceConfig = Field(
+        default_factory=lambda: SourceConfig(path=SAMPLE_ULTRAFEEDBACK, format="auto"),
+        description="The training preference pairs (any ingest format, local or s3://).",
+    )
+    baseline: TrainConfig = Field(
+        default_factory=TrainConfig, description="The baseline RM, trained on the source pairs."
+    )
+    augment: AugmentConfig = Field(
+        default_factory=AugmentConfig,
+        description="The augmentation of the source pairs; filter.model is the baseline (unless "
+        "baseline_filter is false).",
+    )
+    baseline_filter: bool = Field(True, description="Filter the augmented pairs with the baseline RM.")
+    crome: TrainConfig = Field(
+        default_factory=TrainConfig, description="The Crome RM, trained on the augmented pairs."
+    )
+    sweep: SweepSettings | None = Field(
+        None, description="Set: Ray Tune sweeps λ of the Crome RM, and its best trial is the Crome RM."
+    )
+    evaluate: EvaluateConfig = Field(
+        default_factory=lambda: EvaluateConfig(models=list(PIPELINE_MODELS)),
+        description="The evaluation; in models, 'baseline' and 'crome' name the pipeline's RMs, any "
+        "other entry is evaluated as given (e.g. a public RM for comparison).",
+    )
+    storage: StorageConfig = StorageConfig()
+
+    def fingerprint(self) -> str:
+        """The pipeline's run is named by its steps' configs (each step fingerprints its own)."""
+        return config_fingerprint(self.model_copy(update={"run_name": None, "storage": StorageConfig()}))
+
+
 JOB_CONFIGS: dict[str, type[Frozen]] = {
     "ingest": IngestConfig,
     "oracle": OracleJobConfig,
@@ -950,6 +1076,7 @@ JOB_CONFIGS: dict[str, type[Frozen]] = {
     "augment": AugmentConfig,
     "evaluate": EvaluateConfig,
     "tune": TuneConfig,
+    "pipeline": PipelineConfig,
 }
 
 

@@ -7,6 +7,10 @@ manifest and model) and passes ``TuneReportCallback`` to its trainer, which hand
 of the training to Tune. ASHA stops trials that trail at a rung; a stopped trial's run stays
 uncommitted (a re-run of the sweep resumes it from its checkpoints, like any training run).
 
+The sweep's driver tokenizes the data once (``train.job.prepare_data``) and hands the
+materialized token tables to every trial (``tune.with_parameters``): the trials differ in λ
+and seed only.
+
 Every report a trial makes carries the metric: the trials evaluate, log and checkpoint at the
 same steps (``train.eval_every``).
 
@@ -179,14 +183,15 @@ def lambda_plot(doc: Mapping[str, Any]) -> bytes:
 # ---------------------------------------------------------------- Ray
 
 
-def _trial(config: dict[str, Any]) -> None:
-    """One trial (in a Tune trial actor): a training run whose reports go to Tune."""
+def _trial(config: dict[str, Any], prepared: Any = None) -> None:
+    """One trial (in a Tune trial actor): a training run whose reports go to Tune, on the token
+    tables the sweep's driver made once for every trial."""
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from crome_ray.train.job import run_train_job
 
     cfg = TrainConfig.model_validate_json(config["train"])
-    run_train_job(cfg, log=lambda _: None, callbacks=[TuneReportCallback()])
+    run_train_job(cfg, log=lambda _: None, callbacks=[TuneReportCallback()], prepared=prepared)
 
 
 def check_state_api() -> None:
@@ -215,6 +220,7 @@ def run_tune_job(cfg: TuneConfig, *, force: bool = False, log: Callable[[str], N
     from ray import tune
 
     from crome_ray.train.dataset import pairs_run
+    from crome_ray.train.job import prepare_data
 
     if cfg.sweep.scheduler == "asha":
         check_state_api()
@@ -232,7 +238,11 @@ def run_tune_job(cfg: TuneConfig, *, force: bool = False, log: Callable[[str], N
     name = step.run_name
     grid = [(lam, seed) for lam in cfg.sweep.tie_weights for seed in cfg.sweep.seeds]
     configs = {(lam, seed): trial_config(cfg, name, lam, seed, data).model_dump_json() for lam, seed in grid}
-    reports = _expected_reports(trial_config(cfg, name, 0.0, 0, data))
+    first = trial_config(cfg, name, 0.0, 0, data)
+    reports = _expected_reports(first)
+    # the trials differ in λ and seed only: their token tables are made once, here, and shared
+    # (a trial's own tokenizing pass costs ~15 s of Ray Data start-up on 2 CPUs)
+    prepared = prepare_data(first, log, {k: data_runs[k] for k in data})
     s = cfg.sweep
     scheduler = (
         # stop_last_trials=False: a trial that reaches the last rung finishes its run (export and
@@ -254,7 +264,7 @@ def run_tune_job(cfg: TuneConfig, *, force: bool = False, log: Callable[[str], N
     )
     # each trial's whole training config is its grid point
     tuner = tune.Tuner(
-        tune.with_resources(_trial, {"CPU": s.trial_cpus}),
+        tune.with_resources(tune.with_parameters(_trial, prepared=prepared), {"CPU": s.trial_cpus}),
         param_space={"train": tune.grid_search([configs[g] for g in grid])},
         tune_config=tune.TuneConfig(
             metric=s.metric, mode=s.mode, scheduler=scheduler, max_concurrent_trials=s.max_concurrent_trials

@@ -176,3 +176,14 @@ def test_rrm_mode_builds_non_contextual_pairs_without_asking_the_oracle(example)
     assert [r["kind"] for r in pairs] == ["original", "rrm_prefer", "rrm_tie"]
     assert pairs[1]["chosen"] == example.chosen and pairs[1]["rejected"] == OTHER.chosen
     assert pairs[2]["label"] == "tie" and pairs[2]["prompt"] == example.question
+
+
+def test_an_example_past_oracle_examples_gets_its_original_pair_and_iqn_tie_without_a_call(example):
+    from crome_ray.config import without_oracle
+
+    oracle = Oracle()
+    out = run(example, oracle, tasks=without_oracle(AugmentTasks()), other=OTHER)
+    assert oracle.phases == []
+    pairs = table(out, "pairs")
+    assert [r["kind"] for r in pairs] == ["original", "neutral_iqn"]
+    assert pairs[1]["label"] == "tie" and pairs[1]["prompt"] == OTHER.question

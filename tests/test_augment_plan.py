@@ -111,3 +111,12 @@ def test_a_committed_training_run_as_the_baseline_is_in_the_lineage_and_an_hf_id
     assert baseline_run(cfg)["baseline"].uri == str(run)
     assert baseline_run(load_config(AugmentConfig, None, ["filter.model=OpenAssistant/reward-model"])) == {}
     assert baseline_run(load_config(AugmentConfig, None, [])) == {}
+
+
+def test_oracle_examples_plans_calls_for_the_first_n_examples_only():
+    one_token = lambda text: 1  # noqa: E731
+    full = L.project([EX, EX], AugmentTasks(), one_token)
+    part = L.project([EX] * 5, AugmentTasks(), one_token, oracle_examples=2)
+    assert part.examples == 5 and part.calls == full.calls  # 5 examples seen, 2 asked about
+    assert part.output_tokens == full.output_tokens
+    assert L.project([EX] * 3, AugmentTasks(), one_token, oracle_examples=0).total_calls == 0

@@ -8,7 +8,6 @@ import pytest
 from typer.testing import CliRunner
 
 from crome_ray.cli import app
-from crome_ray.storage import RunFolder
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -77,25 +76,18 @@ def test_runs_show_refuses_an_uncommitted_folder(tmp_path):
     assert res.exit_code == 1 and "not committed" in res.output
 
 
-@pytest.mark.ray
-def test_demo_ingests_the_sample_runs_the_oracle_on_the_simulator_and_trains_a_reward_model(
-    tmp_path, ray_cluster
-):
-    # the same steps at smoke size (`make demo` runs the shipped sizes)
-    res = runner.invoke(app, ["demo", "--output", str(tmp_path), "--quick"])
-    assert res.exit_code == 0, res.output
-    assert (tmp_path / "ingest" / "demo-ultrafeedback" / "_COMMITTED").exists()
-    assert (tmp_path / "oracle" / "demo-oracle" / "_COMMITTED").exists()
-    assert (tmp_path / "train" / "demo-rm" / "_COMMITTED").exists()
-    rm = RunFolder.from_uri(str(tmp_path / "train" / "demo-rm"))
-    assert Path(rm.file("model", "config.json")).exists()
-    assert rm.manifest()["inputs"]["train"]["uri"].endswith("ingest/demo-ultrafeedback")  # lineage
-    assert "eval pair accuracy" in res.output
-    assert "of $0.05 cap" in res.output and "simulated" in res.output
-    shown = runner.invoke(app, ["runs", "show", str(tmp_path / "ingest" / "demo-ultrafeedback")])
-    assert '"pairs_written"' in shown.output
-    listed = runner.invoke(app, ["runs", "list", str(tmp_path)])
-    assert listed.exit_code == 0 and listed.output.count("committed") >= 4  # 3 steps + eval ingest
+def test_the_demo_is_the_shipped_pipeline_config_and_quick_shrinks_only_its_sizes(tmp_path):
+    # `make demo` runs it whole; tests/test_submit.py runs the --quick sizes through `ray job submit`
+    from crome_ray.config import PipelineConfig, load_config
+    from crome_ray.demo import demo_config
+
+    shipped = load_config(PipelineConfig, REPO / "jobs" / "configs" / "pipeline_demo.yaml")
+    full, quick = demo_config(str(tmp_path)), demo_config(str(tmp_path), quick=True)
+    assert full.storage.root == str(tmp_path) == quick.storage.root
+    assert full.model_copy(update={"storage": shipped.storage}) == shipped
+    assert quick.source.limit < full.source.limit and quick.augment.oracle_examples == 0
+    assert quick.baseline.max_steps < full.baseline.max_steps and quick.crome.scaling.workers == 1
+    assert quick.augment.tasks == full.augment.tasks and quick.evaluate.models == ["baseline", "crome"]
 
 
 def test_every_command_has_help():
@@ -112,6 +104,7 @@ def test_every_command_has_help():
         ["augment", "--help"],
         ["evaluate", "--help"],
         ["tune", "--help"],
+        ["pipeline", "--help"],
     ):
         res = runner.invoke(app, args)
         assert res.exit_code == 0 and "Usage" in res.output

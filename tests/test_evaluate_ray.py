@@ -232,3 +232,120 @@ def test_best_of_n_picks_the_highest_reward_and_its_rates_agree_with_the_table(e
     assert vs_a["rate"] == pytest.approx(sum(won) / 12)
     assert "model A" not in report["models"]["A"]["best_of_n"]["win_rate"]
     assert "## Best-of-N" in Path(result.run.file("report.md")).read_text()
+
+
+# UltraFeedback eval rows for the rewrites' test: two whose answers both change in the simulated
+# round trip, one with a chosen answer over rewrites.max_chars (500), one whose chosen answer comes
+# back from the round trip as it was, and one past rewrites.limit (4)
+REWRITE_ROWS = (3, 17, 16, 13, 18)
+
+
+def test_paraphrase_and_back_translation_go_through_committed_oracle_runs(
+    tmp_path, ray_cluster, models, samples
+):
+    from pydantic import SecretStr
+
+    from crome_ray.evaluate.rewrites import answer_id
+    from crome_ray.oracle.simulated_tasks import from_pivot, paraphrase, to_pivot
+    from crome_ray.oracle.simulator import RunningSimulator, SimConfig
+    from crome_ray.storage import RunFolder
+
+    source = [json.loads(x) for x in (samples / "ultrafeedback" / "eval_200.jsonl").read_text().splitlines()]
+    rows = [{"prompt": source[i]["prompt"], "chosen": source[i]["chosen"], "rejected": source[i]["rejected"],
+             "subset": "rewrites", "id": f"r{i}"} for i in REWRITE_ROWS]  # fmt: skip
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def round_trip(text: str) -> str:
+        return from_pivot(to_pivot(text, "French"), "French")
+
+    # what the simulator answers, from its own functions: a variant only where both answers changed
+    expected: dict = {"paraphrase": {}, "back_translation": {}}
+    for r in rows[:4]:
+        if max(len(r["chosen"]), len(r["rejected"])) > 500:
+            continue
+        for name, fn in (("paraphrase", paraphrase), ("back_translation", round_trip)):
+            new = (fn(r["chosen"]).strip(), fn(r["rejected"]).strip())
+            if new[0] != r["chosen"].strip() and new[1] != r["rejected"].strip():
+                expected[name][r["id"]] = new
+    assert len(expected["paraphrase"]) == 3 and len(expected["back_translation"]) == 2  # the rows' design
+
+    logs: list[str] = []
+    with RunningSimulator(SimConfig(latency_median_s=0.01)) as sim:
+        cfg = load_config(
+            EvaluateConfig,
+            None,
+            [f"models=[{models[0]}]", "labels=[A]", f"data={data}", f"storage.root={tmp_path}/runs",
+             "transformations=[rot13]", "cue.enabled=false", "best_of_n.enabled=false",
+             f"scoring.max_length={MAX_LENGTH}", "rewrites.enabled=true", "rewrites.limit=4",
+             "rewrites.max_chars=500", f"rewrites.oracle.base_url={sim.url}", "rewrites.workers=1",
+             "rewrites.oracle.retry.timeout_s=10"],
+        )  # fmt: skip
+        result = run_evaluate_job(cfg, log=logs.append, api_key=SecretStr("sim-key"))
+        first = sim.stats.summary()
+        ledgers = {p: p.read_bytes() for p in (tmp_path / "runs" / "oracle").glob("*.ledger.json")}
+        again = run_evaluate_job(cfg, log=logs.append, api_key=SecretStr("sim-key"))
+        second = sim.stats.summary()
+
+    # pass 1: a paraphrase and a first leg per distinct answer sent (3 pairs x 2; the pair with a
+    # long answer sends neither); pass 2: the return leg of each; every call answered once, nothing
+    # called again by the second run
+    short = [r for r in rows[:4] if max(len(r["chosen"]), len(r["rejected"])) <= 500]
+    sent = {answer_id(t) for r in short for t in (r["chosen"], r["rejected"])}
+    assert len(sent) == 6 and first["answered"] == first["requests"] == 3 * 6 and first["answered_twice"] == 0
+    assert again.skipped and again.run.uri == result.run.uri
+    assert second["requests"] == first["requests"] and second["model_gets"] == first["model_gets"]
+    assert ledgers and all(p.read_bytes() == b for p, b in ledgers.items())
+
+    # the oracle runs are committed, and named as the evaluation's inputs and in its report
+    report = json.loads(Path(result.run.file("report.json")).read_text())
+    inputs = result.manifest["inputs"]
+    assert {k for k in inputs if k.startswith("oracle:")} == {"oracle:rewrites1", "oracle:rewrites2"}
+    assert {r["uri"] for r in report["rewrites"]["oracle_runs"].values()} == {
+        inputs["oracle:rewrites1"]["uri"],
+        inputs["oracle:rewrites2"]["uri"],
+    }
+    for key, n in (("oracle:rewrites1", 12), ("oracle:rewrites2", 6)):
+        run = RunFolder.from_uri(inputs[key]["uri"])
+        assert run.is_committed() and run.read_table("responses").num_rows == n
+    assert report["rewrites"]["transformations"] == {
+        "paraphrase": {"pairs": 4, "variants": 3, "skipped": {"too_long": 1}},
+        "back_translation": {"pairs": 4, "variants": 2, "skipped": {"too_long": 1, "unchanged": 1}},
+    }
+    assert "## Rewritten by the oracle" in Path(result.run.file("report.md")).read_text()
+
+    # the texts scored are the simulator's rewrites, not the originals (rows are named by their
+    # source id in the data run's pairs, the evaluation's tables by pair_id)
+    (data_key,) = [k for k in inputs if k.startswith("data:")]
+    pairs = RunFolder.from_uri(inputs[data_key]["uri"]).read_table("pairs").to_pylist()
+    pid = {p["source_id"]: p["pair_id"] for p in pairs}
+    expected = {name: {pid[src]: texts for src, texts in got.items()} for name, got in expected.items()}
+    table = result.run.read_table("rewrites").to_pylist()
+    made = {
+        (r["transformation"], r["pair_id"]): (r["chosen"], r["rejected"]) for r in table if not r["skipped"]
+    }
+    assert made == {(name, pid): texts for name, got in expected.items() for pid, texts in got.items()}
+    scores = result.run.read_table("scores").to_pylist()
+    original = {r["pair_id"]: r for r in scores if r["variant"] == "original"}
+    assert len(original) == 5
+    scorer = RewardScorer(str(models[0]), max_length=MAX_LENGTH, device="cpu")
+    prompts = {pid[r["id"]]: r["prompt"] for r in rows}
+    m = report["models"]["A"]["transformations"]
+    for name, got in expected.items():
+        mine = [r for r in scores if r["variant"] == name]
+        assert {r["pair_id"] for r in mine} == set(got)
+        for r in mine:
+            c, j = scorer.score([prompts[r["pair_id"]]] * 2, list(got[r["pair_id"]]))
+            assert (r["score_chosen"], r["score_rejected"]) == pytest.approx((c, j), abs=1e-4)
+            assert r["score_chosen"] != original[r["pair_id"]]["score_chosen"]
+        # in the report: accuracy and (both are meaning-preserving) the reward shift over both answers
+        assert m[name]["pairs"] == len(mine)
+        assert m[name]["accuracy"] == pytest.approx(sum(r["outcome"] for r in mine) / len(mine))
+        assert m[name]["shift"]["n"] == 2 * len(mine)
+        after = [s for r in mine for s in (r["score_chosen"], r["score_rejected"])]
+        before = [
+            s
+            for r in mine
+            for s in (original[r["pair_id"]]["score_chosen"], original[r["pair_id"]]["score_rejected"])
+        ]
+        assert m[name]["shift"]["mean"] == pytest.approx((sum(after) - sum(before)) / len(after))

@@ -115,6 +115,12 @@ class InputScan:
         self.rows = 0
         self.examples = 0
         self.control_ids: list[str] = []
+        self.oracle_ids: list[str] = []  # with oracle_examples: the examples the oracle works on
+        self.control_examples = (  # the probes ride on examples the oracle works on
+            cfg.controls.examples
+            if cfg.oracle_examples is None
+            else min(cfg.controls.examples, cfg.oracle_examples)
+        )
         self.controls: list[PlannedTask] = []  # the control probes' tasks (a fixed number at most)
         self.pool: list[tuple[str, str]] = []  # (request, chosen answer)
         self._rng = random.Random(cfg.iqn.seed)
@@ -136,8 +142,10 @@ class InputScan:
                         continue
                     self.examples += 1
                     ex = P.Example(row["source_id"], row["prompt"], row["chosen"], row["rejected"])
+                    if cfg.oracle_examples is not None and len(self.oracle_ids) < cfg.oracle_examples:
+                        self.oracle_ids.append(row["source_id"])
                     if (
-                        len(self.control_ids) < cfg.controls.examples
+                        len(self.control_ids) < self.control_examples
                         and cfg.tasks.verify
                         and not cfg.tasks.rrm
                     ):
@@ -181,7 +189,11 @@ def plan(cfg: AugmentConfig, files: list[str], oracle: OracleConfig) -> tuple[In
     count, how = token_counter(oracle)
     started = time.monotonic()
     proj: Projection = project(
-        scan.examples_of(files, pyarrow_filesystem(files[0], cfg.storage)), cfg.tasks, count, oracle.price()
+        scan.examples_of(files, pyarrow_filesystem(files[0], cfg.storage)),
+        cfg.tasks,
+        count,
+        oracle.price(),
+        oracle_examples=cfg.oracle_examples,
     )
     for t in scan.controls:  # the verifier's control probes are calls too
         proj.calls["control"] = proj.calls.get("control", 0) + 1
@@ -432,6 +444,7 @@ def run_augment_job(
                 "fallback": caller_args(fb, fallback_key or SecretStr(""), names["fallback"]) if fb else None,
                 "fallback_kinds": sorted(FALLBACK_KINDS[policy]),
                 "control_ids": scan.control_ids if cfg.tasks.verify else [],
+                "oracle_ids": scan.oracle_ids if cfg.oracle_examples is not None else None,
                 "embedder": cfg.iqn.embedder if cfg.leakage_embeddings and not cfg.tasks.rrm else None,
                 "fallback_servers": servers,
             },

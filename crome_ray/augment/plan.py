@@ -168,13 +168,17 @@ def project(
     t: AugmentTasks,
     count_tokens: Callable[[str], int],
     price: ModelPrice | None = None,
+    oracle_examples: int | None = None,
 ) -> Projection:
-    """The dry run: every call the run would make if every rewrite passed its checks."""
+    """The dry run: every call the run would make if every rewrite passed its checks (none for
+    the examples past ``oracle_examples``)."""
     out = Projection()
     stand_in = list(STAND_IN[: t.attributes])  # AugmentTasks allows at most len(STAND_IN)
     by_name = {a.name: a for a in stand_in}
     for ex in examples:
         out.examples += 1
+        if oracle_examples is not None and out.examples > oracle_examples:
+            continue
         planned = phase1(ex, t) + phase2(ex, stand_in, t)
         if t.verify:
             rewrites = [p for p in planned if p.kind in ("degrade", "upgrade")]

@@ -36,7 +36,7 @@ from crome_ray.augment.flow import Answer, Other, Records, Settings, augment_exa
 from crome_ray.augment.neutrals import least_similar_in_pool
 from crome_ray.augment.pairs import keep_after_filter
 from crome_ray.augment.plan import PlannedTask
-from crome_ray.config import AugmentConfig, OracleConfig, StorageConfig
+from crome_ray.config import AugmentConfig, OracleConfig, StorageConfig, without_oracle
 from crome_ray.oracle.protocol import OracleError, OracleResult
 from crome_ray.oracle.stage import ActorLoop, OracleCaller, request_from_row
 from crome_ray.records import AUGMENTED_PAIR_SCHEMA
@@ -122,6 +122,7 @@ class OracleWorkStage:
         control_ids: list[str],
         embedder: str | None,
         fallback_servers: list | None = None,
+        oracle_ids: list[str] | None = None,
     ):
         """``primary``/``fallback``: ``OracleCaller.open``'s arguments (config_json, cache_root,
         storage_json, api_key, governor_name). A local fallback engine is not opened here but
@@ -129,6 +130,9 @@ class OracleWorkStage:
         still names its backend and model."""
         cfg = AugmentConfig.model_validate_json(config_json)
         self.settings = Settings(cfg.tasks, cfg.checks, cfg.leakage)
+        # oracle_examples: the examples past the first N get their original pair and IQN tie only
+        self.oracle_ids = None if oracle_ids is None else frozenset(oracle_ids)
+        self.no_oracle = Settings(without_oracle(cfg.tasks), cfg.checks, cfg.leakage)
         self.rrm_or_iqn = cfg.tasks.rrm or cfg.tasks.iqn
         self.controls = frozenset(control_ids)
         self.fallback_args, self.fallback_kinds = fallback, frozenset(fallback_kinds)
@@ -207,7 +211,7 @@ class OracleWorkStage:
             return await augment_example(
                 ex,
                 self.ask,
-                self.settings,
+                self.settings if self.oracle_ids is None or ex.id in self.oracle_ids else self.no_oracle,
                 other=other,
                 control=ex.id in self.controls,
                 embed=self.embed if self.embedder is not None else None,

@@ -3,7 +3,9 @@ side by side, into a committed run with a report.
 
 1. find each data set's pairs (a committed ingest run, or a source ingested first);
 2. build every variant (each pair as it is, after each transformation that applies, with the
-   planted cue) and the distinct texts behind them;
+   planted cue) and the distinct texts behind them; with ``rewrites.enabled``, also the
+   paraphrase and back-translation of each pair, written by the oracle in committed oracle runs
+   before the step begins (``evaluate.oracle_rewrites``): those runs are inputs too;
 3. score the texts with each model on Ray Data actors (``evaluate.scoring``);
 4. write the ``scores`` table (a row per model, pair and variant), the report (JSON with
    every number, Markdown, plots) and commit. Models that are committed training runs and
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+from pydantic import SecretStr
 
 from crome_ray.config import EvaluateConfig, SourceConfig
 from crome_ray.evaluate.best_of_n import Candidate, best_of_n, pick, source_picks, xstest_groups
@@ -57,6 +60,20 @@ BEST_OF_N_SCHEMA = pa.schema(
         pa.field("picked", pa.bool_(), nullable=False),
     ],
     metadata={"crome_ray.table": "best_of_n"},
+)
+
+
+REWRITES_SCHEMA = pa.schema(
+    [
+        pa.field("dataset", pa.string(), nullable=False),
+        pa.field("pair_id", pa.string(), nullable=False),
+        pa.field("subset", pa.string(), nullable=False),
+        pa.field("transformation", pa.string(), nullable=False),  # paraphrase | back_translation
+        pa.field("chosen", pa.string()),  # the rewritten answers; null when skipped
+        pa.field("rejected", pa.string()),
+        pa.field("skipped", pa.string()),  # why the pair has no variant (null: it has one)
+    ],
+    metadata={"crome_ray.table": "rewrites"},
 )
 
 
@@ -145,15 +162,41 @@ def check_models(cfg: EvaluateConfig) -> None:
 
 
 def run_evaluate_job(
-    cfg: EvaluateConfig, *, force: bool = False, log: Callable[[str], None] = print
+    cfg: EvaluateConfig,
+    *,
+    force: bool = False,
+    log: Callable[[str], None] = print,
+    api_key: SecretStr | None = None,
+    fallback_key: SecretStr | None = None,
 ) -> StepResult:
+    """``api_key`` / ``fallback_key``: the rewrites' oracle keys (``rewrites.enabled`` only; the
+    entrypoint reads them from the environment)."""
     check_models(cfg)
     labels = model_labels(cfg)
+    rw = cfg.rewrites
+    remote = rw.enabled and rw.fallback.policy != "local_only" and not rw.oracle.local
+    if remote and api_key is None:
+        raise EvaluateError(
+            f"rewrites.enabled needs the oracle's key (from {' / '.join(rw.oracle.api_key_env)}, which "
+            "the command reads), or rewrites.fallback.policy=local_only for the local oracle"
+        )
     data = [data_run(src, cfg, log) for src in cfg.data]
     inputs: dict[str, RunFolder] = {f"data:{run.name}": run for run in data}
     if len(inputs) != len(data):
         raise EvaluateError(f"two data sets share a run name: {[r.uri for r in data]}")
     inputs.update(model_runs(cfg, labels))
+    pairs: dict[str, list[EvalPair]] | None = None
+    rewritten = None
+    if rw.enabled:
+        # a run committed by another config is refused here, before anything is spent on the oracle
+        Step(JOB, run_name(cfg), cfg, inputs=inputs, force=force).begin()
+        from crome_ray.evaluate.oracle_rewrites import rewrite_pairs
+
+        pairs = {run.name: read_pairs(run, cfg.limit) for run in data}
+        rewritten = rewrite_pairs(
+            rw, cfg.storage, run_name(cfg), pairs, api_key or SecretStr(""), fallback_key, log
+        )
+        inputs.update(rewritten.runs)
     step = Step(JOB, run_name(cfg), cfg, inputs=inputs, force=force)
     if not step.begin():
         log(f"{step.run.uri} is committed by this config and these inputs: nothing to do")
@@ -162,7 +205,8 @@ def run_evaluate_job(
         log(step.note)
 
     started = time.monotonic()
-    pairs = {run.name: read_pairs(run, cfg.limit) for run in data}
+    if pairs is None:
+        pairs = {run.name: read_pairs(run, cfg.limit) for run in data}
     transformations = [TRANSFORMATIONS[n] for n in cfg.transformations]
     cue = cfg.cue.text if cfg.cue.enabled else None
     variants: list[Variant] = [
@@ -171,6 +215,11 @@ def run_evaluate_job(
         for p in ps
         for v in variants_of(p, transformations, seed=cfg.seed, cue=cue, cue_position=cfg.cue.position)
     ]
+    if rewritten is not None:
+        variants += rewritten.variants
+        rewrites_table = step.table("rewrites", REWRITES_SCHEMA)
+        for row in rewritten.rows:
+            rewrites_table.add(row)
     texts = unique_texts(variants)
     bon = cfg.best_of_n
     groups: dict[str, list[Candidate]] = (
@@ -184,7 +233,8 @@ def run_evaluate_job(
     n_pairs = sum(len(ps) for ps in pairs.values())
     log(
         f"{n_pairs:,} pairs from {len(data)} data set(s); {len(variants):,} variants "
-        f"({len(transformations)} transformations{', the cue' if cue else ''}); "
+        f"({len(transformations)} transformations{', the cue' if cue else ''}"
+        f"{', ' + ' and '.join(rw.transformations) + ' by the oracle' if rewritten else ''}); "
         f"{len(texts):,} distinct texts to score with {len(labels)} model(s)"
     )
     scores_table = step.table("scores", SCORES_SCHEMA)
@@ -242,13 +292,19 @@ def run_evaluate_job(
         "seed": cfg.seed,
         "scoring_seconds": seconds,
     }
+    if rewritten:
+        doc["rewrites"] = rewritten.summary
     report = write_report(step.folder, doc)
     counts = {"pairs": n_pairs, "variants": len(variants), "texts": len(texts), "models": len(labels),
               "best_of_n_prompts": len(groups)}  # fmt: skip
+    if rewritten:
+        counts["rewritten_variants"] = len(rewritten.variants)
     log(f"scored in {time.monotonic() - started:.0f} s")
+    extra = {"rewrites": rewritten.summary} if rewritten else {}
     return step.commit(
         counts,
         models={label: headline(m) for label, m in metrics.items()},
         report=report,
         scoring_seconds=seconds,
+        **extra,
     )

@@ -83,6 +83,26 @@ def markdown(doc: Mapping[str, Any]) -> str:
                 cells.append(f"{_fmt(x['accuracy'])} ({_fmt(x['drop'], 2)})")
                 cells.append(_fmt(x["shift"]["mean_in_spread"], 2))
             lines.append(f"| {t} | {pairs} | " + " | ".join(cells) + " |")
+    rw = doc.get("rewrites")
+    if rw:
+        lines += [
+            "",
+            "## Rewritten by the oracle",
+            "",
+            f"{rw['answers']} distinct answers sent ({rw['too_long']} too long to send); "
+            f"${rw['spent_usd']:.4f} spent of the ${rw['cap_usd']:g} cap"
+            + (f" (the local fallback: ${rw['fallback_spent_usd']:.4f})" if rw["fallback_spent_usd"] else "")
+            + (f"; back-translation through {rw['pivot_language']}" if rw["pivot_language"] else "")
+            + ".",
+            "",
+            "| transformation | pairs | rewritten | skipped |",
+            "|---|---|---|---|",
+        ]
+        for t, x in rw["transformations"].items():
+            why = ", ".join(f"{n} {k}" for k, n in sorted(x["skipped"].items())) or "–"
+            lines.append(f"| {t} | {x['pairs']} | {x['variants']} | {why} |")
+        runs = ", ".join(f"`{r['uri']}`" for r in rw["oracle_runs"].values()) or "none (nothing to send)"
+        lines += ["", f"Oracle runs: {runs}."]
     if any("cue" in m for m in models.values()):
         lines += [
             "",

@@ -15,9 +15,17 @@ echoing nothing of its input. For the augmentation's schemas the simulator answe
 - a verification passes a rewrite that differs from its source and fails an unchanged one,
   unless ``p_false_pass`` makes it pass a control, so a run can measure its verifier.
 
+The evaluation's rewrites (``{"text": ...}`` of one fenced TEXT) are answered too:
+
+- a paraphrase is the augmentation's (sentences reversed, connectives swapped);
+- a translation into another language is a marked pivot text, ``[French] `` and the text with
+  common English words swapped for that pivot's (``PIVOT_WORDS``); the translation back into
+  English undoes the swap, drops the mark and words a few things differently (``DRIFT``), as a
+  real round trip does. Text with none of those words comes back as it went.
+
 Tasks are recognised by their schema's shape and the prompt's wording, not by importing the
-augmentation package (the oracle layer sits below it). Anything else gets ``None``: the
-simulator's generic answer.
+augmentation or evaluation packages (the oracle layer sits below them). Anything else gets
+``None``: the simulator's generic answer.
 """
 
 from __future__ import annotations
@@ -133,6 +141,72 @@ def _can(a: str, b: str) -> str:
     return f"{opening} ... {a.strip()}"
 
 
+# a stand-in pivot language: common English words and their French, swapped both ways
+PIVOT_WORDS = {
+    "the": "le", "and": "et", "is": "est", "of": "de", "to": "vers", "in": "dans", "for": "pour",
+    "with": "avec", "you": "vous", "this": "ceci", "are": "sont", "not": "pas", "or": "ou",
+}  # fmt: skip
+FROM_PIVOT_WORDS = {v: k for k, v in PIVOT_WORDS.items()}
+# what a round trip words differently
+DRIFT = {
+    "use": "employ", "help": "assist", "show": "demonstrate", "make": "create", "get": "obtain",
+    "need": "require", "big": "large", "important": "essential", "also": "additionally",
+    "because": "since", "answer": "response", "simple": "straightforward", "start": "begin",
+    "but": "yet", "so": "thus", "very": "really", "many": "numerous", "about": "regarding",
+    "often": "frequently", "example": "instance", "however": "nevertheless", "way": "manner",
+    "good": "fine", "provide": "give", "different": "various", "each": "every", "include": "comprise",
+    "some": "certain", "just": "simply",
+}  # fmt: skip
+
+
+def _swap_words(text: str, table: dict[str, str]) -> str:
+    """Whole words swapped by ``table`` (lower case, or capitalised as they were)."""
+
+    def one(m: re.Match[str]) -> str:
+        w = m.group(0)
+        new = table.get(w.lower())
+        if new is None or w not in (w.lower(), w.capitalize()):
+            return w
+        return new if w == w.lower() else new.capitalize()
+
+    return re.sub(r"[A-Za-z]+", one, text)
+
+
+def to_pivot(text: str, language: str) -> str:
+    """The simulated translation of an English ``text`` into ``language``."""
+    return f"[{language}] {_swap_words(text, PIVOT_WORDS)}"
+
+
+def from_pivot(text: str, language: str) -> str:
+    """The simulated translation of a pivot text back into English: the mark gone, the pivot's
+    words swapped back, a few words put differently."""
+    mark = f"[{language}] "
+    body = text[len(mark) :] if text.startswith(mark) else text
+    return _swap_words(_swap_words(body, FROM_PIVOT_WORDS), DRIFT)
+
+
+def paraphrase(text: str) -> str:
+    """The simulated paraphrase (the augmentation's PARA and the evaluation's are the same)."""
+    return _paraphrase(text)
+
+
+def _text_task(
+    blocks: dict[str, str], prompt: str, limit: int | None, rng: random.Random, p_copy: float
+) -> dict | None:
+    """The evaluation's rewrites of one fenced TEXT (``p_copy``: a paraphrase handed back unchanged)."""
+    if "TEXT" not in blocks:
+        return None
+    source = blocks["TEXT"]
+    if re.search(r"Task: paraphrase the TEXT", prompt):
+        out = source if rng.random() < p_copy else paraphrase(source)
+    elif m := re.search(r"Task: translate the TEXT above from ([A-Za-z -]+?) into ([A-Za-z -]+?),", prompt):
+        src, dst = m.group(1), m.group(2)
+        out = from_pivot(source, src) if dst == "English" else to_pivot(source, dst)
+    else:
+        return None
+    return {"text": out[:limit] if limit else out}
+
+
 def _rewrite(blocks: dict[str, str], prompt: str, rng: random.Random, p_copy: float) -> dict | None:
     m = re.search(r"Task: (rewrite|paraphrase) ANSWER ([AB])", prompt)
     if not m:
@@ -172,7 +246,7 @@ def task_answer(
     schema: dict[str, Any] | None, prompt: str, rng: random.Random, *, p_copy: float = 0.0,
     p_false_pass: float = 0.0,
 ) -> dict | None:  # fmt: skip
-    """The simulator's answer to an augmentation task, or None if ``schema`` is not one."""
+    """The simulator's answer to an augmentation or evaluation task, or None if ``schema`` is not one."""
     if not schema or "properties" not in schema:
         return None
     props = schema["properties"]
@@ -192,4 +266,6 @@ def task_answer(
         return value
     if "verdict" in props:
         return _verify(blocks, prompt, rng, p_false_pass)
+    if "text" in props:
+        return _text_task(blocks, prompt, props["text"].get("maxLength"), rng, p_copy)
     return None

@@ -94,7 +94,7 @@ class SimConfig:
     retry_hint: Literal["body", "header"] = "body"  # a 429's delay: RetryInfo in the body, or Retry-After
     p_malformed: float = 0.0  # text that is not JSON
     p_truncated: float = 0.0  # JSON cut off mid-way, finishReason MAX_TOKENS
-    p_copy: float = 0.0  # an augmentation rewrite handed back unchanged (simulated_tasks)
+    p_copy: float = 0.0  # an augmentation rewrite or a paraphrase handed back unchanged (simulated_tasks)
     p_false_pass: float = 0.0  # a verification that passes a control: an unchanged or unrelated "rewrite"
     thinking_tokens: int = 0
     batch_delay_s: float = 1.0

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from crome_ray.config import TrainConfig
 from crome_ray.runs import Step, StepResult
-from crome_ray.storage import is_remote, path_in_filesystem, pyarrow_filesystem
+from crome_ray.storage import RunFolder, is_remote, path_in_filesystem, pyarrow_filesystem
 from crome_ray.train.dataset import (
     TrainError,
     pair_files,
@@ -31,11 +33,68 @@ from crome_ray.train.dataset import (
 
 JOB = "train"
 TrainResult = StepResult
-__all__ = ["JOB", "TrainError", "TrainResult", "default_run_name", "run_train_job"]
+__all__ = [
+    "JOB",
+    "PreparedData",
+    "TrainError",
+    "TrainResult",
+    "default_run_name",
+    "prepare_data",
+    "run_train_job",
+]
 
 
 def default_run_name(cfg: TrainConfig) -> str:
     return f"rm-{cfg.fingerprint()[:8]}"
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """A run's inputs as token tables (materialized in Ray's object store) with their counts."""
+
+    key: str  # data_key of the config they were made for
+    inputs: dict[str, RunFolder]
+    files: dict[str, list[str]]
+    datasets: dict[str, Any]
+    totals: dict[str, dict[str, int]]
+
+
+def data_key(cfg: TrainConfig) -> str:
+    """What the token tables depend on: the data, its limits, the tokenizer's model, the length."""
+    parts = [cfg.train_data, cfg.eval_data, cfg.train_limit, cfg.eval_limit, cfg.model, cfg.max_length,
+             cfg.shuffle_labels]  # fmt: skip
+    return json.dumps(parts, default=str)
+
+
+def input_runs(cfg: TrainConfig, log: Callable[[str], None]) -> dict[str, RunFolder]:
+    """The committed pair runs the config names (a source file is ingested first)."""
+    inputs = {"train": pairs_run(cfg.train_data, cfg, cfg.train_limit, log)}
+    if cfg.eval_data:
+        inputs["eval"] = pairs_run(cfg.eval_data, cfg, cfg.eval_limit, log)
+    return inputs
+
+
+def model_reference(cfg: TrainConfig) -> str:
+    """The model as workers resolve it on their own node: a local folder as an absolute path."""
+    local = Path(cfg.model).expanduser()
+    return str(local.resolve()) if local.is_dir() else cfg.model
+
+
+def prepare_data(
+    cfg: TrainConfig, log: Callable[[str], None], inputs: dict[str, RunFolder] | None = None
+) -> PreparedData:
+    """The token tables of the config's pairs (Ray Data tasks, materialized) and their counts."""
+    inputs = inputs or input_runs(cfg, log)
+    files = {name: pair_files(run) for name, run in inputs.items()}
+    limits = {"train": cfg.train_limit, "eval": cfg.eval_limit}
+    datasets = {
+        name: tokenized(
+            f, cfg, model_reference(cfg), limits[name], swap_labels=cfg.shuffle_labels and name == "train"
+        )
+        for name, f in files.items()
+    }
+    totals = {name: table_counts(ds) for name, ds in datasets.items()}
+    return PreparedData(data_key(cfg), inputs, files, datasets, totals)
 
 
 def run_train_job(
@@ -44,8 +103,11 @@ def run_train_job(
     force: bool = False,
     log: Callable[[str], None] = print,
     callbacks: list | None = None,
+    prepared: PreparedData | None = None,
 ) -> TrainResult:
-    """``callbacks``: Ray Train callbacks for the run (the sweep passes Tune's report callback)."""
+    """``callbacks``: Ray Train callbacks for the run (the sweep passes Tune's report callback).
+    ``prepared``: the token tables ``prepare_data`` made for this config (the sweep makes them
+    once for all its trials); by default the run makes its own."""
     import ray
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -54,9 +116,7 @@ def run_train_job(
     from crome_ray.train.loop import steps_for
     from crome_ray.train.worker import train_fn
 
-    inputs = {"train": pairs_run(cfg.train_data, cfg, cfg.train_limit, log)}
-    if cfg.eval_data:
-        inputs["eval"] = pairs_run(cfg.eval_data, cfg, cfg.eval_limit, log)
+    inputs = prepared.inputs if prepared else input_runs(cfg, log)
     step = Step(
         JOB, cfg.run_name or default_run_name(cfg), cfg, inputs, force=force, resume=True, absolute=True
     )
@@ -68,20 +128,14 @@ def run_train_job(
     resumed = attempt.fs.exists(attempt.file("ray"))
 
     model_path = str(resolve_model(cfg.model, storage=cfg.storage))  # fetched here first: fails fast
-    # workers resolve the name on their own node; a local folder is passed as an absolute path
-    model_ref = (
-        str(Path(cfg.model).expanduser().resolve()) if Path(cfg.model).expanduser().is_dir() else cfg.model
-    )
-    files = {name: pair_files(run) for name, run in inputs.items()}
-    limits = {"train": cfg.train_limit, "eval": cfg.eval_limit}
-    datasets = {
-        name: tokenized(f, cfg, model_ref, limits[name], swap_labels=cfg.shuffle_labels and name == "train")
-        for name, f in files.items()
-    }
-    totals = {name: table_counts(ds) for name, ds in datasets.items()}
-    counts = {name: t["pairs"] for name, t in totals.items()}
-    truncated = {name: t["truncated"] for name, t in totals.items()}
-    ties = {name: t["ties"] for name, t in totals.items()}
+    if prepared is None:
+        prepared = prepare_data(cfg, log, inputs)
+    elif prepared.key != data_key(cfg):
+        raise TrainError("the prepared token tables were made for other data, model or lengths")
+    files, datasets = prepared.files, dict(prepared.datasets)
+    counts = {name: t["pairs"] for name, t in prepared.totals.items()}
+    truncated = {name: t["truncated"] for name, t in prepared.totals.items()}
+    ties = {name: t["ties"] for name, t in prepared.totals.items()}
     if counts["train"] < cfg.scaling.workers:
         raise TrainError(f"{counts['train']} training pairs for {cfg.scaling.workers} workers")
     datasets["train"] = shuffled_each_epoch(datasets["train"], cfg.seed)
@@ -98,7 +152,7 @@ def run_train_job(
         train_fn,
         train_loop_config={
             "cfg": cfg.model_dump_json(),
-            "model": model_ref,
+            "model": model_reference(cfg),
             "total_steps": total_steps,
             "attempt_uri": attempt.uri,
             "has_eval": "eval" in datasets,

@@ -56,6 +56,7 @@ def train_fn(config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device()
     train_shard = ray.train.get_dataset_shard("train")
     eval_shard = ray.train.get_dataset_shard("eval") if config["has_eval"] else None
+    eval_cache: list = []
 
     class RayRuntime:
         rank, world_size = ctx.get_world_rank(), ctx.get_world_size()
@@ -70,10 +71,17 @@ def train_fn(config: dict[str, Any]) -> None:
 
         def eval_rows(self):
             # the eval table is not split (an equal split would drop the remainder): each
-            # worker takes the rows whose pair id falls to its rank, so each is scored once
+            # worker takes the rows whose pair id falls to its rank, so each is scored once.
+            # The evaluation holds its rows in memory anyway (``loop.evaluate``): they are kept
+            # after the first pass, so later evaluations skip a Ray Data execution (~2 s each)
+            if eval_cache:
+                return iter(eval_cache)
+            rows = []
             for b in eval_shard.iter_batches(batch_size=256, batch_format="numpy"):
                 mine = [int(str(p)[:8], 16) % self.world_size == self.rank for p in b["pair_id"]]
-                yield from (row for row, keep in zip(rows_of(b), mine, strict=True) if keep)
+                rows += [row for row, keep in zip(rows_of(b), mine, strict=True) if keep]
+            eval_cache.extend(rows)
+            return iter(rows)
 
         def wrap(self, model):
             if cfg.scaling.strategy == "fsdp":

@@ -1,0 +1,190 @@
+"""The pipeline (Ray composition over the jobs): the Crome method end to end, each step a
+committed run, the pipeline itself a run whose inputs are the steps.
+
+    ingest → baseline RM → augment (its filter scores with the baseline) → Crome RM
+    (or the λ sweep's best trial) → evaluation of baseline and Crome side by side
+
+Every step is the job a user runs on its own (``run_ingest``, ``run_train_job``,
+``run_augment_job``, ``run_tune_job``, ``run_evaluate_job``) with the config the pipeline
+derives from ``PipelineConfig``: the pipeline sets only what links the steps (each step's
+input is the committed run before it; every step writes under the pipeline's storage
+root). The steps' runs are named by their configs' fingerprints, which include their
+inputs' URIs, so a re-run of the same pipeline finds every step committed and does nothing,
+and a changed setting redoes that step and the ones after it, no others.
+
+The pipeline's own run (``<root>/pipeline/<run>/``) records each step's run and whether it
+was done or found, the evaluation's headline numbers and where its report is.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import SecretStr
+
+from crome_ray.config import (
+    PIPELINE_MODELS,
+    AugmentConfig,
+    EvaluateConfig,
+    IngestConfig,
+    PipelineConfig,
+    TrainConfig,
+    TuneConfig,
+)
+from crome_ray.runs import Step, StepResult
+from crome_ray.storage import RunFolder
+
+JOB = "pipeline"
+STEPS = ("ingest", "baseline", "augment", "crome", "evaluate")
+
+
+# ---------------------------------------------------------------- pure: each step's config
+
+
+def run_name(cfg: PipelineConfig) -> str:
+    return cfg.run_name or f"pipeline-{cfg.fingerprint()}"
+
+
+def ingest_config(cfg: PipelineConfig) -> IngestConfig:
+    return IngestConfig(source=cfg.source, storage=cfg.storage)
+
+
+def baseline_config(cfg: PipelineConfig, ingest_uri: str) -> TrainConfig:
+    return cfg.baseline.model_copy(update={"train_data": ingest_uri, "storage": cfg.storage})
+
+
+def augment_config(cfg: PipelineConfig, ingest_uri: str, baseline_uri: str | None) -> AugmentConfig:
+    a = cfg.augment
+    model = baseline_uri if cfg.baseline_filter else None
+    return a.model_copy(
+        update={
+            "input": ingest_uri,
+            "storage": cfg.storage,
+            "filter": a.filter.model_copy(update={"model": model}),
+        }
+    )
+
+
+def crome_config(cfg: PipelineConfig, augment_uri: str) -> TrainConfig:
+    return cfg.crome.model_copy(update={"train_data": augment_uri, "storage": cfg.storage})
+
+
+def tune_config(cfg: PipelineConfig, augment_uri: str) -> TuneConfig:
+    assert cfg.sweep is not None
+    return TuneConfig(train=crome_config(cfg, augment_uri), sweep=cfg.sweep, storage=cfg.storage)
+
+
+def evaluate_config(cfg: PipelineConfig, ours: dict[str, str]) -> EvaluateConfig:
+    """The evaluation with 'baseline' and 'crome' in its models replaced by the pipeline's RMs
+    (labelled so); other entries stay as given."""
+    e = cfg.evaluate
+    labels = list(e.labels) if e.labels else [None] * len(e.models)
+    models, names = [], []
+    for m, label in zip(e.models, labels, strict=True):
+        models.append(ours.get(m, m))
+        names.append(label or (m if m in PIPELINE_MODELS else m.rstrip("/").rsplit("/", 1)[-1] or m))
+    return e.model_copy(update={"models": models, "labels": names, "storage": cfg.storage})
+
+
+# ---------------------------------------------------------------- Ray composition
+
+
+@dataclass
+class StepRecord:
+    name: str
+    uri: str
+    done: bool  # False: found committed, nothing to do
+    seconds: float
+
+
+@dataclass
+class PipelineOutcome:
+    result: StepResult  # the pipeline's own run
+    steps: list[StepRecord] = field(default_factory=list)
+    evaluation: StepResult | None = None
+
+
+class PipelineError(RuntimeError):
+    """A step of the pipeline failed; the message names the step."""
+
+
+def run_pipeline(
+    cfg: PipelineConfig,
+    *,
+    api_key: SecretStr,
+    fallback_key: SecretStr | None = None,
+    force: bool = False,
+    log: Callable[[str], None] = print,
+    step_started: Callable[[str, str], None] = lambda step, what: None,
+    step_done: Callable[[str, StepResult], None] = lambda step, result: None,
+    augment_progress: Callable[[dict[str, Any]], None] | None = None,
+    rewrite_keys: tuple[SecretStr | None, SecretStr | None] = (None, None),
+) -> PipelineOutcome:
+    """``api_key``/``fallback_key``: the augmentation's oracles' (see ``run_augment_job``);
+    ``rewrite_keys``: the evaluation's, when ``evaluate.rewrites`` is on.
+    ``force`` redoes the pipeline's own run only; to redo a step, change its config."""
+    from crome_ray.augment.job import run_augment_job
+    from crome_ray.data.ingest import run_ingest
+    from crome_ray.evaluate.job import run_evaluate_job
+    from crome_ray.train.job import run_train_job
+    from crome_ray.tune import run_tune_job
+
+    records: list[StepRecord] = []
+    results: dict[str, StepResult] = {}
+
+    def step(name: str, what: str, fn: Callable[[], StepResult]) -> StepResult:
+        step_started(name, what)
+        t0 = time.monotonic()
+        try:
+            result = fn()
+        except Exception as e:
+            raise PipelineError(f"step {name} failed: {e}") from e
+        records.append(StepRecord(name, result.run.uri, not result.skipped, round(time.monotonic() - t0, 1)))
+        results[name] = result
+        step_done(name, result)
+        return result
+
+    ingest = step("ingest", f"ingest {cfg.source.path}", lambda: run_ingest(ingest_config(cfg)))
+    base_cfg = baseline_config(cfg, ingest.run.uri)
+    baseline = step(
+        "baseline", "the baseline RM on the source pairs", lambda: run_train_job(base_cfg, log=log)
+    )
+    aug_cfg = augment_config(cfg, ingest.run.uri, baseline.run.uri)
+    augment = step(
+        "augment",
+        "the Crome augmentation" + (", filtered by the baseline RM" if cfg.baseline_filter else ""),
+        lambda: run_augment_job(
+            aug_cfg, api_key, fallback_key=fallback_key, progress=augment_progress, log=log
+        ),
+    )
+    if cfg.sweep is not None:
+        tcfg = tune_config(cfg, augment.run.uri)
+        sweep = step("crome", "the λ sweep of the Crome RM (Ray Tune)", lambda: run_tune_job(tcfg, log=log))
+        crome_uri = RunFolder.from_uri(sweep.manifest["details"]["best"]["run_uri"], cfg.storage).uri
+    else:
+        ccfg = crome_config(cfg, augment.run.uri)
+        crome = step("crome", "the Crome RM on the augmented pairs", lambda: run_train_job(ccfg, log=log))
+        crome_uri = crome.run.uri
+    ecfg = evaluate_config(cfg, {"baseline": baseline.run.uri, "crome": crome_uri})
+    evaluation = step(
+        "evaluate",
+        "baseline and Crome side by side",
+        lambda: run_evaluate_job(ecfg, log=log, api_key=rewrite_keys[0], fallback_key=rewrite_keys[1]),
+    )
+
+    own = Step(JOB, run_name(cfg), cfg, inputs={r.name: results[r.name].run for r in records}, force=force)
+    if not own.begin():
+        return PipelineOutcome(own.result, records, evaluation)  # type: ignore[arg-type]
+    details = evaluation.manifest.get("details", {})
+    result = own.commit(
+        {"steps": len(records), "done": sum(r.done for r in records)},
+        steps=[r.__dict__ for r in records],
+        crome_model=crome_uri,
+        baseline_model=baseline.run.uri,
+        models=details.get("models"),
+        report=evaluation.run.committed().uri_of("report.md"),
+    )
+    return PipelineOutcome(result, records, evaluation)
