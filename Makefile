@@ -47,7 +47,7 @@ install: $(STAMP)
 test: $(STAMP)  ## every tier that runs without a GPU, but the sweep's (what CI runs)
 	$(BIN)/python -m pytest -m "not gpu and not sweep" --durations=25
 
-test-sweep: $(STAMP)  ## the λ sweep end to end on a Ray cluster of its own (~4 min on 2 cores)
+test-sweep: $(STAMP)  ## the λ sweep end to end on a Ray cluster of its own (~2.5 min on 2 cores)
 	$(BIN)/python -m pytest -m sweep
 
 test-fast: $(STAMP)  ## the fast tier only (no Ray cluster, no model downloads)

@@ -240,8 +240,12 @@ def _pipeline(cfg: PipelineConfig, *, force: bool, demo: bool = False) -> None:
                 return
         printers[step](console, result)
 
-    def progress(s: dict) -> None:
-        if s["final"] or s["examples"] % 25 == 0:
+    shown = {"tenth": -1}
+
+    def progress(s: dict) -> None:  # a line per tenth of the examples, and the last
+        tenth = 10 * s["examples"] // max(1, s["of"])
+        if s["final"] or tenth > shown["tenth"]:
+            shown["tenth"] = tenth
             console.print(
                 f"  {s['examples']:,}/{s['of']:,} examples | {s['pairs']:,} pairs | {s['calls']:,} calls | "
                 f"${s['spent_usd']:.4f}"

@@ -18,6 +18,8 @@ VERBOSE_ENV = "CROME_RAY_VERBOSE"
 QUIET_WORKER_ENV = {
     "RAY_DATA_LOG_LEVEL": "WARNING",  # Ray Data's lines in SplitCoordinator and other actors
     "PYTHONWARNINGS": "ignore::DeprecationWarning",  # Ray's own deprecations inside its actors
+    "VLLM_LOGGING_LEVEL": "WARNING",  # a local engine's start-up (its config, ~40 lines) in the actors
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # "Loading weights" bars of every model an actor loads
 }
 
 

@@ -2,7 +2,8 @@
 cloud cluster. The storage root is a bucket on the S3 server (moto, the real protocol), the oracle
 the Gemini simulator (the real google-genai client over HTTP) with its key in the cluster's
 environment, as a secret store would put it there. The pipeline is the demo's, at the size
-`crome-ray demo --quick` runs (crome_ray.demo.QUICK), with two examples through the oracle.
+`crome-ray demo --quick` runs (crome_ray.demo.QUICK), with two examples through the oracle and
+the baseline filter on (the demo turns it off: its near-chance baseline would drop every tie).
 A second submission of the same pipeline finds every step committed and does nothing."""
 
 import json
@@ -49,7 +50,7 @@ def submitted(s3_server, tmp_path_factory):
     with RunningSimulator(SimConfig(latency_median_s=0.0, seed=3)) as sim:
         job = [str(bin_dir / "ray"), "job", "submit", "--working-dir", ".", "--runtime-env",
                "cluster/runtime_env.yaml", "--", "python", "jobs/pipeline.py", "--config",
-               "jobs/configs/pipeline_demo.yaml", *QUICK, "augment.oracle_examples=2",
+               "jobs/configs/pipeline_demo.yaml", *QUICK, "augment.oracle_examples=2", "baseline_filter=true",
                f"augment.oracle.base_url={sim.url}", f"storage.root={root}",
                f"storage.endpoint_url={s3_server.endpoint}"]  # fmt: skip
         try:
