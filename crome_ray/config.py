@@ -16,7 +16,7 @@ import hashlib
 import json
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
 import yaml
 from pydantic import (
@@ -749,8 +749,16 @@ def _check_keys(cls: type[BaseModel], keys: list[str]) -> None:
                 f"unknown config key {'.'.join(keys[: depth + 1])!r}{hint}; "
                 f"known keys at {where}: {', '.join(fields)}"
             )
-        ann = fields[key].annotation
-        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        model = _section_model(fields[key].annotation)
+
+
+def _section_model(ann: Any) -> type[BaseModel] | None:
+    """The config section behind a field's type: the model itself, or the model of an optional
+    section (``SweepSettings | None``, set by an override like ``sweep.tie_weights=...``)."""
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    models = [a for a in get_args(ann) if isinstance(a, type) and issubclass(a, BaseModel)]
+    return models[0] if len(models) == 1 else None
 
 
 def build_config(cls: type[C], data: dict[str, Any] | None = None) -> C:
