@@ -76,6 +76,11 @@ Overrides = Annotated[
 ForceOpt = Annotated[bool, typer.Option("--force", help="Redo a step even if it is already committed.")]
 
 
+def _yaml_list(text: str | None) -> str | None:
+    """``0,0.3,1`` (an option's comma-separated values) as the YAML list an override takes."""
+    return None if text is None else "[" + text + "]"
+
+
 def fail(message: str, code: int = 1) -> None:
     err_console.print(f"[bold red]error:[/] {message}")
     raise typer.Exit(code)
@@ -195,7 +200,7 @@ def pipeline(
         **{
             "storage.root": output,
             "source.path": source,
-            "sweep.tie_weights": None if sweep is None else "[" + sweep + "]",
+            "sweep.tie_weights": _yaml_list(sweep),
         }
     )
     try:
@@ -492,15 +497,12 @@ def tune(
     from crome_ray.train.job import TrainError
     from crome_ray.tune import SweepError, run_tune_job
 
-    def floats(text: str | None) -> str | None:
-        return None if text is None else "[" + text + "]"
-
     extra = _shortcuts(
         **{
             "storage.root": output,
             "run_name": run_name,
-            "sweep.tie_weights": floats(tie_weights),
-            "sweep.seeds": floats(seeds),
+            "sweep.tie_weights": _yaml_list(tie_weights),
+            "sweep.seeds": _yaml_list(seeds),
             "sweep.scheduler": scheduler,
         }
     )

@@ -26,7 +26,6 @@ from typing import Any
 from pydantic import SecretStr
 
 from crome_ray.config import (
-    PIPELINE_MODELS,
     AugmentConfig,
     EvaluateConfig,
     IngestConfig,
@@ -80,13 +79,11 @@ def tune_config(cfg: PipelineConfig, augment_uri: str) -> TuneConfig:
 def evaluate_config(cfg: PipelineConfig, ours: dict[str, str]) -> EvaluateConfig:
     """The evaluation with 'baseline' and 'crome' in its models replaced by the pipeline's RMs
     (labelled so); other entries stay as given."""
-    e = cfg.evaluate
-    labels = list(e.labels) if e.labels else [None] * len(e.models)
-    models, names = [], []
-    for m, label in zip(e.models, labels, strict=True):
-        models.append(ours.get(m, m))
-        names.append(label or (m if m in PIPELINE_MODELS else m.rstrip("/").rsplit("/", 1)[-1] or m))
-    return e.model_copy(update={"models": models, "labels": names, "storage": cfg.storage})
+    from crome_ray.evaluate.job import model_labels
+
+    e = cfg.evaluate  # labels from the names as written: 'baseline', 'crome', a folder's name
+    models = [ours.get(m, m) for m in e.models]
+    return e.model_copy(update={"models": models, "labels": model_labels(e), "storage": cfg.storage})
 
 
 # ---------------------------------------------------------------- Ray composition

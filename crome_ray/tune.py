@@ -242,7 +242,7 @@ def run_tune_job(cfg: TuneConfig, *, force: bool = False, log: Callable[[str], N
     reports = _expected_reports(first)
     # the trials differ in λ and seed only: their token tables are made once, here, and shared
     # (a trial's own tokenizing pass costs ~15 s of Ray Data start-up on 2 CPUs)
-    prepared = prepare_data(first, log, {k: data_runs[k] for k in data})
+    prepared = prepare_data(first, log, dict(data_runs))
     s = cfg.sweep
     scheduler = (
         # stop_last_trials=False: a trial that reaches the last rung finishes its run (export and

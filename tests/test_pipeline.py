@@ -4,7 +4,9 @@ it, no others. The steps themselves run in tests/test_submit.py."""
 
 from pathlib import Path
 
+from crome_ray.augment.job import run_name as augment_run_name
 from crome_ray.config import PipelineConfig, load_config
+from crome_ray.data.ingest import default_run_name as ingest_run_name
 from crome_ray.pipeline import (
     augment_config,
     baseline_config,
@@ -25,11 +27,11 @@ def demo(*overrides: str) -> PipelineConfig:
 def fingerprints(cfg: PipelineConfig) -> dict[str, str]:
     """Each step's fingerprint, with the upstream runs named as the pipeline would name them."""
     ingest = ingest_config(cfg)
-    ingest_uri = f"/data/runs/ingest/source-{ingest.fingerprint()[:8]}"
+    ingest_uri = f"/data/runs/ingest/{ingest_run_name(ingest)}"
     base = baseline_config(cfg, ingest_uri)
     base_uri = f"/data/runs/train/{default_run_name(base)}"
     aug = augment_config(cfg, ingest_uri, base_uri)
-    aug_uri = f"/data/runs/augment/augment-{aug.fingerprint()}"
+    aug_uri = f"/data/runs/augment/{augment_run_name(aug)}"
     crome = crome_config(cfg, aug_uri)
     crome_uri = f"/data/runs/train/{default_run_name(crome)}"
     ev = evaluate_config(cfg, {"baseline": base_uri, "crome": crome_uri})
