@@ -1,10 +1,17 @@
-"""The cluster path end to end: `ray start --head`, then `ray job submit` of the pipeline, as on a
-cloud cluster. The storage root is a bucket on the S3 server (moto, the real protocol), the oracle
-the Gemini simulator (the real google-genai client over HTTP) with its key in the cluster's
-environment, as a secret store would put it there. The pipeline is the demo's, at the size
-`crome-ray demo --quick` runs (crome_ray.demo.QUICK), with two examples through the oracle and
-the baseline filter on (the demo turns it off: its near-chance baseline would drop every tie).
-A second submission of the same pipeline finds every step committed and does nothing."""
+"""The cluster path end to end: `ray start --head`, then `ray job submit` of the pipeline and of
+the augmentation job, as on a cloud cluster. The storage root is a bucket on the S3 server (moto,
+the real protocol), the oracle the Gemini simulator (the real google-genai client over HTTP) with
+its key in the cluster's environment, as a secret store would put it there.
+
+The pipeline is the demo's at the size `crome-ray demo --quick` runs (crome_ray.demo.QUICK), with
+two examples through the oracle, a tiny Llama for both reward models, and the λ sweep (Ray Tune,
+ASHA) as its Crome step. The sweep's validation pairs are among its training pairs, so a larger λ
+(a stronger pull of the ties' rewards together) can only fit them worse: λ = 0 runs first and sets
+the bar, and ASHA stops a trial that trails it (tests/test_tune_ray.py holds the same property on
+hand-made data). A second submission of the same pipeline finds every step committed and does
+nothing. Then the augmentation job is submitted on its own: the pipeline's augmentation with the
+baseline filter on (the demo turns it off), reading the pipeline's runs; every oracle call it
+makes was paid for by the pipeline, so the cache serves them all."""
 
 import json
 import os
@@ -16,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from crome_ray.config import StorageConfig
+from crome_ray.augment.job import run_name as augment_run_name
+from crome_ray.config import AugmentConfig, StorageConfig
 from crome_ray.demo import QUICK
 from crome_ray.oracle.simulator import RunningSimulator, SimConfig
 from crome_ray.storage import RunFolder
@@ -29,10 +37,42 @@ KEY = "sim-key-7f3a9c"  # the simulator checks none; the test checks it is never
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
+LAMBDAS = [0.0, 1.0, 30.0]
+SOURCE = "data/samples/ultrafeedback/train_1k.jsonl"  # the demo's source, relative to the working dir
+
+
+def pipeline_overrides(tiny_llama: Path, sim_url: str, root: str, endpoint: str) -> list[str]:
+    tiny = [f"{rm}.model={tiny_llama}" for rm in ("baseline", "crome")]
+    sweep = ["crome.finetune=lora", "crome.lora.r=4", "crome.optim.lr=0.01", "crome.batch_size=8",
+             "crome.max_steps=6", "crome.eval_every=2", f"crome.eval_data={SOURCE}", "crome.eval_limit=16",
+             f"sweep.tie_weights={LAMBDAS}", "sweep.metric=eval_loss_bt", "sweep.mode=min",
+             "sweep.reduction_factor=2"]  # fmt: skip
+    where = [f"augment.oracle.base_url={sim_url}", f"storage.root={root}", f"storage.endpoint_url={endpoint}"]
+    evaluation = ["evaluate.transformations=[add_quotes, rot13, word_deletion]"]
+    return [*QUICK, "augment.oracle_examples=2", *tiny, *sweep, *evaluation, *where]
+
+
+def filtered_augment_config(overrides: list[str], storage: StorageConfig, pipeline_uri: str) -> AugmentConfig:
+    """The pipeline's augmentation config with the baseline filter on, on the pipeline's runs."""
+    from crome_ray.config import PipelineConfig, load_config
+    from crome_ray.pipeline import augment_config
+
+    cfg = load_config(PipelineConfig, REPO / "jobs" / "configs" / "pipeline_demo.yaml", overrides)
+    steps = {
+        s["name"]: s["uri"] for s in RunFolder.from_uri(pipeline_uri, storage).manifest()["details"]["steps"]
+    }
+    on = cfg.model_copy(update={"baseline_filter": True})
+    return augment_config(on, steps["ingest"], steps["baseline"])
+
+
 @pytest.fixture(scope="module")
-def submitted(s3_server, tmp_path_factory):
+def submitted(s3_server, tmp_path_factory, tiny_llama):
+    import yaml
+
     bucket = s3_server.new_bucket()
     root = f"s3://{bucket}/crome"
+    storage = StorageConfig(root=root, endpoint_url=s3_server.endpoint)
+    tmp = tmp_path_factory.mktemp("submit")
     bin_dir = Path(sys.executable).parent
     ray_tmp = tempfile.mkdtemp(prefix="crs", dir="/tmp")
     dash = free_port()
@@ -47,24 +87,43 @@ def submitted(s3_server, tmp_path_factory):
              f"--temp-dir={ray_tmp}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
              f"--dashboard-port={dash}", f"--dashboard-agent-listen-port={free_port()}",
              f"--ray-client-server-port={free_port()}", "--disable-usage-stats"]  # fmt: skip
+    submit = [str(bin_dir / "ray"), "job", "submit", "--working-dir", ".", "--runtime-env",
+              "cluster/runtime_env.yaml", "--", "python"]  # fmt: skip
+
+    def job(*args: str) -> subprocess.CompletedProcess:
+        proc = subprocess.run(
+            [*submit, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=900
+        )
+        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-3000:]
+        return proc
+
     with RunningSimulator(SimConfig(latency_median_s=0.0, seed=3)) as sim:
-        job = [str(bin_dir / "ray"), "job", "submit", "--working-dir", ".", "--runtime-env",
-               "cluster/runtime_env.yaml", "--", "python", "jobs/pipeline.py", "--config",
-               "jobs/configs/pipeline_demo.yaml", *QUICK, "augment.oracle_examples=2", "baseline_filter=true",
-               f"augment.oracle.base_url={sim.url}", f"storage.root={root}",
-               f"storage.endpoint_url={s3_server.endpoint}"]  # fmt: skip
+        overrides = pipeline_overrides(tiny_llama, sim.url, root, s3_server.endpoint)
+        pipeline = ["jobs/pipeline.py", "--config", "jobs/configs/pipeline_demo.yaml", *overrides]
         try:
             subprocess.run(start, env=env, check=True, capture_output=True, text=True, timeout=120)
-            runs = [
-                subprocess.run(job, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
-                for _ in range(2)
-            ]
+            runs = [job(*pipeline) for _ in range(2)]
+            paid = sim.stats.answered
+            augment_cfg = filtered_augment_config(overrides, storage, f"{root}/pipeline/demo")
+            augment_yaml = tmp / "augment.yaml"
+            augment_yaml.write_text(yaml.safe_dump(augment_cfg.model_dump(mode="json")))
+            augment = job("jobs/augment.py", "--config", str(augment_yaml))
         finally:
             stop_cluster(ray_tmp)
-    for proc in runs:
-        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-3000:]
-    storage = StorageConfig(root=root, endpoint_url=s3_server.endpoint)
-    return {"runs": runs, "root": root, "storage": storage}
+        billed = {
+            "by_the_pipeline": paid,
+            "in_all": sim.stats.answered,
+            "twice": sim.stats.summary()["billed_twice"],
+        }
+    alone = RunFolder.at(root, "augment", augment_run_name(augment_cfg), storage)
+    return {
+        "runs": runs,
+        "augment": augment,
+        "alone": alone,
+        "root": root,
+        "storage": storage,
+        "billed": billed,
+    }
 
 
 def test_the_submitted_pipeline_commits_every_step_on_s3_each_reading_the_one_before(submitted):
@@ -80,30 +139,49 @@ def test_the_submitted_pipeline_commits_every_step_on_s3_each_reading_the_one_be
     inputs = {k: RunFolder.from_uri(u, storage).manifest()["inputs"] for k, u in uri.items()}
     assert inputs["baseline"]["train"]["uri"] == uri["ingest"]
     assert inputs["augment"]["pairs"]["uri"] == uri["ingest"]
-    assert inputs["augment"]["baseline"]["uri"] == uri["baseline"]  # the filter scored with it
-    assert inputs["crome"]["train"]["uri"] == uri["augment"]
+    assert "baseline" not in inputs["augment"]  # the demo's pipeline leaves the filter off
+    assert inputs["crome"]["train"]["uri"] == uri["augment"]  # the sweep trained on the augmentation
+    crome = manifest["details"]["crome_model"]
     assert {inputs["evaluate"][f"model:{m}"]["uri"] for m in ("baseline", "crome")} == {
         uri["baseline"],
-        uri["crome"],
+        crome,
     }
     assert set(manifest["inputs"]) == set(steps)
     # the augmentation: the simulated Gemini served the first two examples; all 40 got their IQN tie
     augment = RunFolder.from_uri(uri["augment"], storage)
-    rows = [
-        r for t in ("pairs", "filtered") if augment.table_files(t) for r in augment.read_table(t).to_pylist()
-    ]
+    rows = augment.read_table("pairs").to_pylist()
     kinds = Counter(r["kind"] for r in rows)
     assert kinds["original"] == 40 and kinds["neutral_iqn"] == 40
     oracle_made = [r for r in rows if r["kind"] not in ("original", "neutral_iqn")]
     assert oracle_made and {r["backend"] for r in oracle_made} == {"gemini"}
     assert len({r["source_id"] for r in oracle_made}) <= 2
     # the evaluation: both models side by side; the report is on S3
-    report = augment.fs.open(RunFolder.from_uri(uri["evaluate"], storage).committed().file("report.json"))
-    assert set(json.loads(report.read())["models"]) == {"baseline", "crome"}
-    assert manifest["details"]["report"] == RunFolder.from_uri(uri["evaluate"], storage).committed().uri_of(
-        "report.md"
-    )
+    evaluation = RunFolder.from_uri(uri["evaluate"], storage).committed()
+    report = json.loads(augment.fs.open(evaluation.file("report.json")).read())
+    assert set(report["models"]) == {"baseline", "crome"}
+    assert manifest["details"]["report"] == evaluation.uri_of("report.md")
     assert "report:" in first and "baseline" in first and "crome" in first
+
+
+def test_the_pipelines_sweep_stops_a_trailing_lambda_early_and_its_best_trial_is_the_crome_model(submitted):
+    from crome_ray.tune import pick_best
+
+    storage = submitted["storage"]
+    manifest = RunFolder.from_uri(f"{submitted['root']}/pipeline/demo", storage).manifest()
+    sweep = RunFolder.from_uri(
+        next(s["uri"] for s in manifest["details"]["steps"] if s["name"] == "crome"), storage
+    )
+    assert "/tune/" in sweep.uri
+    trials = sweep.read_table("trials").to_pylist()
+    assert sorted(t["tie_weight"] for t in trials) == LAMBDAS
+    stopped = [t for t in trials if t["status"] == "stopped_early"]
+    completed = [t for t in trials if t["status"] == "completed"]
+    assert stopped and all(t["evaluations"] < 3 for t in stopped)  # 6 steps, an evaluation every 2
+    assert 0.0 in [t["tie_weight"] for t in completed]  # the first trial has nothing to trail
+    best = sweep.manifest()["details"]["best"]
+    assert best == pick_best(trials, "min") and best["status"] == "completed"
+    assert manifest["details"]["crome_model"] == RunFolder.from_uri(best["run_uri"], storage).uri
+    assert sweep.fs.exists(sweep.committed().file("lambda.png"))
 
 
 def test_a_second_submission_of_the_same_pipeline_does_nothing(submitted):
@@ -113,8 +191,31 @@ def test_a_second_submission_of_the_same_pipeline_does_nothing(submitted):
     assert "found" in second and " done " not in second
 
 
+def test_the_augmentation_submitted_alone_filters_with_the_baseline_and_pays_for_no_call_again(submitted):
+    out = submitted["augment"].stdout
+    assert "succeeded" in out
+    storage = submitted["storage"]
+    steps = {
+        s["name"]: s["uri"]
+        for s in RunFolder.from_uri(f"{submitted['root']}/pipeline/demo", storage).manifest()["details"][
+            "steps"
+        ]
+    }
+    alone = submitted["alone"]
+    assert alone.is_committed() and alone.uri != steps["augment"]  # a run of its own: the filter is on
+    manifest = alone.manifest()
+    assert manifest["inputs"]["pairs"]["uri"] == steps["ingest"]
+    assert manifest["inputs"]["baseline"]["uri"] == steps["baseline"]  # the filter scored with it
+    counts = manifest["counts"]
+    assert counts["pairs_original"] == 40
+    assert counts["pairs"] + counts["filtered"] >= 80  # every original and tie went one way or the other
+    billed = submitted["billed"]
+    assert billed["in_all"] == billed["by_the_pipeline"] > 0 and billed["twice"] == 0
+    assert manifest["details"]["oracle"]["hits"] > 0  # what it asked, the pipeline's cache answered
+
+
 def test_the_key_never_appears_in_the_jobs_output_or_the_manifests(submitted):
-    for proc in submitted["runs"]:
+    for proc in [*submitted["runs"], submitted["augment"]]:
         assert KEY not in proc.stdout + proc.stderr
     storage = submitted["storage"]
     run = RunFolder.from_uri(f"{submitted['root']}/pipeline/demo", storage)

@@ -1,5 +1,5 @@
 """Training on Ray Train: 2-worker DDP on CPU, checkpoints on S3 (moto), a worker killed
-mid-run, the export, and a real base model."""
+mid-run, the export, and a real base model (SmolLM2 under FSDP)."""
 
 from __future__ import annotations
 
@@ -80,26 +80,35 @@ def test_two_worker_ddp_on_cpu_checkpoints_to_s3_and_exports_a_model_that_scores
     assert again.skipped  # committed with the same config: nothing is redone
 
 
-def test_two_worker_fsdp_on_cpu_trains_shards_and_exports_a_plain_model(tmp_path, ray_cluster, tiny_llama):
-    """LoRA: the sharded adapter is gathered, merged and exported as a plain model (full
-    fine-tuning under FSDP is held to DDP's numbers in test_train_fsdp, outside Ray)."""
+@pytest.mark.slow
+def test_two_worker_fsdp_on_cpu_trains_smollm2_shards_and_exports_a_plain_model(
+    tmp_path, ray_cluster, smollm2_path
+):
+    """A real base model (SmolLM2-135M, LoRA on its default modules) sharded over two workers:
+    the adapter is gathered, merged and exported as a plain model that scores as the run did
+    (full fine-tuning under FSDP is held to DDP's numbers in test_train_fsdp, outside Ray)."""
     cfg = train_config(
-        tiny_llama,
+        "smollm2",
         tmp_path / "runs",
         "finetune=lora",
         "scaling.strategy=fsdp",
-        "max_steps=6",
-        "checkpoint_every=3",
-        "eval_every=3",
-        "eval_limit=31",
+        "max_steps=4",
+        "checkpoint_every=2",
+        "eval_every=2",
+        "train_limit=24",
+        "eval_limit=15",
+        "max_length=64",
+        "batch_size=2",
     )
     result = run_train_job(cfg)
     m = result.manifest
-    assert (
-        m["details"]["steps"] == 6 and m["details"]["final"]["eval_pairs"] == 31
-    )  # every worker in step, each pair once
+    final = m["details"]["final"]
+    assert m["details"]["steps"] == 4 and final["eval_pairs"] == 15  # every worker in step, each pair once
+    assert final["tokens_per_s"] > 0 and set(m["details"]["exported"]) == {"model", "adapter"}
     probe = json.loads(result.run.fs.open(result.run.file("model", "probe.json")).read())
-    scores = RewardScorer(result.run.uri).score([p for p, _ in PROBE], [r for _, r in PROBE])
+    # at the run's length: SmolLM2's template (its default system prompt) puts a probe past 64 tokens
+    scorer = RewardScorer(result.run.uri, max_length=cfg.max_length)
+    scores = scorer.score([p for p, _ in PROBE], [r for _, r in PROBE])
     assert scores == pytest.approx([p["score"] for p in probe], abs=1e-4)
     assert len({round(s, 4) for s in scores}) > 1  # a trained head, not a constant
 
@@ -152,20 +161,6 @@ def test_a_worker_killed_mid_run_resumes_from_the_s3_checkpoint_and_finishes(s3,
     after_restart = list(range(resumed_at + 20, 101, 20))
     assert steps[-len(after_restart) :] == after_restart and resumed_at in steps[: -len(after_restart)]
     assert result.run.is_committed()
-
-
-@pytest.mark.slow
-def test_smollm2_trains_on_two_workers(tmp_path, ray_cluster, smollm2_path):
-    cfg = train_config("smollm2", tmp_path / "runs", "max_steps=3", "train_limit=24", "eval_limit=8",
-                       "max_length=64", "batch_size=2", "export_merged=false")  # fmt: skip
-    result = run_train_job(cfg)
-    final = result.details["final"]
-    assert final["step"] == 3 and final["tokens_per_s"] > 0 and 0 <= final["eval_accuracy"] <= 1
-    assert set(result.details["exported"]) == {"adapter"}
-    scores = RewardScorer(str(tmp_path / "runs" / "train" / result.run.uri.rsplit("/", 1)[1])).score(
-        [PROBE[0][0]], [PROBE[0][1]]
-    )
-    assert len(scores) == 1
 
 
 def test_crome_ray_train_from_the_command_line_then_a_failed_forced_rerun_leaves_its_run_intact(
