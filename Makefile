@@ -44,7 +44,7 @@ endif
 
 install: $(STAMP)
 
-test: $(STAMP)  ## every tier that runs without a GPU, but the sweep's (what CI runs)
+test: $(STAMP)  ## every tier that runs without a GPU (what CI runs; the sweep inside the submit test)
 	$(BIN)/python -m pytest -m "not gpu and not sweep" --durations=25
 
 test-sweep: $(STAMP)  ## the λ sweep end to end on a Ray cluster of its own (~2.5 min on 2 cores)
