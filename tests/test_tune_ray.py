@@ -3,8 +3,8 @@ started with `ray start --head` and the dashboard (whose state API frees a stopp
 workers). `make test-sweep`, not in `make test`: CI runs the same sweep as the Crome step of
 the pipeline it submits (tests/test_submit.py), which saves this test's cluster and data. Three
 values of λ with a tiny model on CPU, ASHA on the validation BT loss. The validation pairs are
-among the training pairs, so a larger λ (a stronger pull of the ties' rewards together) can only fit them worse:
-λ = 0 starts first and sets the bar, and ASHA must stop a trial that trails it. The report and
+among the training pairs, so a larger λ (a stronger pull of the ties' rewards together) can only
+fit them worse: λ = 0 starts first and sets the bar, and ASHA must stop a trial that trails it. The report and
 plot are written, the best trial's model is a committed training run's."""
 
 import json
