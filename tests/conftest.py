@@ -1,5 +1,6 @@
-"""Shared fixtures: a real S3 protocol server (moto) on 127.0.0.1, one local Ray cluster,
-and the sample data shipped in data/samples."""
+"""Shared fixtures: a real S3 protocol server (moto) and a GCS JSON API server
+(gcp-storage-emulator) on 127.0.0.1, one local Ray cluster, and the sample data shipped in
+data/samples."""
 
 from __future__ import annotations
 
@@ -102,6 +103,48 @@ def s3(s3_server: S3, monkeypatch: pytest.MonkeyPatch) -> S3:
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     return s3_server
+
+
+@dataclass(frozen=True)
+class GCS:
+    endpoint: str
+
+    def fs(self):
+        """gcsfs's JSON API filesystem on the emulator, without credentials."""
+        from gcsfs.core import GCSFileSystem
+
+        return GCSFileSystem(endpoint_url=self.endpoint, token="anon", skip_instance_cache=True)
+
+    def new_bucket(self) -> str:
+        name = f"crome-{uuid.uuid4().hex[:10]}"
+        self.fs().mkdir(name)  # POST /storage/v1/b: the JSON API's buckets.insert
+        return name
+
+
+@pytest.fixture(scope="session")
+def gcs_server() -> Iterator[GCS]:
+    """gcp-storage-emulator: the GCS JSON API (buckets, objects, multipart and resumable
+    uploads) over HTTP on a free loopback port, in a thread, objects in memory."""
+    import logging
+
+    from gcp_storage_emulator.server import create_server
+
+    logging.getLogger("gcp_storage_emulator").setLevel(logging.WARNING)  # a line per request
+    port = free_port()
+    server = create_server("127.0.0.1", port, in_memory=True)
+    server.start()
+    try:
+        yield GCS(endpoint=f"http://127.0.0.1:{port}")
+    finally:
+        server.stop()
+
+
+@pytest.fixture()
+def gcs(gcs_server: GCS, monkeypatch: pytest.MonkeyPatch) -> GCS:
+    """The GCS emulator, with no emulator or credentials variables left over (tests may set them)."""
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    return gcs_server
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,7 @@ from crome_ray.oracle.protocol import ErrorKind, OracleError
 from crome_ray.oracle.stage import OracleServer
 from crome_ray.records import AUGMENTED_PAIR_SCHEMA
 from crome_ray.runs import Step, StepResult
-from crome_ray.storage import RunFolder, join, path_in_filesystem, pyarrow_filesystem
+from crome_ray.storage import RunFolder, is_bucket_uri, join, path_in_filesystem, pyarrow_filesystem
 
 JOB = "augment"
 INPUT_COLUMNS = [
@@ -177,7 +177,7 @@ def baseline_run(cfg: AugmentConfig) -> dict[str, RunFolder]:
     """The baseline filter's model as lineage, when it is a committed training run (a retrained
     baseline then makes the augmentation run again); an HF id or a plain folder is in the config."""
     uri = cfg.filter.model
-    if not uri or not (uri.startswith("s3://") or Path(uri).is_dir()):
+    if not uri or not (is_bucket_uri(uri) or Path(uri).is_dir()):
         return {}
     run = RunFolder.from_uri(uri, cfg.storage)
     return {"baseline": run} if run.is_committed() else {}

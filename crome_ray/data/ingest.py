@@ -34,7 +34,7 @@ from crome_ray.data.formats import (
 from crome_ray.data.readers import read_source
 from crome_ray.records import PAIR_SCHEMA, PAIRS_SCHEMA_VERSION, PreferencePair, Reason
 from crome_ray.runs import Step, StepResult
-from crome_ray.storage import check_root, split_uri
+from crome_ray.storage import check_root, is_bucket_uri
 
 JOB = "ingest"
 STAGE = "ingest"
@@ -75,7 +75,7 @@ def default_run_name(cfg: IngestConfig) -> str:
 
 
 def run_ingest(cfg: IngestConfig, *, force: bool = False, progress: Progress | None = None) -> IngestResult:
-    if split_uri(cfg.source.path)[0] in ("s3", "s3a"):
+    if is_bucket_uri(cfg.source.path):
         check_root(cfg.source.path, cfg.storage)
     step = Step(JOB, cfg.run_name or default_run_name(cfg), cfg, force=force)
     if not step.begin():

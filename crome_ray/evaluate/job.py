@@ -30,7 +30,7 @@ from crome_ray.evaluate.scoring import score_on_ray
 from crome_ray.evaluate.transforms import TRANSFORMATIONS
 from crome_ray.evaluate.variants import EvalPair, Variant, text_key, unique_texts, variants_of
 from crome_ray.runs import Step, StepResult
-from crome_ray.storage import RunFolder
+from crome_ray.storage import RunFolder, is_bucket_uri
 
 JOB = "evaluate"
 
@@ -110,7 +110,7 @@ def model_runs(cfg: EvaluateConfig, labels: list[str]) -> dict[str, RunFolder]:
     """Models that are committed training runs, as the run's inputs (lineage)."""
     out = {}
     for label, uri in zip(labels, cfg.models, strict=True):
-        if uri.startswith("s3://") or Path(uri).is_dir():
+        if is_bucket_uri(uri) or Path(uri).is_dir():
             run = RunFolder.from_uri(uri, cfg.storage)
             if run.is_committed():
                 out[f"model:{label}"] = run

@@ -3,7 +3,7 @@ side by side): accuracy per category, accuracy per transformation, reward shift 
 transformation and for the planted cue.
 
 Plots are drawn with matplotlib's Agg backend (no display needed) into bytes, so they can be
-written to any storage (local or s3://) like the other files of a run.
+written to any storage (local, s3:// or gs://) like the other files of a run.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from crome_ray.config import AugmentConfig, IngestConfig, SourceConfig, StorageConfig, TrainConfig
-from crome_ray.storage import RunFolder, path_in_filesystem, pyarrow_filesystem, split_uri
+from crome_ray.storage import RunFolder, is_bucket_uri, path_in_filesystem, pyarrow_filesystem, split_uri
 
 COLUMNS = ["pair_id", "prompt", "chosen", "rejected", "label"]
 
@@ -61,12 +61,14 @@ def source_run(src: SourceConfig, storage: StorageConfig, log: Callable[[str], N
 
 
 def pair_files(run: RunFolder) -> list[str]:
-    """URIs of the committed pairs table's Parquet files (absolute local paths, or s3://)."""
+    """URIs of the committed pairs table's Parquet files (absolute local paths, s3:// or gs://)."""
     files = run.table_files("pairs")
     if not files:
         raise TrainError(f"{run.uri} has no pairs")
-    proto = split_uri(run.uri)[0]
-    return [f"{proto}://{f}" if proto in ("s3", "s3a") else str(Path(f).resolve()) for f in files]
+    if is_bucket_uri(run.uri):
+        proto = split_uri(run.uri)[0]
+        return [f"{proto}://{f}" for f in files]
+    return [str(Path(f).resolve()) for f in files]
 
 
 class Encode:

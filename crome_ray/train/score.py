@@ -2,7 +2,7 @@
 
 Used by ``crome-ray score``, the augmentation filter and the evaluation. ``model`` is a
 training run folder (its ``model/``, else its ``adapter/``), a model folder (merged HF
-model or PEFT adapter), an ``s3://`` folder or a built-in/HF name.
+model or PEFT adapter), an ``s3://`` or ``gs://`` folder or a built-in/HF name.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 
 from crome_ray.config import StorageConfig
 from crome_ray.models import ModelError, resolve_model
-from crome_ray.storage import RunFolder, filesystem, join
+from crome_ray.storage import RunFolder, filesystem, is_bucket_uri, join
 from crome_ray.train.batches import PairEncoder
 from crome_ray.train.export import score_texts
 from crome_ray.train.model import is_decoder_type, prepare_tokenizer
@@ -23,7 +23,7 @@ from crome_ray.train.model import is_decoder_type, prepare_tokenizer
 
 def model_folder(uri: str, storage: StorageConfig | None = None) -> str:
     """A training run's exported model (merged first; from its committed attempt), or ``uri`` itself."""
-    if uri.startswith("s3://") or Path(uri).is_dir():
+    if is_bucket_uri(uri) or Path(uri).is_dir():
         run = RunFolder.from_uri(uri, storage)
         if run.is_committed():
             uri = run.committed().uri
