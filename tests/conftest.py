@@ -29,6 +29,21 @@ def samples() -> Path:
     return SAMPLES
 
 
+def ingest_dies_at_pair(monkeypatch: pytest.MonkeyPatch, n: int) -> None:
+    """The ingest raises ConnectionError at its n-th pair (the injected failure of a dying run)."""
+    from crome_ray.data import ingest as ingest_module
+
+    real, calls = ingest_module._is_score_tie, {"n": 0}
+
+    def dies(pair):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise ConnectionError("network went away")
+        return real(pair)
+
+    monkeypatch.setattr(ingest_module, "_is_score_tie", dies)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -23,6 +23,7 @@ from crome_ray.storage import (
     path_in_filesystem,
     pyarrow_filesystem,
 )
+from tests.conftest import ingest_dies_at_pair
 
 SCHEMA = pa.schema([("pair_id", pa.string()), ("n", pa.int64())])
 
@@ -261,19 +262,9 @@ def test_an_uncommitted_gcs_run_is_refused(gcs, ingested):
 def test_a_forced_ingest_that_dies_part_way_on_gcs_leaves_the_committed_run_byte_identical(
     gcs, ingested, samples, monkeypatch
 ):
-    from crome_ray.data import ingest as ingest_module
-
     bucket, first = ingested
     before = objects(gcs, bucket, "crome/ingest/uf/")
-    real, calls = ingest_module._is_score_tie, {"n": 0}
-
-    def dies_at_the_30th_pair(pair):
-        calls["n"] += 1
-        if calls["n"] == 30:
-            raise ConnectionError("network went away")  # the injected failure
-        return real(pair)
-
-    monkeypatch.setattr(ingest_module, "_is_score_tie", dies_at_the_30th_pair)
+    ingest_dies_at_pair(monkeypatch, 30)
     cfg = gcs_cfg(gcs, f"gs://{bucket}/crome", "run_name=uf", "source.ties=keep", "rows_per_file=10",
                   source=samples / "ultrafeedback" / "eval_200.jsonl")  # fmt: skip
     with pytest.raises(ConnectionError):

@@ -6,6 +6,7 @@ import pytest
 from crome_ray.config import IngestConfig, load_config
 from crome_ray.data.ingest import run_ingest
 from crome_ray.storage import RunFolder, StorageConfig, StorageError, UncommittedRunError
+from tests.conftest import ingest_dies_at_pair
 
 
 def s3_cfg(s3, root, *overrides, source=None):
@@ -141,8 +142,6 @@ def test_a_forced_ingest_that_dies_part_way_on_s3_leaves_the_committed_run_byte_
     s3, ingested, samples, monkeypatch
 ):
     """S3 has no atomic rename: the marker, one PUT, is the switch."""
-    from crome_ray.data import ingest as ingest_module
-
     bucket, first = ingested
     client = s3.client()
 
@@ -151,15 +150,7 @@ def test_a_forced_ingest_that_dies_part_way_on_s3_leaves_the_committed_run_byte_
         return {o["Key"]: client.get_object(Bucket=bucket, Key=o["Key"])["Body"].read() for o in listed}
 
     before = objects()
-    real, calls = ingest_module._is_score_tie, {"n": 0}
-
-    def dies_at_the_30th_pair(pair):
-        calls["n"] += 1
-        if calls["n"] == 30:
-            raise ConnectionError("network went away")  # the injected failure
-        return real(pair)
-
-    monkeypatch.setattr(ingest_module, "_is_score_tie", dies_at_the_30th_pair)
+    ingest_dies_at_pair(monkeypatch, 30)
     cfg = s3_cfg(s3, f"s3://{bucket}/crome", "run_name=uf", "source.ties=keep", "rows_per_file=10",
                  source=samples / "ultrafeedback" / "eval_200.jsonl")  # fmt: skip
     with pytest.raises(ConnectionError):
