@@ -8,7 +8,10 @@ Run as:
 The data: the UltraFeedback sample's first ``--pairs`` pairs with their IQN ties (an IQN-only
 augmentation: no oracle call), the eval sample as the validation set. Each trial: MiniLM, full
 fine-tuning, ``--steps`` steps on one Ray Train worker, an evaluation every ``--eval-every``
-steps (ASHA's rungs). The metric is the validation Bradley–Terry loss (min).
+steps (ASHA's rungs). The metric: ``--metric``/``--mode``, by default the validation
+Bradley–Terry loss (min). ``grid_metric_spread`` (the best final metric of the grid's trials
+less the worst) says whether λ mattered at all at these settings: at 0, every λ ties and the
+best λ is the tie-break's.
 
 The sides run one after the other, each a ``crome_ray.tune.run_tune_job`` against one local
 Ray cluster with the dashboard (the state API ASHA needs); the data and its ingest are made
@@ -44,6 +47,9 @@ def main() -> None:
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--reduction-factor", type=float, default=2.0)
+    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--metric", default="eval_loss_bt", help="what ASHA and the best pick judge on")
+    p.add_argument("--mode", default="min", choices=("min", "max"))
     p.add_argument("--root", default=None)
     a = p.parse_args()
 
@@ -69,14 +75,14 @@ def main() -> None:
     train = TrainConfig(
         model="minilm", finetune="full", train_data=data, eval_data=str(EVAL), eval_limit=a.eval_limit,
         max_length=a.max_length, batch_size=a.batch_size, max_steps=a.steps, eval_every=a.eval_every,
-        optim={"lr": 5e-5}, scaling={"workers": 1, "cpus_per_worker": 1.0}, storage=storage,
+        optim={"lr": a.lr}, scaling={"workers": 1, "cpus_per_worker": 1.0}, storage=storage,
     )  # fmt: skip
     results = {}
     for side in ("grid", "asha"):
         cfg = TuneConfig(
             run_name=f"bench-{side}",
             train=train,
-            sweep=SweepSettings(tie_weights=lambdas, seeds=seeds, metric="eval_loss_bt", mode="min",
+            sweep=SweepSettings(tie_weights=lambdas, seeds=seeds, metric=a.metric, mode=a.mode,
                                 scheduler=side, reduction_factor=a.reduction_factor),
             storage=storage,
         )  # fmt: skip
@@ -109,8 +115,14 @@ def main() -> None:
         "max_length": a.max_length,
         "batch_size": a.batch_size,
         "reduction_factor": a.reduction_factor,
-        "metric": "eval_loss_bt (min)",
+        "lr": a.lr,
+        "metric": f"{a.metric} ({a.mode})",
         "sides": results,
+        "grid_metric_spread": round(
+            max(v for v in results["grid"]["final"].values() if v is not None)
+            - min(v for v in results["grid"]["final"].values() if v is not None),
+            4,
+        ),
         "ratio_asha_over_grid": round(results["asha"]["seconds"] / results["grid"]["seconds"], 3),
         "same_best_lambda": results["asha"]["best_lambda"] == results["grid"]["best_lambda"],
     }

@@ -410,36 +410,79 @@ class RunFolder:
                 self.fs.rm(str(entry), recursive=True)
 
 
+# rows held in memory before they go to the open part file as one row group, and the bytes an
+# object-store upload holds before it sends a part (s3fs and gcsfs default to 50 MiB per open file)
+ROW_GROUP_ROWS = 1024
+UPLOAD_BLOCK_BYTES = 8 * 2**20
+
+
 class PartWriter:
-    """Buffers rows and writes ``<table>/part-NNNNN.parquet`` files of at most N rows."""
+    """Writes ``<table>/part-NNNNN.parquet`` files of at most N rows, streaming.
+
+    Rows wait in a buffer of ``ROW_GROUP_ROWS`` at most; each full buffer goes to the open part
+    file as one row group, and a file that reaches N rows is closed and the next one opened. So
+    what a writer holds in memory stays the same whatever the table's size (a run that writes a
+    million rows holds no more than one that writes a thousand). A part file is complete only
+    once closed: the files belong to an attempt, which no reader sees before its commit.
+    """
 
     def __init__(self, run: Folder, table: str, schema: pa.Schema, rows_per_file: int):
         self.run, self.table, self.schema, self.rows_per_file = run, table, schema, rows_per_file
+        self.row_group_rows = min(ROW_GROUP_ROWS, rows_per_file)
         self._buffer: list[dict[str, Any]] = []
+        self._file: Any = None  # the open part: (fsspec file, ParquetWriter), or None
+        self._file_rows = 0
         self.files: list[str] = []
         self.rows = 0
 
     def add(self, row: dict[str, Any]) -> None:
         self._buffer.append(row)
-        if len(self._buffer) >= self.rows_per_file:
+        if len(self._buffer) >= min(self.row_group_rows, self.rows_per_file - self._file_rows):
             self.flush()
 
     def flush(self) -> None:
-        if not self._buffer and self.files:
+        """The buffered rows to the open part file (opened if need be), as one row group."""
+        if not self._buffer:
             return
-        name = f"{self.table}/part-{len(self.files):05d}.parquet"
-        self.run.fs.makedirs(self.run.file(self.table), exist_ok=True)
+        if self._file is None:
+            self._open()
         table = pa.Table.from_pylist(self._buffer, schema=self.schema)
-        pq.write_table(table, self.run.file(name), filesystem=self.run.fs, compression="zstd")
-        self.files.append(name)
+        self._file[1].write_table(table)
+        self._file_rows += len(self._buffer)
         self.rows += len(self._buffer)
         self._buffer = []
+        if self._file_rows >= self.rows_per_file:
+            self._close_file()
 
     def close(self) -> list[str]:
         """Flush the rest; an empty table still gets one (empty) file with its schema."""
-        if self._buffer or not self.files:
-            self.flush()
+        self.flush()
+        if not self.files:
+            self._open()
+        self._close_file()
         return self.files
+
+    def _open(self) -> None:
+        name = f"{self.table}/part-{len(self.files):05d}.parquet"
+        self.run.fs.makedirs(self.run.file(self.table), exist_ok=True)
+        f = self.run.fs.open(self.run.file(name), "wb", block_size=UPLOAD_BLOCK_BYTES)
+        try:
+            writer = pq.ParquetWriter(f, self.schema, compression="zstd")
+        except BaseException:
+            f.close()
+            raise
+        self._file, self._file_rows = (f, writer), 0
+        self.files.append(name)
+
+    def _close_file(self) -> None:
+        if self._file is None:
+            return
+        f, writer = self._file
+        self._file, self._file_rows = None, 0
+        try:
+            writer.close()
+        finally:
+            f.close()
 
 
 def iter_files(uri: str, storage: StorageConfig | None, suffixes: tuple[str, ...]) -> Iterator[str]:

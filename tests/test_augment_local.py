@@ -2,10 +2,12 @@
 (simulator) pass could not afford, end to end on the local Ray cluster, and the manifest says
 what the code-level checks rejected and how often the verifier passed the control probes.
 
-One engine start (~40 s) and about fifteen local calls: the slow tier's one augmentation run
-on a real model, starting from the shipped laptop config (jobs/configs/augment_local.yaml),
-here with a Gemini pass first. The engine is an actor of its own that the oracle actors
-send their fallback calls to.
+Two runs, each one engine start (~20 to 40 s) and a few local calls, both from the shipped
+laptop config (jobs/configs/augment_local.yaml):
+- with a capped Gemini pass first: the engine is an actor of its own that the oracle actors
+  send their fallback calls to;
+- as a laptop runs it (no Gemini at all, `local_only`): the engine lives inside the oracle
+  actor, the path `make demo` takes.
 """
 
 from collections import Counter
@@ -104,3 +106,42 @@ def test_the_verifiers_false_pass_rate_is_the_share_of_control_probes_it_passed(
     rate = details["controls"]["false_pass_rate"]
     assert rate == pytest.approx(sum(r["passed"] for r in answered) / len(answered))
     assert details["controls"]["failed"] == sum(not r["passed"] for r in answered)
+
+
+@pytest.fixture(scope="module")
+def local_only(tmp_path_factory, ray_cluster, smollm2_path):
+    """The laptop path as `make demo` runs it: no Gemini at all, the engine inside the oracle
+    actor (not an actor of its own), two examples."""
+    tmp = tmp_path_factory.mktemp("augment-local-only")
+    cfg = load_config(
+        AugmentConfig,
+        LOCAL_CONFIG,
+        [
+            f"input={SAMPLE}",
+            f"storage.root={tmp}/runs",
+            "limit=2",
+            "controls.examples=1",
+            "fallback.oracle.engine.max_model_len=2048",
+            "tasks.chars=400",
+        ],
+    )
+    result = run_augment_job(cfg, SecretStr(""))
+    return {"result": result, "run": result.run, "cfg": cfg}
+
+
+def test_with_no_gemini_the_engine_in_the_oracle_actor_serves_every_call(local_only):
+    result, details = local_only["result"], local_only["result"].details
+    oracle = details["oracle"]
+    assert details["fallback"] is None  # local_only: the local oracle is the primary, nothing behind it
+    assert [e["model"] for e in oracle["engines"]] == ["smollm2"]  # one oracle actor, one engine
+    assert oracle["engines"][0]["startup_s"] > 0
+    assert oracle["grants"] > 0 and oracle["spent_usd"] == 0.0  # no GPU-hour price set: free
+    run = local_only["run"]
+    pairs = run.read_table("pairs").to_pylist()
+    served = [r for t in ("pairs", "rejected", "controls") for r in run.read_table(t).to_pylist()]
+    oracle_rows = [r for r in served if r.get("backend")]
+    assert oracle_rows and {(r["backend"], r["model"]) for r in oracle_rows} == {("vllm", "smollm2")}
+    assert details["backends"] == dict(
+        Counter(f"{r['backend']} {r['model']}" for r in pairs if r.get("backend"))
+    )
+    assert result.counts["examples"] == result.counts["pairs_original"] == 2

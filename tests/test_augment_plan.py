@@ -120,3 +120,17 @@ def test_oracle_examples_plans_calls_for_the_first_n_examples_only():
     assert part.examples == 5 and part.calls == full.calls  # 5 examples seen, 2 asked about
     assert part.output_tokens == full.output_tokens
     assert L.project([EX] * 3, AugmentTasks(), one_token, oracle_examples=0).total_calls == 0
+
+
+def test_the_stream_cuts_its_input_into_whole_batches_four_blocks_a_slot_at_most_256_rows():
+    from crome_ray.augment.job import MAX_BLOCK_ROWS, block_rows
+
+    assert MAX_BLOCK_ROWS == 256
+    # 4 slots (2 actors x 2 batches each): a small input in one-batch blocks, every slot busy
+    assert block_rows(3, batch_size=16, slots=4) == 16
+    assert block_rows(300, batch_size=16, slots=4) == 16  # 19 a slot-block: one batch of 16
+    assert block_rows(1000, batch_size=16, slots=4) == 48  # 63 -> three whole batches
+    # large inputs: capped, so that 100k rows make 391 blocks, not 6,250
+    assert block_rows(100_000, batch_size=16, slots=4) == 256
+    assert block_rows(100_000, batch_size=100, slots=4) == 200  # whole batches under the cap
+    assert block_rows(100_000, batch_size=300, slots=4) == 300  # a batch bigger than the cap: one

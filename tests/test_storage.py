@@ -92,3 +92,48 @@ def test_uris_route_to_the_filesystem_of_their_scheme(monkeypatch):
     assert fs.client_kwargs["endpoint_url"] == "http://127.0.0.1:9"
     with pytest.raises(StorageError, match=r"unsupported storage scheme 'abfs' .* s3://, gs:// or hf://"):
         filesystem("abfs://container/key")
+
+
+def test_a_table_streams_to_its_part_files_in_row_groups_and_holds_no_more_than_one(tmp_path):
+    import tracemalloc
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from crome_ray.storage import ROW_GROUP_ROWS, PartWriter
+
+    schema = pa.schema([("n", pa.int64()), ("text", pa.string())])
+    attempt = make_run(tmp_path).new_attempt("fp1")
+    writer = PartWriter(attempt, "pairs", schema, rows_per_file=8000)
+    text = "x" * 2000
+    for i in range(ROW_GROUP_ROWS):  # the first row group: pyarrow's lazy imports are not rows
+        writer.add({"n": i, "text": text + str(i)})
+    tracemalloc.start()
+    for i in range(ROW_GROUP_ROWS, 20_000):  # 40 MB of text: a writer keeping its rows holds it all
+        writer.add({"n": i, "text": text + str(i)})
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    files = writer.close()
+    assert peak < 10 * 2**20, f"the writer held {peak / 2**20:.1f} MiB of rows"
+    assert files == [f"pairs/part-{i:05d}.parquet" for i in range(3)] and writer.rows == 20_000
+    metas = [pq.ParquetFile(f"{attempt.path}/{f}").metadata for f in files]
+    assert [m.num_rows for m in metas] == [8000, 8000, 4000]
+    groups = [m.row_group(g).num_rows for m in metas for g in range(m.num_row_groups)]
+    assert max(groups) == ROW_GROUP_ROWS and sum(groups) == 20_000
+    back = pq.read_table(f"{attempt.path}/pairs", schema=schema)
+    assert back.column("n").to_pylist() == list(range(20_000))
+    assert back.column("text")[7].as_py() == text + "7"
+
+
+def test_an_empty_table_still_gets_one_file_with_its_schema(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from crome_ray.storage import PartWriter
+
+    schema = pa.schema([("n", pa.int64())])
+    attempt = make_run(tmp_path).new_attempt("fp1")
+    writer = PartWriter(attempt, "stats", schema, rows_per_file=10)
+    assert writer.close() == ["stats/part-00000.parquet"] and writer.rows == 0
+    table = pq.read_table(f"{attempt.path}/stats/part-00000.parquet")
+    assert table.num_rows == 0 and table.schema.equals(schema)

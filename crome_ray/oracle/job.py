@@ -35,6 +35,7 @@ from pydantic import SecretStr
 from crome_ray.config import AugmentConfig, OracleConfig, OracleJobConfig
 from crome_ray.data.formats import RowError, RowProblem
 from crome_ray.data.readers import read_source
+from crome_ray.heap import Trimmer
 from crome_ray.oracle.backends import make_backend
 from crome_ray.oracle.protocol import ErrorKind, OracleError
 from crome_ray.oracle.stage import RESULT_COLUMNS, OracleStage, request_from_row, result_columns
@@ -288,10 +289,11 @@ def _run_online(cfg, oracle: OracleConfig, ledger: str, api_key, rows, put, repo
             batch_size=cfg.batch_size,
             batch_format="pyarrow",
         )
-        last = 0.0
+        last, trimmer = 0.0, Trimmer()
         for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
             for row in batch.to_pylist():
                 put(row)
+            trimmer.tick()  # the driver's freed heap back to the OS: its memory stays flat
             if time.monotonic() - last > 2.0:
                 last = time.monotonic()
                 report(ray.get(governor.stats.remote()))
