@@ -428,26 +428,25 @@ class PartWriter:
 
     def __init__(self, run: Folder, table: str, schema: pa.Schema, rows_per_file: int):
         self.run, self.table, self.schema, self.rows_per_file = run, table, schema, rows_per_file
-        self.row_group_rows = min(ROW_GROUP_ROWS, rows_per_file)
         self._buffer: list[dict[str, Any]] = []
-        self._file: Any = None  # the open part: (fsspec file, ParquetWriter), or None
+        self._sink: Any = None  # the open part's fsspec file, or None
+        self._writer: pq.ParquetWriter | None = None  # writing into it
         self._file_rows = 0
         self.files: list[str] = []
         self.rows = 0
 
     def add(self, row: dict[str, Any]) -> None:
         self._buffer.append(row)
-        if len(self._buffer) >= min(self.row_group_rows, self.rows_per_file - self._file_rows):
+        if len(self._buffer) >= min(ROW_GROUP_ROWS, self.rows_per_file - self._file_rows):
             self.flush()
 
     def flush(self) -> None:
         """The buffered rows to the open part file (opened if need be), as one row group."""
         if not self._buffer:
             return
-        if self._file is None:
+        if self._writer is None:
             self._open()
-        table = pa.Table.from_pylist(self._buffer, schema=self.schema)
-        self._file[1].write_table(table)
+        self._writer.write_table(pa.Table.from_pylist(self._buffer, schema=self.schema))
         self._file_rows += len(self._buffer)
         self.rows += len(self._buffer)
         self._buffer = []
@@ -465,24 +464,24 @@ class PartWriter:
     def _open(self) -> None:
         name = f"{self.table}/part-{len(self.files):05d}.parquet"
         self.run.fs.makedirs(self.run.file(self.table), exist_ok=True)
-        f = self.run.fs.open(self.run.file(name), "wb", block_size=UPLOAD_BLOCK_BYTES)
+        sink = self.run.fs.open(self.run.file(name), "wb", block_size=UPLOAD_BLOCK_BYTES)
         try:
-            writer = pq.ParquetWriter(f, self.schema, compression="zstd")
+            self._writer = pq.ParquetWriter(sink, self.schema, compression="zstd")
         except BaseException:
-            f.close()
+            sink.close()
             raise
-        self._file, self._file_rows = (f, writer), 0
+        self._sink, self._file_rows = sink, 0
         self.files.append(name)
 
     def _close_file(self) -> None:
-        if self._file is None:
+        if self._writer is None:
             return
-        f, writer = self._file
-        self._file, self._file_rows = None, 0
+        sink, writer = self._sink, self._writer
+        self._sink, self._writer, self._file_rows = None, None, 0
         try:
             writer.close()
         finally:
-            f.close()
+            sink.close()
 
 
 def iter_files(uri: str, storage: StorageConfig | None, suffixes: tuple[str, ...]) -> Iterator[str]:

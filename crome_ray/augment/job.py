@@ -413,10 +413,9 @@ def run_augment_job(
         res = stage_resources(cfg, primary if needs_oracle else cfg.oracle)
         # blocks small enough that every oracle actor gets work and the stream starts at once,
         # few enough that Ray Data's bookkeeping per block stays small (see block_rows)
-        rows = scan.rows if cfg.limit is None else min(scan.rows, cfg.limit)
-        ds = ds.repartition(
-            target_num_rows_per_block=block_rows(rows, cfg.batch_size, res["size"] * cfg.batches_per_worker)
-        )
+        # scan.rows: the rows the stream reads (the scan stops at cfg.limit too)
+        per_block = block_rows(scan.rows, cfg.batch_size, res["size"] * cfg.batches_per_worker)
+        ds = ds.repartition(target_num_rows_per_block=per_block)
         needs_other = cfg.tasks.iqn or cfg.tasks.rrm or (cfg.controls.examples and cfg.tasks.verify)
         if needs_other and len(scan.pool) >= 2:
             pool_ref = _embedded_pool(cfg, scan.pool)
