@@ -13,6 +13,15 @@ Bradley–Terry loss (min). ``grid_metric_spread`` (the best final metric of the
 less the worst) says whether λ mattered at all at these settings: at 0, every λ ties and the
 best λ is the tie-break's.
 
+``--cue`` makes λ matter, the way the paper's premise says it should: a spurious attribute. The
+cue (``--cue default``: the evaluation's planted-cue text, a "## Summary" block) is planted on
+every training pair's chosen answer, so it predicts the label perfectly; the IQN ties the
+augmentation makes from those pairs (the same two answers under an unrelated request, labelled
+tie) carry it too. It goes before the answer (``--cue-position start``), where truncation to
+``--max-length`` tokens keeps it. The validation set plants it on the rejected answer instead (the planted-cue
+probe of ``crome-ray evaluate``): a model that learned the cue scores below chance there, and
+the tie loss, weighted by λ, is what should keep it from learning it.
+
 The sides run one after the other, each a ``crome_ray.tune.run_tune_job`` against one local
 Ray cluster with the dashboard (the state API ASHA needs); the data and its ingest are made
 once, before both, and each side tokenizes in its own driver as users' runs do. Prints one
@@ -36,6 +45,20 @@ TRAIN = REPO / "data" / "samples" / "ultrafeedback" / "train_1k.jsonl"
 EVAL = REPO / "data" / "samples" / "ultrafeedback" / "eval_200.jsonl"
 
 
+def planted(source: Path, folder: Path, side: str, cue: str, position: str) -> Path:
+    """A copy of a sample file with ``cue`` planted on one side of every pair."""
+    from crome_ray.evaluate.transforms import plant_cue
+
+    out = folder / f"{source.stem}-cue-{side}.jsonl"
+    folder.mkdir(parents=True, exist_ok=True)
+    with out.open("w") as f:
+        for line in source.read_text().splitlines():
+            row = json.loads(line)
+            row[side] = plant_cue(row[side], cue, position)
+            f.write(json.dumps(row) + "\n")
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--lambdas", default="0,0.1,0.3,1,3")
@@ -50,6 +73,14 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=5e-5)
     p.add_argument("--metric", default="eval_loss_bt", help="what ASHA and the best pick judge on")
     p.add_argument("--mode", default="min", choices=("min", "max"))
+    p.add_argument(
+        "--cue",
+        default=None,
+        help="text (or 'default') planted on training pairs' chosen, validation's rejected",
+    )
+    p.add_argument(
+        "--cue-position", default="start", choices=("start", "end"), help="start: kept by truncation"
+    )
     p.add_argument("--root", default=None)
     a = p.parse_args()
 
@@ -61,6 +92,15 @@ def main() -> None:
     from crome_ray.tune import run_tune_job
 
     root = a.root or tempfile.mkdtemp(prefix="crome-bench-sweep-")
+    train_file, eval_file = TRAIN, EVAL
+    if a.cue:
+        from crome_ray.config import DEFAULT_CUE
+
+        cue = DEFAULT_CUE if a.cue == "default" else a.cue
+        train_file, eval_file = (
+            planted(TRAIN, Path(root), "chosen", cue, a.cue_position),
+            planted(EVAL, Path(root), "rejected", cue, a.cue_position),
+        )
     storage = StorageConfig(root=root)
     lambdas = [float(x) for x in a.lambdas.split(",")]
     seeds = [int(x) for x in a.seeds.split(",")]
@@ -68,12 +108,13 @@ def main() -> None:
     from pydantic import SecretStr
 
     iqn = AugmentConfig.model_validate(
-        {"input": str(TRAIN), "limit": a.pairs, "leakage_embeddings": False, "storage": storage.model_dump(),
+        {"input": str(train_file), "limit": a.pairs, "leakage_embeddings": False,
+         "storage": storage.model_dump(),
          "tasks": {"causal": False, "elements": False, "verify": False, "can": False, "para": False}}
     )  # fmt: skip
     data = run_augment_job(iqn, SecretStr(""), log=lambda _: None).run.uri
     train = TrainConfig(
-        model="minilm", finetune="full", train_data=data, eval_data=str(EVAL), eval_limit=a.eval_limit,
+        model="minilm", finetune="full", train_data=data, eval_data=str(eval_file), eval_limit=a.eval_limit,
         max_length=a.max_length, batch_size=a.batch_size, max_steps=a.steps, eval_every=a.eval_every,
         optim={"lr": a.lr}, scaling={"workers": 1, "cpus_per_worker": 1.0}, storage=storage,
     )  # fmt: skip
@@ -117,6 +158,8 @@ def main() -> None:
         "reduction_factor": a.reduction_factor,
         "lr": a.lr,
         "metric": f"{a.metric} ({a.mode})",
+        "cue": a.cue,
+        "cue_position": a.cue_position if a.cue else None,
         "sides": results,
         "grid_metric_spread": round(
             max(v for v in results["grid"]["final"].values() if v is not None)

@@ -165,6 +165,7 @@ class Step:
         self.result: StepResult | None = None
         self.note: str | None = None  # why a committed run is being redone, for the user
         self._tables: dict[str, PartWriter] = {}
+        self._written: dict[str, dict[str, Any]] = {}  # tables that others wrote into the attempt
         self._quarantine: Quarantine | None = None
         self._started = time.time()
 
@@ -207,6 +208,14 @@ class Step:
         self._tables[name] = writer
         return writer
 
+    def written_table(self, name: str, schema: pa.Schema, files: list[str], rows: int) -> None:
+        """A table whose files others wrote into this attempt (the augmentation's sink actors):
+        the manifest lists them; with none, the table gets one empty file with its schema."""
+        if not files:
+            self.table(name, schema)
+            return
+        self._written[name] = {"files": sorted(files), "rows": rows}
+
     def quarantine(self, *, source: str, stage: str, rows_per_file: int = 50_000) -> Quarantine:
         if self._quarantine is None:
             self._quarantine = Quarantine(
@@ -220,6 +229,10 @@ class Step:
         tables = {}
         for name, writer in self._tables.items():
             tables[name] = {"files": writer.close(), "rows": writer.rows}
+        for name, entry in self._written.items():
+            if name in tables:
+                raise ValueError(f"table {name!r} has a writer of its own and files written by others")
+            tables[name] = entry
         finished = time.time()
         manifest = {
             "job": self.job,

@@ -417,7 +417,7 @@ UPLOAD_BLOCK_BYTES = 8 * 2**20
 
 
 class PartWriter:
-    """Writes ``<table>/part-NNNNN.parquet`` files of at most N rows, streaming.
+    """Writes ``<table>/<prefix>-NNNNN.parquet`` files of at most N rows, streaming.
 
     Rows wait in a buffer of ``ROW_GROUP_ROWS`` at most; each full buffer goes to the open part
     file as one row group, and a file that reaches N rows is closed and the next one opened. So
@@ -426,8 +426,9 @@ class PartWriter:
     once closed: the files belong to an attempt, which no reader sees before its commit.
     """
 
-    def __init__(self, run: Folder, table: str, schema: pa.Schema, rows_per_file: int):
+    def __init__(self, run: Folder, table: str, schema: pa.Schema, rows_per_file: int, prefix: str = "part"):
         self.run, self.table, self.schema, self.rows_per_file = run, table, schema, rows_per_file
+        self.prefix = prefix  # writers that share a table each need their own
         self._buffer: list[dict[str, Any]] = []
         self._sink: Any = None  # the open part's fsspec file, or None
         self._writer: pq.ParquetWriter | None = None  # writing into it
@@ -462,7 +463,7 @@ class PartWriter:
         return self.files
 
     def _open(self) -> None:
-        name = f"{self.table}/part-{len(self.files):05d}.parquet"
+        name = f"{self.table}/{self.prefix}-{len(self.files):05d}.parquet"
         self.run.fs.makedirs(self.run.file(self.table), exist_ok=True)
         sink = self.run.fs.open(self.run.file(name), "wb", block_size=UPLOAD_BLOCK_BYTES)
         try:

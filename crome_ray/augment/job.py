@@ -10,16 +10,17 @@ Driver:
 4. start the governor actors (the primary's and the fallback's: quota, cap, cache index
    and a ledger each, beside the run folder, so a resumed run pays only for what it lacks);
 5. stream the pairs through the stages (``augment.stages``): other request → oracle work →
-   baseline filter, writing each batch's records to their tables as they come back;
-6. close the governors (exact spend into the ledgers) and commit the run: tables ``pairs``
+   baseline filter → the table sinks (``augment.sink``), which write each block's records to
+   their tables and send the driver the block's tally;
+6. close the sinks and the governors (exact spend into the ledgers), check that the files hold
+   what the tallies counted, and commit the run: tables ``pairs``
    (what training reads, ties included), ``rejected``, ``filtered``, ``controls`` and
    ``quarantine``; the manifest holds the counts per kind, the ratio to the source, spend,
    calls and cache hits, the backends, the leakage summary and the control false-pass rate.
 
-The driver holds one batch of records at a time, one row group per table (the part writers
-stream, ``storage.PartWriter``) and fixed-size summaries (counters, a reservoir of leakage
-values), and gives its freed heap back as it goes (``crome_ray.heap``), so its memory does
-not grow with the data (``bench/augment_memory.py``).
+The driver never reads a row: it holds fixed-size summaries (counters, a reservoir of leakage
+values; ``augment.tally``) and gives its freed heap back as it goes (``crome_ray.heap``), so
+its memory does not grow with the data (``bench/augment_memory.py``).
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ import os
 import random
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -39,16 +39,18 @@ from pydantic import SecretStr
 
 from crome_ray.augment import prompts as P
 from crome_ray.augment.flow import CONTROL_SCHEMA, REJECTED_SCHEMA, control_tasks
-from crome_ray.augment.leakage import Leakage, summarise
+from crome_ray.augment.leakage import summarise
 from crome_ray.augment.plan import PlannedTask, Projection, expected_output_tokens, project
+from crome_ray.augment.sink import forward, start_sinks
 from crome_ray.augment.stages import BaselineFilterStage, OracleWorkStage, OtherRequestStage
+from crome_ray.augment.tally import Tally
 from crome_ray.config import AugmentConfig, OracleConfig
 from crome_ray.heap import Trimmer
 from crome_ray.oracle.job import FALLBACK_KINDS, check_model, stage_resources
 from crome_ray.oracle.protocol import ErrorKind, OracleError
 from crome_ray.oracle.stage import OracleServer
-from crome_ray.records import AUGMENTED_PAIR_SCHEMA
-from crome_ray.runs import Step, StepResult
+from crome_ray.records import AUGMENTED_PAIR_SCHEMA, QUARANTINE_SCHEMA
+from crome_ray.runs import QUARANTINE, Step, StepResult
 from crome_ray.storage import RunFolder, is_bucket_uri, join, path_in_filesystem, pyarrow_filesystem
 
 JOB = "augment"
@@ -72,10 +74,12 @@ TABLES = {
     "rejected": REJECTED_SCHEMA,
     "filtered": AUGMENTED_PAIR_SCHEMA,
     "controls": CONTROL_SCHEMA,
+    QUARANTINE: QUARANTINE_SCHEMA,
 }
+SINKS = 1  # table sink actors (augment.sink)
+SINK_TASK_CPUS = 0.05  # the tasks that hand blocks to the sinks wait on them; they must not take a slot
 SCAN_COLUMNS = ["source_id", "prompt", "chosen", "rejected", "label"]
 MAX_BLOCK_ROWS = 256  # rows per block of the stream at most (block_rows)
-LEAKAGE_SAMPLE = 20_000  # leakage values kept for the manifest's percentiles (a reservoir)
 Progress = Callable[[dict[str, Any]], None]
 
 
@@ -267,56 +271,6 @@ def _primary(cfg: AugmentConfig) -> tuple[OracleConfig, str]:
     return cfg.oracle, cfg.fallback.policy
 
 
-class Summary:
-    """The manifest's numbers, kept as the records stream past (fixed size)."""
-
-    def __init__(self) -> None:
-        self.kinds: Counter = Counter()
-        self.tables: Counter = Counter()
-        self.stats: Counter = Counter()
-        self.backends: Counter = Counter()
-        self.quarantine: Counter = Counter()
-        self.rejected: Counter = Counter()
-        self.controls: Counter = Counter()
-        self.examples = 0
-        self.cost_usd = 0.0
-        self.leaks: list[Leakage] = []
-        self._leaks_seen = 0
-        self._rng = random.Random(0)
-
-    def add(self, table: str, row: dict[str, Any]) -> None:
-        self.tables[table] += 1
-        if table == "stats":
-            self.examples += 1
-            self.stats.update(row)
-        elif table in ("pairs", "filtered"):
-            if table == "pairs":
-                self.kinds[row["kind"]] += 1
-                self.cost_usd += row.get("cost_usd") or 0.0
-            if row.get("backend"):
-                self.backends[f"{row['backend']} {row['model']}"] += 1
-            if row.get("leakage") and table == "pairs":
-                self._leak(Leakage(**json.loads(row["leakage"])))
-        elif table == "quarantine":
-            self.quarantine[row["reason"]] += 1
-        elif table == "rejected":
-            self.rejected[f"{row['stage']}:{row['check'] or row['kind']}"] += 1
-        elif table == "controls":
-            passed = row["passed"]
-            self.controls["no_verdict" if passed is None else ("passed" if passed else "failed")] += 1
-
-    def _leak(self, leak: Leakage) -> None:
-        self._leaks_seen += 1
-        if len(self.leaks) < LEAKAGE_SAMPLE:
-            self.leaks.append(leak)
-        elif (j := self._rng.randrange(self._leaks_seen)) < LEAKAGE_SAMPLE:
-            self.leaks[j] = leak
-
-    def false_pass_rate(self) -> float | None:
-        judged = self.controls["passed"] + self.controls["failed"]
-        return round(self.controls["passed"] / judged, 4) if judged else None
-
-
 def _governor(name: str, o: OracleConfig, ledger: str, cfg: AugmentConfig):
     import ray
 
@@ -379,9 +333,7 @@ def run_augment_job(
         primary, api_key, policy = cfg.fallback.oracle, fallback_key or SecretStr(""), "off"
         log(f"the primary oracle is unavailable ({e}); the local oracle serves every call")
 
-    writers = {name: step.table(name, schema, cfg.rows_per_file) for name, schema in TABLES.items()}
-    quarantine = step.quarantine(source="augment", stage="augment", rows_per_file=cfg.rows_per_file)
-    summary = Summary()
+    summary = Tally()
     tag = uuid.uuid4().hex[:6]
     names = {"primary": f"aug-{run_name(cfg)}-{tag}", "fallback": f"aug-{run_name(cfg)}-{tag}-fb"}
     governors = (
@@ -403,6 +355,8 @@ def run_augment_job(
 
     stats: dict[str, Any] = {}
     servers: list = []
+    sinks = start_sinks(SINKS, step.folder.uri, storage_json, TABLES, cfg.rows_per_file)
+    written: list[dict[str, Any]] = []
     try:
         ds = ray.data.read_parquet(
             [path_in_filesystem(f) for f in files],
@@ -494,42 +448,36 @@ def run_augment_job(
                 batch_size=64,
                 batch_format="pyarrow",
             )
+        # the records go to the sinks, which write them; the driver reads each block's tally
+        ds = ds.map_batches(
+            forward,
+            fn_kwargs={"sinks": sinks},
+            batch_size=None,
+            batch_format="pyarrow",
+            num_cpus=SINK_TASK_CPUS,
+            concurrency=2 * len(sinks),
+        )
         started, last = time.monotonic(), 0.0
         trimmer = Trimmer()
         checked_controls = False
         for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-            for table, source_id, row_json in zip(
-                batch.column("table").to_pylist(),
-                batch.column("source_id").to_pylist(),
-                batch.column("row").to_pylist(),
-                strict=True,
-            ):
-                row = json.loads(row_json)
-                summary.add(table, row)
-                if table == "quarantine":
-                    quarantine.put(
-                        row["location"],
-                        row["reason"],
-                        row["detail"],
-                        row["excerpt"],
-                        source_id=source_id,
-                        stage=row["stage"],
-                    )
-                elif table in writers:
-                    writers[table].add(row)
+            for doc in batch.column("tally").to_pylist():
+                summary.merge(json.loads(doc))
             if not checked_controls:
                 checked_controls = _check_controls(cfg, summary, len(scan.control_ids))
             trimmer.tick()  # the driver's freed heap back to the OS: its memory stays flat
             if progress and time.monotonic() - last > 2.0:
                 last = time.monotonic()
                 progress(_progress(summary, scan, governors, started))
+        written = ray.get([s.close.remote() for s in sinks])
         # the engines settle their last calls with the governor before it closes
         ray.get([s.close.remote() for s in servers], timeout=60)
         for name, g in governors.items():
             stats[name] = ray.get(g.close.remote())
     finally:
-        for a in [*servers, *governors.values()]:
+        for a in [*sinks, *servers, *governors.values()]:
             ray.kill(a)
+    _adopt_tables(step, written, summary)
     if progress:
         progress(_progress(summary, scan, None, started, stats))
     counts = {
@@ -567,7 +515,20 @@ def run_augment_job(
     return step.commit(counts, **details)
 
 
-def _check_controls(cfg: AugmentConfig, summary: Summary, probes_expected: int) -> bool:
+def _adopt_tables(step: Step, written: list[dict[str, Any]], summary: Tally) -> None:
+    """The sinks' files into the step's manifest, once their rows are what the tallies counted."""
+    for name, schema in TABLES.items():
+        entries = [w["tables"][name] for w in written if name in w["tables"]]
+        rows = sum(e["rows"] for e in entries)
+        if rows != summary.tables[name]:
+            raise AugmentError(
+                f"the sinks wrote {rows} rows of {name} but the stream counted {summary.tables[name]}: "
+                "the run is not committed (a block was lost or written twice); run it again"
+            )
+        step.written_table(name, schema, [f for e in entries for f in e["files"]], rows)
+
+
+def _check_controls(cfg: AugmentConfig, summary: Tally, probes_expected: int) -> bool:
     """True once every control example has been seen; raises when the verifier fails calibration."""
     if summary.controls.total() < 2 * probes_expected and summary.examples < max(probes_expected * 4, 64):
         return False
@@ -583,7 +544,7 @@ def _check_controls(cfg: AugmentConfig, summary: Summary, probes_expected: int) 
     return True
 
 
-def _progress(summary: Summary, scan: InputScan, governors, started: float, final=None) -> dict[str, Any]:
+def _progress(summary: Tally, scan: InputScan, governors, started: float, final=None) -> dict[str, Any]:
     import ray
 
     gs = final if final is not None else {k: ray.get(g.stats.remote()) for k, g in governors.items()}

@@ -1,0 +1,92 @@
+"""What the augmentation's manifest counts, kept as its records stream past (pure).
+
+A ``Tally`` counts one stream of records (``table``, ``row``): rows per table, pairs per kind,
+the backends, quarantine reasons, rejections by stage and check, control verdicts, spend, and
+the leakage values of the kept rewrites. The table sinks (``augment.sink``) tally each block
+they write and send the tally, not the rows, to the driver, which merges them (``merge``):
+what crosses to the driver is a few hundred bytes a block, whatever the rows hold.
+
+The driver's tally keeps a fixed-size uniform sample of the leakage values (a reservoir, for
+the manifest's percentiles); a block's tally keeps them all (``sample=None``), so that merging
+block after block into the driver's reservoir samples the whole stream uniformly.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from dataclasses import asdict
+from typing import Any
+
+from crome_ray.augment.leakage import Leakage
+
+LEAKAGE_SAMPLE = 20_000  # leakage values the driver keeps for the manifest's percentiles
+COUNTERS = ("kinds", "tables", "stats", "backends", "quarantine", "rejected", "controls")
+
+
+class Tally:
+    def __init__(self, sample: int | None = LEAKAGE_SAMPLE) -> None:
+        self.kinds: Counter = Counter()
+        self.tables: Counter = Counter()
+        self.stats: Counter = Counter()
+        self.backends: Counter = Counter()
+        self.quarantine: Counter = Counter()
+        self.rejected: Counter = Counter()
+        self.controls: Counter = Counter()
+        self.examples = 0
+        self.cost_usd = 0.0
+        self.leaks: list[Leakage] = []
+        self.sample = sample
+        self._leaks_seen = 0
+        self._rng = random.Random(0)
+
+    def add(self, table: str, row: dict[str, Any]) -> None:
+        self.tables[table] += 1
+        if table == "stats":
+            self.examples += 1
+            self.stats.update(row)
+        elif table in ("pairs", "filtered"):
+            if table == "pairs":
+                self.kinds[row["kind"]] += 1
+                self.cost_usd += row.get("cost_usd") or 0.0
+            if row.get("backend"):
+                self.backends[f"{row['backend']} {row['model']}"] += 1
+            if row.get("leakage") and table == "pairs":
+                self._leak(Leakage(**json.loads(row["leakage"])))
+        elif table == "quarantine":
+            self.quarantine[row["reason"]] += 1
+        elif table == "rejected":
+            self.rejected[f"{row['stage']}:{row['check'] or row['kind']}"] += 1
+        elif table == "controls":
+            passed = row["passed"]
+            self.controls["no_verdict" if passed is None else ("passed" if passed else "failed")] += 1
+
+    def _leak(self, leak: Leakage) -> None:
+        """Reservoir sampling (algorithm R) when ``sample`` is set; every value otherwise."""
+        self._leaks_seen += 1
+        if self.sample is None or len(self.leaks) < self.sample:
+            self.leaks.append(leak)
+        elif (j := self._rng.randrange(self._leaks_seen)) < self.sample:
+            self.leaks[j] = leak
+
+    def as_doc(self) -> dict[str, Any]:
+        """JSON-able; ``merge`` takes it back."""
+        return {
+            **{name: dict(getattr(self, name)) for name in COUNTERS},
+            "examples": self.examples,
+            "cost_usd": self.cost_usd,
+            "leaks": [asdict(leak) for leak in self.leaks],
+        }
+
+    def merge(self, doc: dict[str, Any]) -> None:
+        for name in COUNTERS:
+            getattr(self, name).update(doc[name])
+        self.examples += doc["examples"]
+        self.cost_usd += doc["cost_usd"]
+        for leak in doc["leaks"]:
+            self._leak(Leakage(**leak))
+
+    def false_pass_rate(self) -> float | None:
+        judged = self.controls["passed"] + self.controls["failed"]
+        return round(self.controls["passed"] / judged, 4) if judged else None

@@ -1,0 +1,156 @@
+"""The table sinks: the stream's records reach their tables through actors, and the driver gets
+only each block's tally, which adds up to what the files hold."""
+
+import json
+from collections import Counter
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from crome_ray.augment.flow import Answer
+from crome_ray.augment.job import TABLES
+from crome_ray.augment.sink import TableSink, block_key
+from crome_ray.augment.stages import records_table
+from crome_ray.augment.tally import Tally
+from crome_ray.config import StorageConfig
+from crome_ray.records import AUGMENTED_PAIR_SCHEMA, QUARANTINE_SCHEMA
+from crome_ray.runs import Step
+from crome_ray.storage import RunFolder
+from tests.augment_examples import mid_sized_example
+from tests.test_augment_flow import OTHER, Oracle, run
+
+
+def broke(t):
+    if t.kind == "rubric":
+        return Answer(error="budget_exhausted", detail="over the cap", backend="gemini", model="sim")
+    return None
+
+
+@pytest.fixture(scope="module")
+def records(samples):
+    """Two examples' records as the oracle stage sends them: one whole (with control probes), one
+    whose rubric call was refused (a quarantine row)."""
+    whole = run(mid_sized_example(samples, "ex1"), Oracle(), other=OTHER, control=True)
+    refused = run(mid_sized_example(samples, "ex2"), Oracle(override=broke), other=OTHER)
+    out = []
+    for sid, rec in (("ex1", whole), ("ex2", refused)):
+        out += [(t, sid, r) for t, r in rec.rows]
+        out.append(("stats", sid, dict(rec.stats)))
+    return out
+
+
+def sink_at(tmp_path, rows_per_file=1000):
+    attempt = RunFolder.at(str(tmp_path), "augment", "r").new_attempt("fp")
+    return TableSink(attempt.uri, StorageConfig().model_dump_json(), TABLES, rows_per_file, "s0"), attempt
+
+
+def read(attempt, files):
+    return pa.concat_tables([pq.read_table(attempt.file(f)) for f in files]).to_pylist()
+
+
+def test_a_sink_writes_each_record_to_its_table_and_returns_the_blocks_tally(tmp_path, records):
+    sink, attempt = sink_at(tmp_path)
+    batch = records_table(records)
+    doc = json.loads(sink.write(block_key(batch), batch))
+    written = sink.close()["tables"]
+
+    expected = {name: [r for t, _, r in records if t == name] for name in TABLES}
+    assert {name for name, rows in expected.items() if rows} == set(written)  # no files for empty tables
+    assert expected["pairs"] and expected["quarantine"] and expected["controls"]
+    for name, entry in written.items():
+        assert entry["files"] == [f"{name}/part-s0-00000.parquet"] and entry["rows"] == len(expected[name])
+        rows = read(attempt, entry["files"])
+        assert len(rows) == len(expected[name])
+        assert pq.read_schema(attempt.file(entry["files"][0])) == TABLES[name]
+    pairs = read(attempt, written["pairs"]["files"])
+    assert [p["pair_id"] for p in pairs] == [r["pair_id"] for r in expected["pairs"]]
+    assert [p["chosen"] for p in pairs] == [r["chosen"] for r in expected["pairs"]]
+    (q,) = read(attempt, written["quarantine"]["files"])
+    assert (q["source"], q["source_id"], q["reason"], q["location"]) == (
+        "augment", "ex2", "budget_exhausted", "ex2/rubric"
+    )  # fmt: skip
+    assert doc["tables"] == dict(Counter(t for t, _, _ in records))
+    assert doc["tables"]["stats"] == doc["examples"] == 2
+    assert doc["kinds"] == {
+        k: sum(r["kind"] == k for r in expected["pairs"]) for k in {r["kind"] for r in expected["pairs"]}
+    }
+    assert doc["quarantine"] == {"budget_exhausted": 1}
+    assert len(doc["leaks"]) == sum(bool(r["leakage"]) for r in expected["pairs"]) > 0
+
+
+def test_a_block_that_comes_twice_is_written_once(tmp_path, records):
+    sink, attempt = sink_at(tmp_path)
+    batch = records_table(records)
+    first = sink.write(block_key(batch), batch)
+    again = sink.write(block_key(batch), batch)  # a retried task that had already reached the sink
+    out = sink.close()
+    assert again == first and out["repeats"] == 1
+    pairs = [r for t, _, r in records if t == "pairs"]
+    assert out["tables"]["pairs"]["rows"] == len(pairs) == len(read(attempt, out["tables"]["pairs"]["files"]))
+
+
+def test_a_blocks_key_changes_with_any_of_its_rows(records):
+    batch = records_table(records)
+    assert block_key(batch) == block_key(records_table(list(records)))
+    t, sid, row = records[0]
+    assert block_key(
+        records_table([(t, sid, {**row, "chosen": row["chosen"] + "!"}), *records[1:]])
+    ) != block_key(batch)
+    assert block_key(records_table(records[1:])) != block_key(batch)
+
+
+def test_a_table_past_rows_per_file_goes_on_in_the_next_file(tmp_path, records):
+    sink, attempt = sink_at(tmp_path, rows_per_file=2)
+    batch = records_table(records)
+    sink.write(block_key(batch), batch)
+    entry = sink.close()["tables"]["pairs"]
+    n = sum(t == "pairs" for t, _, _ in records)
+    assert len(entry["files"]) == -(-n // 2) and len(read(attempt, entry["files"])) == n
+
+
+def test_block_tallies_merged_give_the_tally_of_the_whole_stream(records):
+    whole = Tally()
+    for t, _, r in records:
+        whole.add(t, r)
+    merged = Tally()
+    for lo in range(0, len(records), 5):  # blocks of five records
+        block = Tally(sample=None)
+        for t, _, r in records[lo : lo + 5]:
+            block.add(t, r)
+        merged.merge(json.loads(json.dumps(block.as_doc())))
+    assert merged.as_doc() == whole.as_doc()
+    assert merged.false_pass_rate() == whole.false_pass_rate() is not None
+
+
+def test_the_drivers_tally_keeps_a_fixed_sample_of_the_leakage_values(records):
+    block = Tally(sample=None)
+    for t, _, r in records:
+        block.add(t, r)
+    doc = block.as_doc()
+    small = Tally(sample=3)
+    for _ in range(10):
+        small.merge(doc)
+    assert len(doc["leaks"]) > 3 and len(small.leaks) == 3
+    assert all(leak in {json.dumps(x, sort_keys=True) for x in doc["leaks"]} for leak in
+               (json.dumps(vars(x), sort_keys=True) for x in small.leaks))  # fmt: skip
+
+
+def test_a_step_lists_tables_others_wrote_and_gives_an_empty_one_its_schema(tmp_path):
+    from crome_ray.config import AugmentConfig
+
+    cfg = AugmentConfig(storage=StorageConfig(root=str(tmp_path)))
+    step = Step("augment", "r", cfg)
+    assert step.begin()
+    step.folder.fs.makedirs(step.folder.file("pairs"), exist_ok=True)
+    pq.write_table(
+        pa.Table.from_pylist([], schema=AUGMENTED_PAIR_SCHEMA),
+        step.folder.file("pairs/part-s0-00000.parquet"),
+    )
+    step.written_table("pairs", AUGMENTED_PAIR_SCHEMA, ["pairs/part-s0-00000.parquet"], 0)
+    step.written_table("quarantine", QUARANTINE_SCHEMA, [], 0)
+    result = step.commit({})
+    tables = result.manifest["tables"]
+    assert tables["pairs"] == {"files": ["pairs/part-s0-00000.parquet"], "rows": 0}
+    assert tables["quarantine"] == {"files": ["quarantine/part-00000.parquet"], "rows": 0}
+    assert result.run.read_table("quarantine").schema == QUARANTINE_SCHEMA
