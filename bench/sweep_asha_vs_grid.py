@@ -4,6 +4,11 @@ training, in one run; the wall time of each and whether both pick the same λ.
 Run as:
     .venv/bin/python bench/sweep_asha_vs_grid.py                 # 5 λ × 1 seed, MiniLM, 40 steps
     .venv/bin/python bench/sweep_asha_vs_grid.py --lambdas 0,1,4 --steps 20
+    .venv/bin/python bench/sweep_asha_vs_grid.py --cue default --metric eval_loss_bt --mode min \
+        --lambdas 1,0,3,0.1,0.3 --steps 60 --eval-every 15 --eval-limit 100 --pairs 300 --max-length 96
+
+``--lambdas`` is also the order the trials start, which ASHA's savings depend on (it judges a
+trial only against those that reached the rung before it); both sides get the same order.
 
 The data: the UltraFeedback sample's first ``--pairs`` pairs with their IQN ties (an IQN-only
 augmentation: no oracle call), the eval sample as the validation set. Each trial: MiniLM, full

@@ -991,7 +991,10 @@ class SweepSettings(Frozen):
     """The λ sweep: a grid of tie-loss weights × seeds, ASHA on the validation metric."""
 
     tie_weights: list[Annotated[float, Field(ge=0)]] = Field(
-        [0.0, 0.1, 0.3, 1.0, 3.0], min_length=1, description="λ values, in the order the trials start."
+        [0.0, 0.1, 0.3, 1.0, 3.0],
+        min_length=1,
+        description="λ values, in the order the trials start (ASHA judges a trial only against those "
+        "before it: put the value you expect to be good first, e.g. [1, 0, 3, 0.1, 0.3]).",
     )
     seeds: list[int] = Field([0], min_length=1, description="Training seeds per λ.")
     metric: str = Field(

@@ -455,7 +455,7 @@ def run_augment_job(
             batch_size=None,
             batch_format="pyarrow",
             num_cpus=SINK_TASK_CPUS,
-            concurrency=2 * len(sinks),
+            compute=ray.data.TaskPoolStrategy(size=2 * len(sinks)),
         )
         started, last = time.monotonic(), 0.0
         trimmer = Trimmer()
