@@ -1,5 +1,7 @@
 """The λ sweep's pure parts: what each trial trains, which trial is best, the per-λ summary."""
 
+from pathlib import Path
+
 import pytest
 
 from crome_ray.config import ConfigError, TuneConfig, load_config
@@ -58,3 +60,34 @@ def test_asha_without_rays_state_api_is_refused_before_anything_runs(tmp_path, m
     with pytest.raises(SweepError, match=r"state API is not reachable.*sweep\.scheduler=grid"):
         run_tune_job(cfg)
     assert list(tmp_path.iterdir()) == []  # nothing ingested, nothing written
+
+
+def asha_stops(order: list[float]) -> list[float]:
+    """Ray's ASHA (the sweep's settings: grace 1, reduction 2, 4 evaluations) fed trials in
+    ``order``, one at a time, on a metric that rises with λ: the λ values it stops."""
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import ASHAScheduler
+
+    asha = ASHAScheduler(time_attr="t", metric="m", mode="max", max_t=4, grace_period=1,
+                         reduction_factor=2, stop_last_trials=False)  # fmt: skip
+    stopped = []
+    for lam in order:
+        trial = SimpleNamespace(trial_id=f"{lam:g}", config={})
+        asha.on_trial_add(None, trial)
+        for t in range(1, 5):
+            if asha.on_trial_result(None, trial, {"t": t, "m": lam * t}) == ASHAScheduler.STOP:
+                stopped.append(lam)
+                break
+    return stopped
+
+
+def test_asha_stops_nothing_in_ascending_lambda_and_the_shipped_order_lets_it_stop_most():
+    """Why the order of ``tie_weights`` matters (docs/evaluation.md): ASHA judges a trial only
+    against those that reached the rung before it."""
+    import yaml
+
+    assert asha_stops([0.0, 0.1, 0.3, 1.0, 3.0]) == []
+    shipped = yaml.safe_load((Path(__file__).parents[1] / "jobs/configs/tune.yaml").read_text())["sweep"]
+    assert sorted(shipped["tie_weights"]) == [0.0, 0.1, 0.3, 1.0, 3.0]
+    assert asha_stops(shipped["tie_weights"]) == [0.0, 0.1, 0.3]
