@@ -262,6 +262,12 @@ def run_tune_job(cfg: TuneConfig, *, force: bool = False, log: Callable[[str], N
         f"{len(grid)} trials (λ {s.tie_weights} × seeds {s.seeds}), {s.scheduler}, on {s.metric} ({s.mode}); "
         f"{reports} evaluations a trial at most"
     )
+    if s.scheduler == "asha" and len(s.tie_weights) > 2 and s.tie_weights == sorted(s.tie_weights):
+        log(
+            "note: ASHA judges a trial only against those that reached a rung before it, and λ starts in "
+            "ascending order: if the metric improves with λ, no trial is stopped. Giving the value you "
+            "expect to be good first, then the ends (e.g. 1, 0, 3, 0.1, 0.3), lets ASHA stop the rest"
+        )
     # each trial's whole training config is its grid point
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(_trial, prepared=prepared), {"CPU": s.trial_cpus}),

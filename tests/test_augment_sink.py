@@ -90,14 +90,15 @@ def test_a_block_that_comes_twice_is_written_once(tmp_path, records):
     assert out["tables"]["pairs"]["rows"] == len(pairs) == len(read(attempt, out["tables"]["pairs"]["files"]))
 
 
-def test_a_blocks_key_changes_with_any_of_its_rows(records):
+def test_a_blocks_key_is_its_records_tables_and_source_ids(records):
     batch = records_table(records)
-    assert block_key(batch) == block_key(records_table(list(records)))
     t, sid, row = records[0]
-    assert block_key(
-        records_table([(t, sid, {**row, "chosen": row["chosen"] + "!"}), *records[1:]])
-    ) != block_key(batch)
-    assert block_key(records_table(records[1:])) != block_key(batch)
+    # the same block made again with a field that cannot repeat (a cost, say): the same key
+    again = records_table([(t, sid, {**row, "cost_usd": 0.5}), *records[1:]])
+    assert block_key(again) == block_key(batch)
+    assert block_key(records_table(records[1:])) != block_key(batch)  # a record fewer
+    assert block_key(records_table([(t, "other", row), *records[1:]])) != block_key(batch)
+    assert block_key(records_table([("rejected", sid, row), *records[1:]])) != block_key(batch)
 
 
 def test_a_table_past_rows_per_file_goes_on_in_the_next_file(tmp_path, records):
@@ -119,21 +120,54 @@ def test_block_tallies_merged_give_the_tally_of_the_whole_stream(records):
         for t, _, r in records[lo : lo + 5]:
             block.add(t, r)
         merged.merge(json.loads(json.dumps(block.as_doc())))
-    assert merged.as_doc() == whole.as_doc()
+    a, b = merged.as_doc(), whole.as_doc()
+    assert a.pop("cost_usd") == pytest.approx(b.pop("cost_usd")) and a == b
     assert merged.false_pass_rate() == whole.false_pass_rate() is not None
 
 
-def test_the_drivers_tally_keeps_a_fixed_sample_of_the_leakage_values(records):
-    block = Tally(sample=None)
-    for t, _, r in records:
-        block.add(t, r)
-    doc = block.as_doc()
-    small = Tally(sample=3)
-    for _ in range(10):
-        small.merge(doc)
-    assert len(doc["leaks"]) > 3 and len(small.leaks) == 3
-    assert all(leak in {json.dumps(x, sort_keys=True) for x in doc["leaks"]} for leak in
-               (json.dumps(vars(x), sort_keys=True) for x in small.leaks))  # fmt: skip
+def test_the_drivers_tally_keeps_a_fixed_uniform_sample_of_the_leakage_values():
+    """1,000 blocks of one distinct value each into a sample of 100: the sample keeps its size
+    and draws from the whole stream (a reservoir that stopped replacing once full would hold
+    only the first 100; one that always replaced, only the last)."""
+    leak = {"length_ratio": 1.0, "markdown_delta": 0, "format_changed": False, "lexical_overlap": 0.5}
+    empty = Tally(sample=None).as_doc()
+    driver = Tally(sample=100)
+    for i in range(1000):
+        driver.merge({**empty, "leaks": [{**leak, "length_ratio": float(i)}]})
+    kept = sorted(x.length_ratio for x in driver.leaks)
+    assert len(kept) == 100 == len(set(kept))
+    assert sum(v < 500 for v in kept) > 25 and sum(v >= 500 for v in kept) > 25
+
+
+def adopt(tmp_path, reported_rows, counted_rows, extra_file=None):
+    """``_adopt_tables`` on one sink's report of a pairs file of ``reported_rows`` rows, after the
+    stream counted ``counted_rows``."""
+    from crome_ray.augment.job import _adopt_tables
+    from crome_ray.config import AugmentConfig
+
+    step = Step("augment", "r", AugmentConfig(storage=StorageConfig(root=str(tmp_path))))
+    assert step.begin()
+    folder = step.folder
+    folder.fs.makedirs(folder.file("pairs"), exist_ok=True)
+    for name in ["part-s0-00000.parquet", *([extra_file] if extra_file else [])]:
+        pq.write_table(pa.Table.from_pylist([], schema=AUGMENTED_PAIR_SCHEMA), folder.file("pairs", name))
+    tally = Tally()
+    tally.tables["pairs"] = counted_rows
+    written = [{"tables": {"pairs": {"files": ["pairs/part-s0-00000.parquet"], "rows": reported_rows}}}]
+    _adopt_tables(step, written, tally)
+    return step.commit({}).manifest["tables"]
+
+
+def test_the_driver_commits_the_sinks_files_only_when_they_hold_what_it_counted(tmp_path):
+    from crome_ray.augment.job import AugmentError
+
+    tables = adopt(tmp_path / "ok", 7, 7)
+    assert tables["pairs"] == {"files": ["pairs/part-s0-00000.parquet"], "rows": 7}
+    assert tables["rejected"] == {"files": ["rejected/part-00000.parquet"], "rows": 0}  # empty: schema only
+    with pytest.raises(AugmentError, match="wrote 7 rows of pairs but the stream counted 9"):
+        adopt(tmp_path / "short", 7, 9)
+    with pytest.raises(AugmentError, match=r"part-s9-00000\.parquet"):  # a file no sink reported
+        adopt(tmp_path / "stray", 7, 7, extra_file="part-s9-00000.parquet")
 
 
 def test_a_step_lists_tables_others_wrote_and_gives_an_empty_one_its_schema(tmp_path):

@@ -62,20 +62,21 @@ def test_asha_without_rays_state_api_is_refused_before_anything_runs(tmp_path, m
     assert list(tmp_path.iterdir()) == []  # nothing ingested, nothing written
 
 
-def asha_stops(order: list[float]) -> list[float]:
-    """Ray's ASHA (the sweep's settings: grace 1, reduction 2, 4 evaluations) fed trials in
-    ``order``, one at a time, on a metric that rises with λ: the λ values it stops."""
+def asha_stops(order: list[float], grace_period: int = 1, reduction_factor: float = 2.0,
+               evaluations: int = 4) -> list[float]:  # fmt: skip
+    """Ray's ASHA, set as the sweep sets it, fed trials in ``order``, one at a time, on a metric
+    that rises with λ: the λ values it stops."""
     from types import SimpleNamespace
 
     from ray.tune.schedulers import ASHAScheduler
 
-    asha = ASHAScheduler(time_attr="t", metric="m", mode="max", max_t=4, grace_period=1,
-                         reduction_factor=2, stop_last_trials=False)  # fmt: skip
+    asha = ASHAScheduler(time_attr="t", metric="m", mode="max", max_t=evaluations, grace_period=grace_period,
+                         reduction_factor=reduction_factor, stop_last_trials=False)  # fmt: skip
     stopped = []
     for lam in order:
         trial = SimpleNamespace(trial_id=f"{lam:g}", config={})
         asha.on_trial_add(None, trial)
-        for t in range(1, 5):
+        for t in range(1, evaluations + 1):
             if asha.on_trial_result(None, trial, {"t": t, "m": lam * t}) == ASHAScheduler.STOP:
                 stopped.append(lam)
                 break
@@ -84,10 +85,14 @@ def asha_stops(order: list[float]) -> list[float]:
 
 def test_asha_stops_nothing_in_ascending_lambda_and_the_shipped_order_lets_it_stop_most():
     """Why the order of ``tie_weights`` matters (docs/evaluation.md): ASHA judges a trial only
-    against those that reached the rung before it."""
+    against those that reached the rung before it. The shipped cluster sweep's rungs (its
+    grace period and reduction factor; 8 evaluations, its one epoch at an evaluation every 50
+    steps being of that order), one seed and one trial at a time."""
     import yaml
 
     assert asha_stops([0.0, 0.1, 0.3, 1.0, 3.0]) == []
-    shipped = yaml.safe_load((Path(__file__).parents[1] / "jobs/configs/tune.yaml").read_text())["sweep"]
-    assert sorted(shipped["tie_weights"]) == [0.0, 0.1, 0.3, 1.0, 3.0]
-    assert asha_stops(shipped["tie_weights"]) == [0.0, 0.1, 0.3]
+    s = yaml.safe_load((Path(__file__).parents[1] / "jobs/configs/tune.yaml").read_text())["sweep"]
+    rungs = {"grace_period": s["grace_period"], "reduction_factor": s["reduction_factor"], "evaluations": 8}
+    assert sorted(s["tie_weights"]) == [0.0, 0.1, 0.3, 1.0, 3.0]
+    assert asha_stops(sorted(s["tie_weights"]), **rungs) == []
+    assert asha_stops(s["tie_weights"], **rungs) == [0.0, 0.1, 0.3]

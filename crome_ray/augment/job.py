@@ -18,7 +18,7 @@ Driver:
    ``quarantine``; the manifest holds the counts per kind, the ratio to the source, spend,
    calls and cache hits, the backends, the leakage summary and the control false-pass rate.
 
-The driver never reads a row: it holds fixed-size summaries (counters, a reservoir of leakage
+The driver never reads the stream's records: it holds fixed-size summaries (counters, a reservoir of leakage
 values; ``augment.tally``) and gives its freed heap back as it goes (``crome_ray.heap``), so
 its memory does not grow with the data (``bench/augment_memory.py``).
 """
@@ -355,9 +355,10 @@ def run_augment_job(
 
     stats: dict[str, Any] = {}
     servers: list = []
-    sinks = start_sinks(SINKS, step.folder.uri, storage_json, TABLES, cfg.rows_per_file)
+    sinks: list = []
     written: list[dict[str, Any]] = []
     try:
+        sinks = start_sinks(SINKS, step.folder, storage_json, TABLES, cfg.rows_per_file)
         ds = ray.data.read_parquet(
             [path_in_filesystem(f) for f in files],
             filesystem=pyarrow_filesystem(files[0], cfg.storage),
@@ -516,16 +517,25 @@ def run_augment_job(
 
 
 def _adopt_tables(step: Step, written: list[dict[str, Any]], summary: Tally) -> None:
-    """The sinks' files into the step's manifest, once their rows are what the tallies counted."""
+    """The sinks' files into the step's manifest, once their rows are what the tallies counted
+    and the attempt's table folders hold exactly those files (readers list the folder)."""
+    folder = step.folder
     for name, schema in TABLES.items():
         entries = [w["tables"][name] for w in written if name in w["tables"]]
         rows = sum(e["rows"] for e in entries)
+        files = sorted(f for e in entries for f in e["files"])
         if rows != summary.tables[name]:
             raise AugmentError(
                 f"the sinks wrote {rows} rows of {name} but the stream counted {summary.tables[name]}: "
                 "the run is not committed (a block was lost or written twice); run it again"
             )
-        step.written_table(name, schema, [f for e in entries for f in e["files"]], rows)
+        found = sorted(f"{name}/{p.rsplit('/', 1)[-1]}" for p in folder.table_files(name))
+        if found != files:
+            raise AugmentError(
+                f"the sinks reported the files {files} of {name} but {folder.uri_of(name)} holds {found}: "
+                "the run is not committed; run it again"
+            )
+        step.written_table(name, schema, files, rows)
 
 
 def _check_controls(cfg: AugmentConfig, summary: Tally, probes_expected: int) -> bool:

@@ -13,16 +13,20 @@ the driver until the end.
 So: ``TableSink`` actors, started and closed by the driver like the governors, keep one
 streaming ``storage.PartWriter`` per table (files of ``rows_per_file`` rows, one row group
 buffered), and the last stage of the stream, ``forward`` (a Ray Data task), hands each block
-to one of them and passes on what the sink returns: that block's ``Tally``, a few hundred
-bytes. A block that comes twice (a retried task) is written once: the sink knows the blocks it
-has written by a digest of their rows' keys.
+to one of them and passes on what the sink returns: that block's ``Tally`` (counters and the
+block's leakage values, no texts). A block that comes twice (a retried task, or an upstream
+block made again) is written once: the sink knows the blocks it has written by a digest of
+their records' tables and source ids.
+
+With a local storage root the sinks run on the driver's node and write to the attempt's
+absolute path, as the driver did (the run's files stay on one disk). With a bucket root they
+can run anywhere.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -36,10 +40,12 @@ TALLY_SCHEMA = pa.schema([pa.field("tally", pa.string())])
 
 
 def block_key(batch: pa.Table) -> str:
-    """A digest of a block's rows (table, source id and the row itself): the same block, the
-    same key, wherever and however often it is made."""
+    """A digest of a block's records (their tables and source ids, in order): the same block,
+    the same key, however often it is made, even when a block made again differs in what
+    cannot repeat (a cost, a cache hit). Two different blocks never share it: every example's
+    records go in one block, and the ingest keeps one pair per id."""
     h = hashlib.blake2b(digest_size=16)
-    for name in ("table", "source_id", "row"):
+    for name in ("table", "source_id"):
         for value in batch.column(name).to_pylist():
             h.update(b"\x00" if value is None else value.encode())
             h.update(b"\x1f")
@@ -58,13 +64,10 @@ class TableSink:
         tag: str,
         source: str = "augment",
     ):
-        storage = StorageConfig.model_validate_json(storage_json)
-        if not is_bucket_uri(attempt_uri):  # this actor's working folder need not be the driver's
-            attempt_uri = str(Path(attempt_uri).resolve())
-        self.folder = Folder.from_uri(attempt_uri, storage)
+        self.folder = Folder.from_uri(attempt_uri, StorageConfig.model_validate_json(storage_json))
         self.schemas, self.rows_per_file, self.tag, self.source = schemas, rows_per_file, tag, source
         self.writers: dict[str, PartWriter] = {}
-        self.written: set[str] = set()  # block keys: 16 bytes a block
+        self.written: set[str] = set()  # block keys: ~100 bytes a block
         self.repeats = 0
 
     def write(self, key: str, batch: pa.Table) -> str:
@@ -111,14 +114,22 @@ class TableSink:
         }
 
 
-def start_sinks(count: int, attempt_uri: str, storage_json: str, schemas: dict[str, pa.Schema],
+def start_sinks(count: int, attempt: Folder, storage_json: str, schemas: dict[str, pa.Schema],
                 rows_per_file: int) -> list:  # fmt: skip
     """``count`` sink actors (no CPU reserved: like the governors they must not take a slot the
-    stream's stages need; their work is what the driver did before, parse and write)."""
+    stream's stages need; their work is what the driver did before, parse and write). A local
+    attempt: on the driver's node, given the driver's absolute path (``file://`` too)."""
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    actor = ray.remote(num_cpus=0, max_restarts=0)(TableSink)
-    sinks = [actor.remote(attempt_uri, storage_json, schemas, rows_per_file, f"s{i}") for i in range(count)]
+    options: dict[str, Any] = {}
+    uri = attempt.uri
+    if not is_bucket_uri(uri):
+        uri = attempt.path  # absolute: the driver's working folder resolved it
+        node = ray.get_runtime_context().get_node_id()
+        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=False)
+    actor = ray.remote(num_cpus=0, max_restarts=0)(TableSink).options(**options)
+    sinks = [actor.remote(uri, storage_json, schemas, rows_per_file, f"s{i}") for i in range(count)]
     ray.get([s.__ray_ready__.remote() for s in sinks])
     return sinks
 

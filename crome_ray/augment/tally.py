@@ -4,7 +4,8 @@ A ``Tally`` counts one stream of records (``table``, ``row``): rows per table, p
 the backends, quarantine reasons, rejections by stage and check, control verdicts, spend, and
 the leakage values of the kept rewrites. The table sinks (``augment.sink``) tally each block
 they write and send the tally, not the rows, to the driver, which merges them (``merge``):
-what crosses to the driver is a few hundred bytes a block, whatever the rows hold.
+what crosses to the driver is counters and the block's leakage values (five numbers a kept
+rewrite), never a text.
 
 The driver's tally keeps a fixed-size uniform sample of the leakage values (a reservoir, for
 the manifest's percentiles); a block's tally keeps them all (``sample=None``), so that merging
