@@ -90,15 +90,27 @@ def test_a_block_that_comes_twice_is_written_once(tmp_path, records):
     assert out["tables"]["pairs"]["rows"] == len(pairs) == len(read(attempt, out["tables"]["pairs"]["files"]))
 
 
-def test_a_blocks_key_is_its_records_tables_and_source_ids(records):
+def test_a_blocks_key_changes_with_any_of_its_records(records):
     batch = records_table(records)
+    assert block_key(records_table(list(records))) == block_key(batch)
     t, sid, row = records[0]
-    # the same block made again with a field that cannot repeat (a cost, say): the same key
-    again = records_table([(t, sid, {**row, "cost_usd": 0.5}), *records[1:]])
-    assert block_key(again) == block_key(batch)
     assert block_key(records_table(records[1:])) != block_key(batch)  # a record fewer
     assert block_key(records_table([(t, "other", row), *records[1:]])) != block_key(batch)
     assert block_key(records_table([("rejected", sid, row), *records[1:]])) != block_key(batch)
+    # another pair of the same request, under the same source id: another block
+    assert block_key(records_table([(t, sid, {**row, "pair_id": "p2"}), *records[1:]])) != block_key(batch)
+
+
+def test_two_blocks_of_the_same_source_ids_are_both_written(tmp_path, records):
+    """A source may hold several pairs of one request under one source id."""
+    sink, _ = sink_at(tmp_path)
+    first = records_table(records)
+    second = records_table([(t, sid, {**r, "pair_id": f"{r.get('pair_id')}-2"}) for t, sid, r in records])
+    sink.write(block_key(first), first)
+    sink.write(block_key(second), second)
+    out = sink.close()
+    n = sum(t == "pairs" for t, _, _ in records)
+    assert out["repeats"] == 0 and out["tables"]["pairs"]["rows"] == 2 * n
 
 
 def test_a_table_past_rows_per_file_goes_on_in_the_next_file(tmp_path, records):

@@ -14,9 +14,8 @@ So: ``TableSink`` actors, started and closed by the driver like the governors, k
 streaming ``storage.PartWriter`` per table (files of ``rows_per_file`` rows, one row group
 buffered), and the last stage of the stream, ``forward`` (a Ray Data task), hands each block
 to one of them and passes on what the sink returns: that block's ``Tally`` (counters and the
-block's leakage values, no texts). A block that comes twice (a retried task, or an upstream
-block made again) is written once: the sink knows the blocks it has written by a digest of
-their records' tables and source ids.
+block's leakage values, no texts). A block that comes twice (a retried task) is written once:
+the sink knows the blocks it has written by a digest of their records.
 
 With a local storage root the sinks run on the driver's node and write to the attempt's
 absolute path, as the driver did (the run's files stay on one disk). With a bucket root they
@@ -40,12 +39,15 @@ TALLY_SCHEMA = pa.schema([pa.field("tally", pa.string())])
 
 
 def block_key(batch: pa.Table) -> str:
-    """A digest of a block's records (their tables and source ids, in order): the same block,
-    the same key, however often it is made, even when a block made again differs in what
-    cannot repeat (a cost, a cache hit). Two different blocks never share it: every example's
-    records go in one block, and the ingest keeps one pair per id."""
+    """A digest of a block's records (table, source id and the row itself): the same block,
+    the same key, however often a task hands it over. Not the tables and source ids alone: a
+    source may hold several pairs of one request under one source id, so two different blocks
+    can share those (found: the memory bench's 100k rows repeat the sample's ids every 1,000
+    rows, and blocks of 256 lined up). A block that an upstream stage made again with a field
+    that differs (a cost, a cache hit) gets another key and is written twice; the driver's
+    check then refuses to commit: a failed run, never a wrong one."""
     h = hashlib.blake2b(digest_size=16)
-    for name in ("table", "source_id"):
+    for name in ("table", "source_id", "row"):
         for value in batch.column(name).to_pylist():
             h.update(b"\x00" if value is None else value.encode())
             h.update(b"\x1f")
