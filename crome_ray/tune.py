@@ -29,7 +29,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from crome_ray.config import TrainConfig, TuneConfig
+from crome_ray.config import SweepSettings, TrainConfig, TuneConfig
 from crome_ray.evaluate.report import png_bytes
 from crome_ray.runs import Step, StepResult
 from crome_ray.storage import RunFolder, is_remote, path_in_filesystem, pyarrow_filesystem
@@ -95,6 +95,18 @@ def pick_best(trials: Sequence[Mapping[str, Any]], mode: str) -> Mapping[str, An
         return None
     sign = -1 if mode == "max" else 1
     return min(done, key=lambda t: (sign * t["metric"], t["tie_weight"], t["seed"]))
+
+
+def order_note(s: SweepSettings) -> str | None:
+    """A note for an ASHA sweep whose λ values start in ascending order (ASHA judges a trial only
+    against those that reached a rung before it; docs/evaluation.md)."""
+    if s.scheduler != "asha" or len(s.tie_weights) <= 2 or s.tie_weights != sorted(s.tie_weights):
+        return None
+    return (
+        "note: ASHA judges a trial only against those that reached a rung before it, and λ starts in "
+        "ascending order: if the metric improves with λ, no trial is stopped. Giving the value you "
+        "expect to be good first, then the ends (e.g. 1, 0, 3, 0.1, 0.3), lets ASHA stop the rest"
+    )
 
 
 def by_lambda(trials: Sequence[Mapping[str, Any]]) -> dict[float, dict[str, Any]]:
@@ -262,12 +274,8 @@ def run_tune_job(cfg: TuneConfig, *, force: bool = False, log: Callable[[str], N
         f"{len(grid)} trials (λ {s.tie_weights} × seeds {s.seeds}), {s.scheduler}, on {s.metric} ({s.mode}); "
         f"{reports} evaluations a trial at most"
     )
-    if s.scheduler == "asha" and len(s.tie_weights) > 2 and s.tie_weights == sorted(s.tie_weights):
-        log(
-            "note: ASHA judges a trial only against those that reached a rung before it, and λ starts in "
-            "ascending order: if the metric improves with λ, no trial is stopped. Giving the value you "
-            "expect to be good first, then the ends (e.g. 1, 0, 3, 0.1, 0.3), lets ASHA stop the rest"
-        )
+    if note := order_note(s):
+        log(note)
     # each trial's whole training config is its grid point
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(_trial, prepared=prepared), {"CPU": s.trial_cpus}),

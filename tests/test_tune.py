@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from crome_ray.config import ConfigError, TuneConfig, load_config
-from crome_ray.tune import by_lambda, pick_best, trial_config, trial_run_name
+from crome_ray.tune import by_lambda, order_note, pick_best, trial_config, trial_run_name
 
 
 def trial(lam, seed, status="completed", metric=0.5):
@@ -96,3 +96,12 @@ def test_asha_stops_nothing_in_ascending_lambda_and_the_shipped_order_lets_it_st
     assert sorted(s["tie_weights"]) == [0.0, 0.1, 0.3, 1.0, 3.0]
     assert asha_stops(sorted(s["tie_weights"]), **rungs) == []
     assert asha_stops(s["tie_weights"], **rungs) == [0.0, 0.1, 0.3]
+
+
+def test_an_asha_sweep_in_ascending_lambda_gets_a_note_and_other_orders_do_not():
+    from crome_ray.config import SweepSettings
+
+    assert "ascending" in order_note(SweepSettings())  # the default grid: 0, 0.1, 0.3, 1, 3
+    assert order_note(SweepSettings(tie_weights=[1, 0, 3, 0.1, 0.3])) is None
+    assert order_note(SweepSettings(scheduler="grid")) is None  # every trial runs to the end anyway
+    assert order_note(SweepSettings(tie_weights=[0, 1])) is None

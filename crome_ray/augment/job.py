@@ -18,9 +18,9 @@ Driver:
    ``quarantine``; the manifest holds the counts per kind, the ratio to the source, spend,
    calls and cache hits, the backends, the leakage summary and the control false-pass rate.
 
-The driver never reads the stream's records: it holds fixed-size summaries (counters, a reservoir of leakage
-values; ``augment.tally``) and gives its freed heap back as it goes (``crome_ray.heap``), so
-its memory does not grow with the data (``bench/augment_memory.py``).
+The driver never reads the stream's records: it holds fixed-size summaries (counters, a
+reservoir of leakage values; ``augment.tally``) and gives its freed heap back as it goes
+(``crome_ray.heap``), so its memory does not grow with the data (``bench/augment_memory.py``).
 """
 
 from __future__ import annotations

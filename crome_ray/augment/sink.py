@@ -32,7 +32,7 @@ import pyarrow as pa
 
 from crome_ray.augment.tally import Tally
 from crome_ray.config import StorageConfig
-from crome_ray.records import QuarantineRow, excerpt
+from crome_ray.runs import QUARANTINE, Quarantine
 from crome_ray.storage import Folder, PartWriter, is_bucket_uri
 
 TALLY_SCHEMA = pa.schema([pa.field("tally", pa.string())])
@@ -69,6 +69,7 @@ class TableSink:
         self.folder = Folder.from_uri(attempt_uri, StorageConfig.model_validate_json(storage_json))
         self.schemas, self.rows_per_file, self.tag, self.source = schemas, rows_per_file, tag, source
         self.writers: dict[str, PartWriter] = {}
+        self.quarantine: Quarantine | None = None
         self.written: set[str] = set()  # block keys: ~100 bytes a block
         self.repeats = 0
 
@@ -87,17 +88,15 @@ class TableSink:
             tally.add(table, row)
             if repeat or table not in self.schemas:  # "stats" rows are only counted
                 continue
-            if table == "quarantine":
-                row = QuarantineRow(
-                    source=self.source,
-                    location=row["location"],
-                    stage=row["stage"] or self.source,
-                    reason=row["reason"],
-                    detail=row["detail"],
-                    excerpt=excerpt(row["excerpt"]),
-                    source_id=source_id,
-                ).to_row()
-            self._writer(table).add(row)
+            if table == QUARANTINE:
+                if self.quarantine is None:
+                    self.quarantine = Quarantine(self._writer(QUARANTINE), self.source, self.source)
+                self.quarantine.put(
+                    row["location"], row["reason"], row["detail"], row["excerpt"], source_id=source_id,
+                    stage=row["stage"],
+                )  # fmt: skip
+            else:
+                self._writer(table).add(row)
         self.written.add(key)
         return json.dumps(tally.as_doc())
 
