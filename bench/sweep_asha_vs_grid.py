@@ -5,7 +5,8 @@ Run as:
     .venv/bin/python bench/sweep_asha_vs_grid.py                 # 5 λ × 1 seed, MiniLM, 40 steps
     .venv/bin/python bench/sweep_asha_vs_grid.py --lambdas 0,1,4 --steps 20
     .venv/bin/python bench/sweep_asha_vs_grid.py --cue default --metric eval_loss_bt --mode min \
-        --lambdas 1,0,3,0.1,0.3 --steps 60 --eval-every 15 --eval-limit 100 --pairs 300 --max-length 96
+        --lambdas 1,0,3,0.1,0.3 --steps 180 --eval-every 15 --eval-limit 100 --pairs 1000 --max-length 96 \
+        [--grace-period 2]                                       # docs/benchmarks.md's 4th/5th runs
 
 ``--lambdas`` is also the order the trials start, which ASHA's savings depend on (it judges a
 trial only against those that reached the rung before it); both sides get the same order.
@@ -30,8 +31,8 @@ the tie loss, weighted by λ, is what should keep it from learning it.
 The sides run one after the other, each a ``crome_ray.tune.run_tune_job`` against one local
 Ray cluster with the dashboard (the state API ASHA needs); the data and its ingest are made
 once, before both, and each side tokenizes in its own driver as users' runs do. Prints one
-JSON line (every setting, both sides' seconds, trials' outcomes, best λ, the ratio
-asha/grid) and a table.
+JSON line (every setting, both sides' seconds, trials' outcomes and each trial's metric at every
+evaluation, best λ, the ratio asha/grid) and a table.
 """
 
 from __future__ import annotations
@@ -64,6 +65,22 @@ def planted(source: Path, folder: Path, side: str, cue: str, position: str) -> P
     return out
 
 
+def histories(attempt, metric: str) -> dict[str, list[float]]:
+    """Each trial's metric at every evaluation Tune received ("λ/seed" → values in step order),
+    from the trials' ``progress.csv`` in the sweep run's Tune folder: what ASHA judged at each
+    rung."""
+    import csv
+
+    out = {}
+    for progress in sorted(attempt.fs.glob(attempt.file("tune", "*", "progress.csv"))):
+        with attempt.fs.open(progress.rsplit("/", 1)[0] + "/params.json") as f:
+            train = json.loads(json.load(f)["train"])
+        with attempt.fs.open(progress, "r") as f:
+            values = [round(float(r[metric]), 4) for r in csv.DictReader(f) if r.get(metric)]
+        out[(train["loss"]["tie_weight"], train["seed"])] = values
+    return {f"{lam:g}/{seed}": v for (lam, seed), v in sorted(out.items())}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--lambdas", default="0,0.1,0.3,1,3")
@@ -75,6 +92,7 @@ def main() -> None:
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--reduction-factor", type=float, default=2.0)
+    p.add_argument("--grace-period", type=int, default=1, help="ASHA: evaluations before a stop")
     p.add_argument("--lr", type=float, default=5e-5)
     p.add_argument("--metric", default="eval_loss_bt", help="what ASHA and the best pick judge on")
     p.add_argument("--mode", default="min", choices=("min", "max"))
@@ -129,7 +147,8 @@ def main() -> None:
             run_name=f"bench-{side}",
             train=train,
             sweep=SweepSettings(tie_weights=lambdas, seeds=seeds, metric=a.metric, mode=a.mode,
-                                scheduler=side, reduction_factor=a.reduction_factor),
+                                scheduler=side, reduction_factor=a.reduction_factor,
+                                grace_period=a.grace_period),
             storage=storage,
         )  # fmt: skip
         started = time.perf_counter()
@@ -147,6 +166,7 @@ def main() -> None:
             "final": {
                 f"{t['tie_weight']:g}/{t['seed']}": t["metric"] and round(t["metric"], 4) for t in trials
             },
+            "history": histories(result.run.committed(), a.metric),
         }
     ray.shutdown()
     line = {
@@ -161,6 +181,7 @@ def main() -> None:
         "max_length": a.max_length,
         "batch_size": a.batch_size,
         "reduction_factor": a.reduction_factor,
+        "grace_period": a.grace_period,
         "lr": a.lr,
         "metric": f"{a.metric} ({a.mode})",
         "cue": a.cue,

@@ -1006,7 +1006,12 @@ class SweepSettings(Frozen):
     scheduler: Literal["asha", "grid"] = Field(
         "asha", description="asha: stop trials that trail at a rung; grid: every trial runs to the end."
     )
-    grace_period: int = Field(1, gt=0, description="ASHA: evaluations before a trial can be stopped.")
+    grace_period: int = Field(
+        1,
+        gt=0,
+        description="ASHA: evaluations before a trial can be stopped. Put the first rung where the "
+        "metric has separated: with several seeds, later than with one (docs/evaluation.md).",
+    )
     reduction_factor: float = Field(2.0, gt=1, description="ASHA: the share kept at each rung is 1/this.")
     max_concurrent_trials: int = Field(1, gt=0, description="Trials at once (each runs its own workers).")
     trial_cpus: float = Field(
