@@ -219,7 +219,14 @@ def _pipeline(cfg: PipelineConfig, *, force: bool, demo: bool = False) -> None:
     from crome_ray.pipeline import STEPS, PipelineError, run_pipeline
     from crome_ray.ray_runtime import connect
     from crome_ray.secrets import MissingSecretError
-    from crome_ray.summaries import print_augment, print_evaluate, print_ingest, print_train, print_tune
+    from crome_ray.summaries import (
+        print_augment,
+        print_evaluate,
+        print_ingest,
+        print_train,
+        print_tune,
+        shown_uri,
+    )
     from crome_ray.train.job import TrainError
     from crome_ray.tune import SweepError
 
@@ -276,7 +283,8 @@ def _pipeline(cfg: PipelineConfig, *, force: bool, demo: bool = False) -> None:
         fail(str(e))
     console.rule("[bold]pipeline")
     for r in outcome.steps:
-        console.print(f"  {r.name:<9} {'done ' if r.done else 'found'} {r.seconds:>7.1f} s  {r.uri}")
+        status = "done " if r.done else "found"
+        console.print(f"  {r.name:<9} {status} {r.seconds:>7.1f} s  {shown_uri(r.uri)}")
     details = outcome.result.manifest.get("details", {})
     console.print(f"pipeline run: {outcome.result.run.uri} ({time.monotonic() - started_at:.0f} s)")
     if details.get("report"):

@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+
+def shown_uri(uri: str, cwd: Path | None = None) -> str:
+    """A run's location as a person reads it next to the others: a local absolute path under the
+    working folder relative to it (training runs keep absolute paths in their manifests, for Ray
+    Train's workers; the other steps' stay as the root was given), anything else as it is."""
+    if "://" in uri or not os.path.isabs(uri):
+        return uri
+    try:
+        return str(Path(uri).relative_to((cwd or Path.cwd()).resolve()))
+    except ValueError:
+        return uri
 
 
 def ingest_table(counts: dict[str, Any], title: str = "ingest") -> Table:

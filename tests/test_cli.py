@@ -182,3 +182,14 @@ def test_a_local_primary_needs_no_key(monkeypatch):
     monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
     cfg, key, _ = _oracle_keys(oracle_job("oracle.backend=vllm", "no_key=fail"))
     assert cfg.oracle.model == "smollm2" and key.get_secret_value() == ""
+
+
+def test_the_pipeline_summary_shows_local_runs_under_the_working_folder_relative_to_it(tmp_path):
+    from crome_ray.summaries import shown_uri
+
+    # training runs come back absolute (Ray Train's workers need it), the others as the root was given
+    assert shown_uri(str(tmp_path / "runs" / "train" / "rm-1"), cwd=tmp_path) == "runs/train/rm-1"
+    assert shown_uri("runs/augment/augment-1", cwd=tmp_path) == "runs/augment/augment-1"
+    # elsewhere on disk, or in a bucket: as it is
+    assert shown_uri("/elsewhere/runs/train/rm-1", cwd=tmp_path) == "/elsewhere/runs/train/rm-1"
+    assert shown_uri("s3://bucket/runs/train/rm-1", cwd=tmp_path) == "s3://bucket/runs/train/rm-1"
