@@ -74,8 +74,9 @@ def run(rows: int) -> dict:
     import ray
     from pydantic import SecretStr
 
+    from crome_ray.augment.config import AugmentConfig
     from crome_ray.augment.job import input_files, run_augment_job
-    from crome_ray.config import AugmentConfig, load_config
+    from crome_ray.config import load_config
 
     me = psutil.Process()
     peak, stop = [me.memory_info().rss], threading.Event()

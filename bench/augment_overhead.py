@@ -70,8 +70,9 @@ def recorded_requests(examples: int) -> list[dict]:
     """Every request the flow makes for the first ``examples`` augmentable pairs, answered as the
     simulator answers them."""
     from crome_ray.augment import prompts as P
+    from crome_ray.augment.config import AugmentConfig
     from crome_ray.augment.flow import Answer, Settings, augment_example
-    from crome_ray.config import AugmentConfig, load_config
+    from crome_ray.config import load_config
     from crome_ray.oracle.simulated_tasks import task_answer
 
     cfg = load_config(AugmentConfig, None, TASKS)
@@ -123,8 +124,10 @@ def side(name: str, examples: int, rows: list[dict]) -> dict:
     import ray
     from pydantic import SecretStr
 
+    from crome_ray.augment.config import AugmentConfig
     from crome_ray.augment.job import run_augment_job
-    from crome_ray.config import AugmentConfig, OracleJobConfig, load_config
+    from crome_ray.config import load_config
+    from crome_ray.oracle.config import OracleJobConfig
     from crome_ray.oracle.job import run_oracle_job
 
     proc, url = sim_process(latency=0.0)

@@ -48,7 +48,8 @@ import tempfile
 import time
 from collections import Counter
 
-from crome_ray.config import OracleConfig, load_config
+from crome_ray.config import load_config
+from crome_ray.oracle.config import OracleConfig
 from crome_ray.oracle.governor import GovernorActorImpl, governor_actor
 from crome_ray.oracle.governor_core import Decision, GovernorCore
 

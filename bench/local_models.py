@@ -44,7 +44,7 @@ TASKS = (("rubric", "rubric"), ("counterfactual", "cf"), ("verification", "verif
 
 def tasks(n: int, chars: int) -> list[dict]:
     from crome_ray.augment.prompts import Attribute, Example, degrade, rubric, verify
-    from crome_ray.config import SAMPLE_ULTRAFEEDBACK_EVAL
+    from crome_ray.data.config import SAMPLE_ULTRAFEEDBACK_EVAL
 
     with open(REPO / SAMPLE_ULTRAFEEDBACK_EVAL) as f:
         examples = [json.loads(line) for line in f][:n]
@@ -61,7 +61,7 @@ def tasks(n: int, chars: int) -> list[dict]:
 def run(model: str, rows: list[dict], in_flight: int, max_model_len: int) -> dict:
     from pydantic import SecretStr
 
-    from crome_ray.config import OracleJobConfig
+    from crome_ray.oracle.config import OracleJobConfig
     from crome_ray.oracle.job import run_oracle_job
 
     root = tempfile.mkdtemp(prefix="bench-models-")
@@ -103,9 +103,9 @@ def run(model: str, rows: list[dict], in_flight: int, max_model_len: int) -> dic
 
 def judge(rows: list[dict], examples: list[dict], answers: dict, chars: int) -> dict:
     from crome_ray.augment.checks import rewrite_problem
+    from crome_ray.augment.config import RewriteChecks
     from crome_ray.augment.parse import Rejected, parse_rewrite, parse_rubric, parse_verdict
     from crome_ray.augment.prompts import Example, clip, fences
-    from crome_ray.config import RewriteChecks
 
     out: dict[str, dict] = {}
     for kind, prefix in (("rubric", "rubric"), ("counterfactual", "cf"), ("verification", "verify")):

@@ -46,7 +46,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 
 def oracle_config(args):
-    from crome_ray.config import OracleConfig
+    from crome_ray.oracle.config import OracleConfig
 
     return OracleConfig(
         backend="vllm",
@@ -59,7 +59,7 @@ def oracle_config(args):
 def prompt_rows(args) -> list[dict]:
     from local_json_validity import ASK, RUBRIC, SYSTEM
 
-    from crome_ray.config import SAMPLE_ULTRAFEEDBACK
+    from crome_ray.data.config import SAMPLE_ULTRAFEEDBACK
 
     with open(REPO / SAMPLE_ULTRAFEEDBACK) as f:
         src = [json.loads(line) for line in f][: args.prompts]
@@ -187,7 +187,7 @@ def side_crome_ray(args) -> dict:
     import ray
     from pydantic import SecretStr
 
-    from crome_ray.config import OracleJobConfig
+    from crome_ray.oracle.config import OracleJobConfig
     from crome_ray.oracle.job import run_oracle_job
 
     root = tempfile.mkdtemp(prefix="bench-local-")

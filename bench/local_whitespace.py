@@ -20,7 +20,7 @@ if __name__ == "__main__":
     from vllm import LLM, SamplingParams
     from vllm.sampling_params import StructuredOutputsParams
 
-    from crome_ray.augment.prompts import VERIFY_SCHEMA, verification
+    from crome_ray.augment.prompts import VERIFY_SCHEMA, Attribute, Example, verify
     from crome_ray.models import resolve_model
     from crome_ray.oracle.schema_bounds import bounded
 
@@ -35,9 +35,12 @@ if __name__ == "__main__":
         max_model_len=2048,
         structured_outputs_config={"backend": backend, "disable_any_whitespace": compact},
     )
-    tasks = [
-        verification(e["prompt"], e["chosen"][:800], e["chosen"][:800], "accuracy", chars=800) for e in ex
-    ]
+    accuracy = Attribute("accuracy", "The answer is factually and logically correct.", 1.0)
+    tasks = [  # the verifier's control probe: the chosen answer shown unchanged as its own rewrite
+        verify(Example(str(i), e["prompt"], e["chosen"], e["rejected"]), "A", e["chosen"][:800], accuracy,
+               "worse", chars=800)
+        for i, e in enumerate(ex)
+    ]  # fmt: skip
     chats = [[{"role": "system", "content": t.system}, {"role": "user", "content": t.prompt}] for t in tasks]
     sp = SamplingParams(
         max_tokens=160,

@@ -81,8 +81,8 @@ async def run_raw(base: str, n: int, c: int) -> float:
 
 
 async def run_backend(base: str, n: int, c: int, public: bool) -> float:
-    from crome_ray.config import OracleConfig
     from crome_ray.oracle.answers import parse_json_answer
+    from crome_ray.oracle.config import OracleConfig
     from crome_ray.oracle.gemini import GeminiBackend, answer_from_response
     from crome_ray.oracle.protocol import GenerationParams, OracleRequest
 
@@ -110,9 +110,10 @@ async def run_backend(base: str, n: int, c: int, public: bool) -> float:
 
 
 async def run_client(base: str, n: int, c: int) -> float:
-    from crome_ray.config import OracleConfig, load_config
+    from crome_ray.config import load_config
     from crome_ray.oracle.cache import ResponseCache
     from crome_ray.oracle.client import OracleClient
+    from crome_ray.oracle.config import OracleConfig
     from crome_ray.oracle.gemini import GeminiBackend
     from crome_ray.oracle.governor import LocalGovernor
     from crome_ray.oracle.governor_core import GovernorCore

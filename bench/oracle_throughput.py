@@ -196,7 +196,8 @@ CROME_SETTINGS = {
 def run_crome(url: str, rows: list[dict], rpm: int, workers: int, batches: int, tmp: Path) -> None:
     from pydantic import SecretStr
 
-    from crome_ray.config import OracleJobConfig, load_config
+    from crome_ray.config import load_config
+    from crome_ray.oracle.config import OracleJobConfig
     from crome_ray.oracle.job import run_oracle_job
 
     path = tmp / "prompts.jsonl"

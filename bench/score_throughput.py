@@ -87,7 +87,8 @@ def side_plain(model: Path, items: list[tuple[str, str]], a: argparse.Namespace)
 def side_ray(model: Path, items: list[tuple[str, str]], a: argparse.Namespace) -> dict:
     import ray
 
-    from crome_ray.config import ScoringSettings, StorageConfig
+    from crome_ray.config import StorageConfig
+    from crome_ray.evaluate.config import ScoringSettings
     from crome_ray.evaluate.scoring import score_on_ray
     from crome_ray.ray_runtime import connect
 

@@ -109,15 +109,18 @@ def main() -> None:
 
     import ray
 
+    from crome_ray.augment.config import AugmentConfig
     from crome_ray.augment.job import run_augment_job
-    from crome_ray.config import AugmentConfig, StorageConfig, SweepSettings, TrainConfig, TuneConfig
+    from crome_ray.config import StorageConfig
     from crome_ray.ray_runtime import connect
-    from crome_ray.tune import run_tune_job
+    from crome_ray.train.config import TrainConfig
+    from crome_ray.tune.config import SweepSettings, TuneConfig
+    from crome_ray.tune.job import run_tune_job
 
     root = a.root or tempfile.mkdtemp(prefix="crome-bench-sweep-")
     train_file, eval_file = TRAIN, EVAL
     if a.cue:
-        from crome_ray.config import DEFAULT_CUE
+        from crome_ray.evaluate.config import DEFAULT_CUE
 
         cue = DEFAULT_CUE if a.cue == "default" else a.cue
         train_file, eval_file = (

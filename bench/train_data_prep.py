@@ -77,8 +77,9 @@ def main() -> None:
 
     import ray
 
-    from crome_ray.config import TrainConfig, load_config
-    from crome_ray.train.dataset import pair_files, pairs_run
+    from crome_ray.config import load_config
+    from crome_ray.data.inputs import pair_files, pairs_run
+    from crome_ray.train.config import TrainConfig
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
@@ -88,11 +89,11 @@ def main() -> None:
     )
     tables = {
         "train": (
-            pair_files(pairs_run("data/samples/ultrafeedback/train_1k.jsonl", cfg, None, print)),
+            pair_files(pairs_run("data/samples/ultrafeedback/train_1k.jsonl", cfg.storage, None, print)),
             args.train,
         ),
         "eval": (
-            pair_files(pairs_run("data/samples/ultrafeedback/eval_200.jsonl", cfg, None, print)),
+            pair_files(pairs_run("data/samples/ultrafeedback/eval_200.jsonl", cfg.storage, None, print)),
             args.eval,
         ),
     }

@@ -51,10 +51,12 @@ def overrides(args, root: str) -> list[str]:
 def side_plain(args, root: str) -> dict:
     import torch
 
-    from crome_ray.config import TrainConfig, load_config
+    from crome_ray.config import load_config
+    from crome_ray.data.inputs import pair_files, pairs_run
     from crome_ray.models import resolve_model
     from crome_ray.train.batches import rows_of
-    from crome_ray.train.dataset import Encode, pair_files, pairs_run
+    from crome_ray.train.config import TrainConfig
+    from crome_ray.train.dataset import Encode
     from crome_ray.train.loop import LocalRuntime, train_worker
 
     torch.set_num_threads(args.threads)
@@ -62,7 +64,7 @@ def side_plain(args, root: str) -> dict:
     path = str(resolve_model(cfg.model))
     import pyarrow.parquet as pq
 
-    files = pair_files(pairs_run(cfg.train_data, cfg, cfg.train_limit, lambda s: None))
+    files = pair_files(pairs_run(cfg.train_data, cfg.storage, cfg.train_limit))
     table = pq.read_table(files[0]).slice(0, args.pairs)
     batch = {
         c: table.column(c).to_numpy(zero_copy_only=False)
@@ -76,8 +78,9 @@ def side_plain(args, root: str) -> dict:
 
 def side_ray(args, root: str, workers: int) -> dict:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    from crome_ray.config import TrainConfig, load_config
+    from crome_ray.config import load_config
     from crome_ray.ray_runtime import connect
+    from crome_ray.train.config import TrainConfig
     from crome_ray.train.job import run_train_job
 
     connect(num_cpus=2, dashboard=not args.no_dashboard)

@@ -88,7 +88,8 @@ def model_path(name: str, work: Path) -> str:
 def encoded_rows(path: str, args) -> list:
     import numpy as np
 
-    from crome_ray.config import SAMPLE_ULTRAFEEDBACK, StorageConfig
+    from crome_ray.config import StorageConfig
+    from crome_ray.data.config import SAMPLE_ULTRAFEEDBACK
     from crome_ray.train.batches import rows_of
     from crome_ray.train.dataset import Encode
 
@@ -154,7 +155,8 @@ def effective(model, meter: Meter, **known) -> dict:
 def side_crome(args, path: str, rows: list) -> dict:
     import torch
 
-    from crome_ray.config import TrainConfig, load_config
+    from crome_ray.config import load_config
+    from crome_ray.train.config import TrainConfig
     from crome_ray.train.loop import LocalRuntime, autocast_dtype, train_worker
 
     cfg = load_config(
@@ -209,7 +211,7 @@ def side_trl(args, path: str, rows: list, *, matched: bool) -> dict:
     from transformers import TrainerCallback
     from trl import RewardConfig, RewardTrainer
 
-    from crome_ray.config import LoraSettings
+    from crome_ray.train.config import LoraSettings
     from crome_ray.train.model import load_reward_model
 
     cuda = torch.cuda.is_available()

@@ -37,9 +37,10 @@ from pathlib import Path
 from filelock import FileLock
 
 from crome_ray.config import StorageConfig
+from crome_ray.errors import CromeError
 
 
-class ModelError(RuntimeError):
+class ModelError(CromeError, RuntimeError):
     """A model name that cannot be turned into a local folder; says what to do."""
 
 

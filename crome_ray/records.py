@@ -6,7 +6,9 @@ where it came from: ``original`` rows come from a source data set; later stages
 add their own kinds (counterfactual rewrites, neutral pairs).
 
 A quarantine row keeps a bad input row with the reason it was set aside, so no
-input is ever silently dropped.
+input is ever silently dropped. The augmentation writes two more tables beside its pairs:
+``rejected`` (a rewrite written but not used, and why) and ``controls`` (the verifier's
+verdicts on probes whose right verdict is Fail).
 """
 
 from __future__ import annotations
@@ -142,17 +144,7 @@ def pairs_table(pairs: list[PreferencePair]) -> pa.Table:
 
 # The augmentation's training table: the pairs columns first (what training reads), then where
 # each pair came from. ``chosen`` is response A and ``rejected`` response B: label "chosen" says
-# A ≻ B, label "tie" says neither is better.
-AUGMENT_KINDS = (
-    "original",
-    "causal_degrade",
-    "causal_upgrade",
-    "neutral_iqn",
-    "neutral_can",
-    "neutral_para",
-    "rrm_prefer",
-    "rrm_tie",
-)
+# A ≻ B, label "tie" says neither is better; ``kind`` is one of ``augment.kinds.KIND_NAMES``.
 AUGMENTED_PAIR_SCHEMA = pa.schema(
     [
         *[PAIR_SCHEMA.field(name) for name in PAIR_SCHEMA.names],
@@ -167,4 +159,34 @@ AUGMENTED_PAIR_SCHEMA = pa.schema(
         pa.field("baseline_p", pa.float64()),  # P_base(B ≻ A) from the baseline filter
     ],
     metadata={"crome_ray.table": "pairs", "crome_ray.schema_version": str(PAIRS_SCHEMA_VERSION)},
+)
+
+# The augmentation's other tables: the rewrites written but not used, and the verifier's
+# verdicts on its control probes.
+REJECTED_SCHEMA = pa.schema(
+    [
+        pa.field("source_id", pa.string(), nullable=False),
+        pa.field("task_id", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),  # degrade | upgrade | can | para
+        pa.field("attribute", pa.string()),
+        pa.field("stage", pa.string(), nullable=False),  # parse | checks | verify | leakage
+        pa.field("check", pa.string()),  # the code check that refused it (stage checks)
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("rewrite", pa.string()),
+        pa.field("leakage", pa.string()),  # JSON, when measured
+        pa.field("backend", pa.string()),
+        pa.field("model", pa.string()),
+    ],
+    metadata={"crome_ray.table": "augment_rejected"},
+)
+CONTROL_SCHEMA = pa.schema(
+    [
+        pa.field("source_id", pa.string(), nullable=False),
+        pa.field("probe", pa.string(), nullable=False),  # original | unrelated
+        pa.field("passed", pa.bool_()),  # null: no verdict (the call failed)
+        pa.field("reason", pa.string()),
+        pa.field("backend", pa.string()),
+        pa.field("model", pa.string()),
+    ],
+    metadata={"crome_ray.table": "augment_controls"},
 )

@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from crome_ray.config import StorageConfig
+from crome_ray.errors import CromeError
 
 COMMIT_MARKER = "_COMMITTED"
 MANIFEST = "manifest.json"
@@ -38,7 +39,7 @@ ATTEMPTS = "attempts"
 ATTEMPT_LABEL = "_ATTEMPT.json"
 
 
-class StorageError(RuntimeError):
+class StorageError(CromeError, RuntimeError):
     """A storage location is missing, unreachable or refuses us; says what to fix."""
 
 

@@ -1,12 +1,18 @@
-"""What a person sees when a job ends: short rich tables and where the results are."""
+"""What a person sees: progress while a job runs, and when it ends short rich tables and where
+the results are. The command line only parses and calls; every line it shows is made here.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 
@@ -56,14 +62,20 @@ def print_ingest(console: Console, result: Any) -> None:
     console.print(f"manifest:   {out.uri_of('manifest.json')}")
 
 
+def _what_value_table(console: Console, result: Any, title: str, skipped: str = "") -> Table:
+    """A job's summary table (what | value), after a line saying when the run was committed already."""
+    if result.skipped:
+        console.print(f"[cyan]already committed with the same config:[/] {result.run.uri}{skipped}")
+    table = Table(title=title, header_style="bold")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    return table
+
+
 def print_oracle(console: Console, result: Any) -> None:
     """Summary of an ``OracleJobResult``."""
     m = result.manifest
-    if result.skipped:
-        console.print(f"[cyan]already committed with the same config:[/] {result.run.uri}")
-    table = Table(title=f"oracle: {m['run_name']}", header_style="bold")
-    table.add_column("what")
-    table.add_column("value", justify="right")
+    table = _what_value_table(console, result, f"oracle: {m['run_name']}")
     for k, v in m["counts"].items():
         table.add_row(k.replace("_", " "), f"{v:,}")
     d = m["details"]
@@ -93,12 +105,8 @@ def print_oracle(console: Console, result: Any) -> None:
 def print_augment(console: Console, result: Any) -> None:
     """Summary of an augmentation run."""
     m = result.manifest
-    if result.skipped:
-        console.print(f"[cyan]already committed with the same config:[/] {result.run.uri}")
     c, d = m["counts"], m["details"]
-    table = Table(title=f"augment: {m['run_name']}", header_style="bold")
-    table.add_column("what")
-    table.add_column("value", justify="right")
+    table = _what_value_table(console, result, f"augment: {m['run_name']}")
     table.add_row("source rows / examples", f"{c['source_rows']:,} / {c['examples']:,}")
     for k, v in c.items():
         if k.startswith("pairs_"):
@@ -138,12 +146,9 @@ def _engines(table: Table, stats: dict[str, Any], prefix: str) -> None:
 def print_train(console: Console, result: Any) -> None:
     """Summary of a ``TrainResult``."""
     m, d = result.manifest, result.details
-    if result.skipped:
-        console.print(f"[cyan]already committed with the same config:[/] {result.run.uri} (force to redo)")
     final = d["final"]
-    table = Table(title=f"train: {result.run.uri.rsplit('/', 1)[1]}", header_style="bold")
-    table.add_column("what")
-    table.add_column("value", justify="right")
+    title = f"train: {result.run.uri.rsplit('/', 1)[1]}"
+    table = _what_value_table(console, result, title, " (force to redo)")
     pairs = m["counts"]["pairs"]
     table.add_row("training pairs (ties)", f"{pairs['train']:,} ({m['counts']['ties']['train']:,})")
     table.add_row("truncated pairs", f"{m['counts']['truncated']['train']:,}")
@@ -255,3 +260,163 @@ def print_tune(console: Console, result: Any) -> None:
     committed = result.run.committed()
     console.print(f"best model: {d['best_model']}")
     console.print(f"report:     {committed.uri_of('report.md')}")
+
+
+# ---------------------------------------------------------------- progress while a job runs
+
+
+@contextmanager
+def ingest_progress(console: Console, source: str) -> Iterator[Callable[[Any], None]]:
+    """A transient spinner line for the ingest: records read, pairs written, quarantined."""
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task(f"ingesting {source}")
+
+        def update(c: Any) -> None:
+            bar.update(
+                task,
+                description=f"ingesting {source}: {c.records_read:,} records, {c.pairs_written:,} pairs, "
+                f"{sum(c.quarantined.values()):,} quarantined",
+            )
+
+        yield update
+
+
+def oracle_progress(console: Console) -> Callable[[dict[str, Any]], None]:
+    """A line per progress report of the oracle job."""
+
+    def show(s: dict[str, Any]) -> None:
+        console.print(
+            f"  {s['rows']:,}/{s['of']:,} rows | {s['grants']:,} calls, {s['hits']:,} cache hits | "
+            f"${s['spent_usd']:.4f} of ${s['cap_usd']:.2f} | rate x{s['rate_scale']:.2f}"
+        )
+
+    return show
+
+
+def augment_progress(console: Console) -> Callable[[dict[str, Any]], None]:
+    """A line per progress report of the augmentation: examples, pairs, calls and their rate,
+    cache hits, 429s, spend against the cap, ETA."""
+
+    def show(s: dict[str, Any]) -> None:
+        eta = f"ETA {s['eta_s']:.0f} s" if s.get("eta_s") is not None else "ETA -"
+        console.print(
+            f"  {s['examples']:,}/{s['of']:,} examples | {s['pairs']:,} pairs | {s['calls']:,} calls "
+            f"({s['calls_per_s']:.1f}/s), {s['hits']:,} cache hits, {s['throttled']:,} 429s | "
+            f"${s['spent_usd']:.4f} of ${s['cap_usd'] or 0:.2f} | {'done' if s['final'] else eta}"
+        )
+
+    return show
+
+
+class PipelineView:
+    """What the pipeline shows: a rule per step, each step's summary, a line per tenth of the
+    augmentation, and at the end a table of the steps and where the report is."""
+
+    def __init__(self, console: Console, steps: tuple[str, ...], *, sweep: bool):
+        self.console, self.steps, self._tenth = console, steps, -1
+        self.printers = {
+            "ingest": print_ingest,
+            "baseline": print_train,
+            "augment": print_augment,
+            "crome": print_tune if sweep else print_train,
+            "evaluate": print_evaluate,
+        }
+
+    def started(self, step: str, what: str) -> None:
+        self.console.rule(f"[bold]{self.steps.index(step) + 1}/{len(self.steps)}  {step}: {what}")
+
+    def done(self, step: str, result: Any) -> None:
+        if result.skipped:
+            self.console.print(f"[green]committed already[/] (same config, same inputs): {result.run.uri}")
+            if step != "evaluate":
+                return
+        self.printers[step](self.console, result)
+
+    def augment_progress(self, s: dict[str, Any]) -> None:
+        """A line per tenth of the examples, and the last."""
+        tenth = 10 * s["examples"] // max(1, s["of"])
+        if s["final"] or tenth > self._tenth:
+            self._tenth = tenth
+            self.console.print(
+                f"  {s['examples']:,}/{s['of']:,} examples | {s['pairs']:,} pairs | {s['calls']:,} calls | "
+                f"${s['spent_usd']:.4f}"
+            )
+
+    def finish(self, outcome: Any, seconds: float, *, demo: bool) -> None:
+        c = self.console
+        c.rule("[bold]pipeline")
+        for r in outcome.steps:
+            status = "done " if r.done else "found"
+            c.print(f"  {r.name:<9} {status} {r.seconds:>7.1f} s  {shown_uri(r.uri)}")
+        details = outcome.result.manifest.get("details", {})
+        c.print(f"pipeline run: {outcome.result.run.uri} ({seconds:.0f} s)")
+        if details.get("report"):
+            c.print(f"report:       {details['report']}")
+        if demo:
+            c.print(
+                "[dim]A demo-sized run (a 22M encoder, tens of steps, a 135M local oracle) shows the "
+                "machinery end to end; its accuracies are near chance and say nothing about the method. The "
+                "augmentation's table above shows what the code checks and the verifier controls caught.[/]"
+            )
+
+
+# ---------------------------------------------------------------- one-shot commands
+
+
+def print_notice(console: Console, notice: str | None) -> None:
+    """A line the oracle choice asks to show (no key: the local model is the oracle)."""
+    if notice:
+        head, _, rest = notice.partition(": ")
+        console.print(f"[yellow]{head}:[/] {rest}")
+
+
+def print_dry_run(console: Console, doc: dict[str, Any]) -> None:
+    """The augmentation's projection: the JSON, then one line against the cap."""
+    console.print_json(json.dumps(doc))
+    verdict = "within" if doc["within_cap"] else "[bold red]over[/]"
+    console.print(
+        f"{doc['examples']:,} examples: {doc['total_calls']:,} calls at most, "
+        f"~{doc['input_tokens']:,} input and ~{doc['output_tokens']:,} output tokens, "
+        f"~${doc['usd'] or 0:.4f}: {verdict} the cap of ${doc['cap_usd']:g}"
+    )
+
+
+def print_probe(console: Console, r: Any) -> None:
+    """``crome-ray oracle probe``: the model, its answer's start, latency, tokens and cost."""
+    cost = "no price configured" if r.cost_usd is None else f"${r.cost_usd:.6f}"
+    console.print(
+        f"[green]ok[/]: model {r.model} answered {r.text[:40]!r} in {r.latency_s * 1000:.0f} ms; "
+        f"{r.input_tokens} input / {r.output_tokens} output tokens; {cost}"
+    )
+
+
+def print_run(console: Console, manifest: dict[str, Any], stale: list[str]) -> None:
+    """``crome-ray runs show``: the manifest, then whether it is up to date with its inputs."""
+    console.print_json(json.dumps(manifest, default=str))
+    if stale:
+        console.print("[yellow]stale:[/] " + "; ".join(stale) + " (re-run the step to bring it up to date)")
+    else:
+        attempt = manifest.get("attempt", "-")
+        console.print(f"[green]committed[/] attempt {attempt}, up to date with its inputs")
+
+
+def print_runs(console: Console, root: str, statuses: list[Any], now: float) -> None:
+    """``crome-ray runs list``: the table, then why each stale run is stale."""
+    if not statuses:
+        console.print(f"no runs under {root}")
+        return
+    console.print(runs_table(statuses, now))
+    for s in statuses:
+        if s.reasons and s.state == "stale":
+            console.print(f"[yellow]{s.job}/{s.name}[/]: " + "; ".join(s.reasons))
+
+
+def print_scores(console: Console, scored: Any, rows: int, source: str, output: str | None) -> None:
+    """``crome-ray score``: what was scored with what, the pair accuracy, where the scores are."""
+    if scored.pairs:
+        console.print(f"scored {rows:,} pairs with {source}: pair accuracy {scored.accuracy:.3f}")
+    else:
+        console.print(f"scored {rows:,} responses with {source}")
+    if output:
+        console.print(f"scores: {output}")

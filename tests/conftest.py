@@ -56,6 +56,7 @@ class S3:
     key: str = "testing"
     secret: str = "testing"
     region: str = "us-east-1"
+    scheme: str = "s3"
 
     def client(self):
         import boto3
@@ -72,6 +73,22 @@ class S3:
         name = f"crome-{uuid.uuid4().hex[:10]}"
         self.client().create_bucket(Bucket=name)
         return name
+
+    def objects(self, bucket: str, prefix: str = "") -> dict[str, bytes]:
+        """Every object under the prefix and its bytes, read straight from the server."""
+        client = self.client()
+        listed = client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
+        return {o["Key"]: client.get_object(Bucket=bucket, Key=o["Key"])["Body"].read() for o in listed}
+
+    def put(self, local: Path, bucket: str, key: str) -> None:
+        self.client().upload_file(str(local), bucket, key)
+
+    def remove(self, bucket: str, key: str) -> None:
+        self.client().delete_object(Bucket=bucket, Key=key)
+
+    def endpoint_variable(self) -> tuple[str, str]:
+        """The variable that points boto, pyarrow and Ray at this server, as a user would set it."""
+        return "AWS_ENDPOINT_URL", self.endpoint
 
     def pyarrow_fs(self):
         from pyarrow import fs
@@ -123,6 +140,7 @@ def s3(s3_server: S3, monkeypatch: pytest.MonkeyPatch) -> S3:
 @dataclass(frozen=True)
 class GCS:
     endpoint: str
+    scheme: str = "gs"
 
     def fs(self):
         """gcsfs's JSON API filesystem on the emulator, without credentials."""
@@ -134,6 +152,21 @@ class GCS:
         name = f"crome-{uuid.uuid4().hex[:10]}"
         self.fs().mkdir(name)  # POST /storage/v1/b: the JSON API's buckets.insert
         return name
+
+    def objects(self, bucket: str, prefix: str = "") -> dict[str, bytes]:
+        """Every object under the prefix and its bytes, read straight from the server."""
+        fs = self.fs()
+        return {p.split("/", 1)[1]: fs.cat_file(p) for p in fs.find(f"{bucket}/{prefix}")}
+
+    def put(self, local: Path, bucket: str, key: str) -> None:
+        self.fs().put_file(str(local), f"{bucket}/{key}")
+
+    def remove(self, bucket: str, key: str) -> None:
+        self.fs().rm_file(f"{bucket}/{key}")
+
+    def endpoint_variable(self) -> tuple[str, str]:
+        """The variable that points gcsfs at this emulator, as gcloud's emulator tooling sets it."""
+        return "STORAGE_EMULATOR_HOST", self.endpoint.removeprefix("http://")
 
 
 @pytest.fixture(scope="session")
@@ -160,6 +193,12 @@ def gcs(gcs_server: GCS, monkeypatch: pytest.MonkeyPatch) -> GCS:
     monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
     monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
     return gcs_server
+
+
+@pytest.fixture(params=["s3", "gcs"])
+def bucket_store(request: pytest.FixtureRequest) -> S3 | GCS:
+    """Each object store the project writes to, one test each: moto's S3 server and the GCS emulator."""
+    return request.getfixturevalue(request.param)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 import json
 from pathlib import Path
 
-from crome_ray.config import OracleJobConfig, load_config
+from crome_ray.config import load_config
+from crome_ray.oracle.config import OracleJobConfig
 
 
 def oracle_job(tmp_path: Path, rows: list[dict], *overrides: str, name: str = "prompts") -> OracleJobConfig:

@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from crome_ray.augment.checks import rewrite_problem, script_of, similarity
-from crome_ray.augment.leakage import Leakage, leak_reason, leakage, markdown_features, summarise, unigram_f1
-from crome_ray.config import ConfigError, LeakageLimits, RewriteChecks, build_config
+from crome_ray.augment.checks import rewrite_problem, script_of
+from crome_ray.augment.config import LeakageLimits, RewriteChecks
+from crome_ray.augment.leakage import Leakage, leak_reason, leakage, markdown_features, summarise
+from crome_ray.config import ConfigError, build_config
+from crome_ray.text_similarity import edit_similarity, unigram_f1
 
 CHECKS = RewriteChecks()
 SKY = (
@@ -41,7 +43,7 @@ def test_a_one_character_edit_is_a_near_copy_and_a_minimal_counterfactual_is_not
     check, reason = rewrite_problem(SKY, typo, CHECKS)
     assert check == "near_copy" and "similarity 0.99" in reason
     minimal = SKY.replace("Short wavelengths", "Long wavelengths").replace("long ones", "short ones")
-    assert similarity(SKY, minimal) > 0.95  # a counterfactual is a small edit by design
+    assert edit_similarity(SKY, minimal) > 0.95  # a counterfactual is a small edit by design
     assert rewrite_problem(SKY, minimal, CHECKS) is None
     # a paraphrase that close to its source is no paraphrase
     assert rewrite_problem(SKY, minimal, CHECKS, neutral=True)[0] == "near_copy"
@@ -181,5 +183,5 @@ def test_the_summary_has_nearest_rank_percentiles_and_the_format_share():
 def test_on_real_sample_answers_a_pair_of_different_answers_is_no_copy(samples: Path):
     rows = [json.loads(x) for x in (samples / "ultrafeedback" / "eval_200.jsonl").read_text().splitlines()]
     r = next(r for r in rows if 300 < len(r["chosen"]) < 1500 and 300 < len(r["rejected"]) < 1500)
-    assert similarity(r["chosen"], r["rejected"]) < 0.95
+    assert edit_similarity(r["chosen"], r["rejected"]) < 0.95
     assert rewrite_problem(r["chosen"], r["chosen"], CHECKS)[0] == "near_copy"

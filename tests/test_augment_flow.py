@@ -8,8 +8,8 @@ import random
 
 import pytest
 
+from crome_ray.augment.config import AugmentTasks, LeakageLimits
 from crome_ray.augment.flow import Answer, Other, Settings, augment_example
-from crome_ray.config import AugmentTasks, LeakageLimits
 from crome_ray.oracle.simulated_tasks import task_answer
 from crome_ray.records import AUGMENTED_PAIR_SCHEMA, QUARANTINE_SCHEMA
 from tests.augment_examples import mid_sized_example
@@ -179,7 +179,7 @@ def test_rrm_mode_builds_non_contextual_pairs_without_asking_the_oracle(example)
 
 
 def test_an_example_past_oracle_examples_gets_its_original_pair_and_iqn_tie_without_a_call(example):
-    from crome_ray.config import without_oracle
+    from crome_ray.augment.config import without_oracle
 
     oracle = Oracle()
     out = run(example, oracle, tasks=without_oracle(AugmentTasks()), other=OTHER)

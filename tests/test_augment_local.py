@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from crome_ray.augment.config import AugmentConfig
 from crome_ray.augment.job import run_augment_job
-from crome_ray.config import AugmentConfig, load_config
+from crome_ray.config import load_config
 from crome_ray.oracle.simulator import RunningSimulator, SimConfig
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]

@@ -10,9 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from crome_ray.augment import pairs as A
+from crome_ray.augment.kinds import BY_NAME, KIND_NAMES
 from crome_ray.augment.leakage import leakage
 from crome_ray.augment.prompts import Example
-from crome_ray.records import AUGMENT_KINDS, AUGMENTED_PAIR_SCHEMA, PAIR_SCHEMA
+from crome_ray.records import AUGMENTED_PAIR_SCHEMA, PAIR_SCHEMA
 from crome_ray.train.batches import PairEncoder
 
 EX = Example("src-1", "Why is the sky blue?", "Rayleigh scattering.", "The ocean.")
@@ -22,20 +23,30 @@ ORIGIN = A.Origin("gemini", "gemini-2.5-flash", 0.0012, ("k1", "k2"))
 
 
 def every_kind() -> list[A.AugmentedPair]:
+    K = BY_NAME
     return [
         A.original(EX),
-        A.causal_degrade(EX, "accuracy", "Green light.", ORIGIN, leakage(EX.chosen, "Green light.")),
-        A.causal_upgrade(EX, "accuracy", "The ocean, by reflection.", ORIGIN, leakage(EX.rejected, "x")),
+        A.rewritten(
+            K["causal_degrade"], EX, "Green light.", ORIGIN, leakage(EX.chosen, "Green light."), "accuracy"
+        ),
+        A.rewritten(
+            K["causal_upgrade"],
+            EX,
+            "The ocean, by reflection.",
+            ORIGIN,
+            leakage(EX.rejected, "x"),
+            "accuracy",
+        ),
         A.neutral_iqn(EX, OTHER.question, "least-similar-of-64", -0.12),
-        A.neutral_can(EX, "Rayleigh, like the ocean.", ORIGIN, leakage(EX.rejected, "y")),
-        A.neutral_para(EX, EX.chosen, "Scattering (Rayleigh).", ORIGIN, leakage(EX.chosen, "z")),
+        A.rewritten(K["neutral_can"], EX, "Rayleigh, like the ocean.", ORIGIN, leakage(EX.rejected, "y")),
+        A.rewritten(K["neutral_para"], EX, "Scattering (Rayleigh).", ORIGIN, leakage(EX.chosen, "z")),
         *A.rrm(EX, OTHER, THIRD, "least-similar-of-64", -0.12),
     ]
 
 
 def test_each_kind_puts_the_preferred_text_first_or_labels_a_tie():
     rows = {p.kind: p.to_row() for p in every_kind()}
-    assert set(rows) == set(AUGMENT_KINDS)
+    assert set(rows) == set(KIND_NAMES)
     sides = {k: (r["prompt"], r["chosen"], r["rejected"], r["label"]) for k, r in rows.items()}
     assert sides["original"] == (EX.question, EX.chosen, EX.rejected, "chosen")
     assert sides["causal_degrade"] == (EX.question, EX.chosen, "Green light.", "chosen")
@@ -66,7 +77,7 @@ def test_the_table_is_the_pairs_table_plus_lineage_and_every_reader_takes_it(tmp
     import datasets
 
     hf = datasets.load_dataset("parquet", data_files=str(path), split="train")
-    assert hf.num_rows == 8 and set(hf["kind"]) == set(AUGMENT_KINDS)
+    assert hf.num_rows == 8 and set(hf["kind"]) == set(KIND_NAMES)
 
 
 def test_training_encodes_the_ties_of_the_table_as_ties(chatml_tokenizer):

@@ -7,7 +7,9 @@ import pytest
 
 from crome_ray.augment import plan as L
 from crome_ray.augment import prompts as P
-from crome_ray.config import DEFAULT_PRICES, AugmentConfig, AugmentTasks, load_config
+from crome_ray.augment.config import AugmentConfig, AugmentTasks
+from crome_ray.config import load_config
+from crome_ray.oracle.config import DEFAULT_PRICES
 
 EX = P.Example("ex1", "Why is the sky blue?", "Rayleigh scattering. " * 10, "The ocean. " * 8)
 ATTRS = [P.Attribute("accuracy", "Correct.", 0.5), P.Attribute("harmlessness", "No harm done.", 0.5)]
@@ -123,7 +125,7 @@ def test_oracle_examples_plans_calls_for_the_first_n_examples_only():
 
 
 def test_the_stream_cuts_its_input_into_whole_batches_four_blocks_a_slot_at_most_256_rows():
-    from crome_ray.augment.job import MAX_BLOCK_ROWS, block_rows
+    from crome_ray.augment.graph import MAX_BLOCK_ROWS, block_rows
 
     assert MAX_BLOCK_ROWS == 256
     # 4 slots (2 actors x 2 batches each): a small input in one-batch blocks, every slot busy

@@ -3,13 +3,7 @@ every source row accounted for, every kind of pair, counts that match the files,
 the cap and close to the dry run's projection, a re-run that does nothing, a cap below the
 projection, and a driver killed part-way that pays only for what it lacks when resumed."""
 
-import json
 import math
-import os
-import signal
-import subprocess
-import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -17,14 +11,17 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from crome_ray.augment.job import AugmentError, dry_run, run_augment_job
-from crome_ray.config import AugmentConfig, StorageConfig, load_config
+from crome_ray.augment.config import AugmentConfig
+from crome_ray.augment.errors import AugmentError
+from crome_ray.augment.job import dry_run, run_augment_job
+from crome_ray.augment.kinds import KIND_NAMES
+from crome_ray.config import StorageConfig, load_config
 from crome_ray.oracle.pricing import call_cost_micros, micros_to_usd
 from crome_ray.oracle.protocol import Usage
 from crome_ray.oracle.simulator import RunningSimulator, SimConfig
-from crome_ray.records import AUGMENT_KINDS, AUGMENTED_PAIR_SCHEMA
+from crome_ray.records import AUGMENTED_PAIR_SCHEMA
 from crome_ray.storage import RunFolder
-from tests.test_cluster import stop_cluster
+from tests.driver_kill import kill_then_resume
 
 REPO = Path(__file__).resolve().parents[1]
 KEY = "sk-SECRET-augment-0123456789abcdef"
@@ -113,7 +110,7 @@ def test_every_source_row_is_accounted_for_and_every_kind_of_pair_is_made(sample
     run = RunFolder.from_uri(result.run.uri, sample_run["storage"])
     pairs = read(run, "pairs")
     kinds = Counter(pairs.column("kind").to_pylist())
-    assert set(kinds) == set(AUGMENT_KINDS) - {"rrm_prefer", "rrm_tie"}  # all of Crome's kinds
+    assert set(kinds) == set(KIND_NAMES) - {"rrm_prefer", "rrm_tie"}  # all of Crome's kinds
     # the first ROWS pairs are the originals here; every line of the source is a pair of the
     # ingest run, or that run says where it went
     ingest = RunFolder.from_uri(result.manifest["inputs"]["pairs"]["uri"], sample_run["storage"])
@@ -233,69 +230,45 @@ def test_a_cap_below_the_projection_refuses_to_start_unless_partial_runs_are_all
     assert served.details["oracle"]["spent_usd"] <= 0.002
 
 
-def driver_command(config_path: Path) -> list[str]:
-    return [sys.executable, str(REPO / "jobs" / "augment.py"), "--config", str(config_path)]
-
-
 @pytest.mark.ray
 @pytest.mark.slow
 def test_the_driver_killed_part_way_then_resumed_pays_only_for_calls_not_yet_answered(tmp_path):
-    ray_tmp = tempfile.mkdtemp(prefix="cra", dir="/tmp")
     with RunningSimulator(SimConfig(latency_median_s=0.1, latency_sigma=0.2)) as sim:
-        cfg_path = tmp_path / "augment.yaml"
-        cfg_path.write_text(
-            json.dumps(
-                {
-                    "job": "augment",
-                    "run_name": "resume",
-                    "input": str(SAMPLE),
-                    "limit": 16,
-                    "leakage_embeddings": False,
-                    "tasks": {"attributes": 1, "elements": False, "iqn": False},  # no embedder to load
-                    "controls": {"examples": 0},
-                    "workers": 2,
-                    "batch_size": 2,
-                    "oracle": {
-                        "base_url": sim.url,
-                        "model": MODEL,
-                        "budget": {"cap_usd": 1.0},
-                        "quota": {"max_in_flight": 16},
-                        "retry": {"timeout_s": 5},
-                    },
-                    "storage": {"root": str(tmp_path / "runs")},
-                }
-            )
+        config = {
+            "run_name": "resume",
+            "input": str(SAMPLE),
+            "limit": 16,
+            "leakage_embeddings": False,
+            "tasks": {"attributes": 1, "elements": False, "iqn": False},  # no embedder to load
+            "controls": {"examples": 0},
+            "workers": 2,
+            "batch_size": 2,
+            "oracle": {
+                "base_url": sim.url,
+                "model": MODEL,
+                "budget": {"cap_usd": 1.0},
+                "quota": {"max_in_flight": 16},
+                "retry": {"timeout_s": 5},
+            },
+            "storage": {"root": str(tmp_path / "runs")},
+        }
+        run = kill_then_resume(
+            "augment",
+            config,
+            sim,
+            key=KEY,
+            answered=50,
+            folder=tmp_path,
+            first_timeout=180,
+            resume_timeout=400,
         )
-        env = {**os.environ, "GEMINI_API_KEY": KEY, "RAY_TMPDIR": ray_tmp, "RAY_AUTH_MODE": "disabled"}
-        env.pop("RAY_ADDRESS", None)
-        first = subprocess.Popen(
-            driver_command(cfg_path),
-            env=env,
-            cwd=REPO,
-            start_new_session=True,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 180
-        while sim.stats.answered < 50 and time.monotonic() < deadline and first.poll() is None:
-            time.sleep(0.05)
-        assert first.poll() is None, first.stdout.read().decode()[-3000:]
-        os.killpg(first.pid, signal.SIGKILL)  # the driver and everything it started dies at once
-        stop_cluster(ray_tmp)
-        first.wait(30)
-        answered_at_kill = sim.stats.answered
-        second = subprocess.run(
-            driver_command(cfg_path), env=env, cwd=REPO, capture_output=True, text=True, timeout=400
-        )
-        stop_cluster(ray_tmp)
         stats = sim.stats.summary()
-    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
-    assert "training pairs" in second.stdout and "train on it" in second.stdout
+    assert "training pairs" in run.second.stdout and "train on it" in run.second.stdout
     manifest = RunFolder.at(str(tmp_path / "runs"), "augment", "resume").manifest()
     oracle = manifest["details"]["oracle"]
     # the resumed run found what the killed one was answered in the cache; only calls in flight
     # at the kill (at most max_in_flight) can have been billed twice
-    assert oracle["hits"] >= answered_at_kill - 16
+    assert oracle["hits"] >= run.answered_at_kill - 16
     assert stats["billed_twice"] <= 16
     assert oracle["grants"] + oracle["hits"] >= stats["distinct_answered"] - 16
     assert manifest["counts"]["pairs_original"] == 16
@@ -369,7 +342,7 @@ def test_the_baseline_filter_scores_every_pair_and_moves_the_ones_it_is_sure_of_
 def test_stages_that_leave_ray_data_no_whole_cpu_are_refused_with_the_figures_not_left_to_hang(
     ray_cluster, monkeypatch
 ):
-    from crome_ray.augment.job import check_cpu_headroom
+    from crome_ray.augment.graph import check_cpu_headroom
 
     logged: list[str] = []
     monkeypatch.delenv("RAY_ADDRESS", raising=False)

@@ -13,8 +13,8 @@ from google.genai import types
 
 from crome_ray.augment import prompts as P
 from crome_ray.augment.checks import rewrite_problem
+from crome_ray.augment.config import RewriteChecks
 from crome_ray.augment.parse import parse_elements, parse_rewrite, parse_rubric, parse_verdict
-from crome_ray.config import RewriteChecks
 from crome_ray.oracle.simulated_tasks import task_answer
 from crome_ray.oracle.simulator import RunningSimulator, SimConfig
 from tests.augment_examples import mid_sized_example

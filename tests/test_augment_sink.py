@@ -154,8 +154,8 @@ def test_the_drivers_tally_keeps_a_fixed_uniform_sample_of_the_leakage_values():
 def adopt(tmp_path, reported_rows, counted_rows, extra_file=None):
     """``_adopt_tables`` on one sink's report of a pairs file of ``reported_rows`` rows, after the
     stream counted ``counted_rows``."""
+    from crome_ray.augment.config import AugmentConfig
     from crome_ray.augment.job import _adopt_tables
-    from crome_ray.config import AugmentConfig
 
     step = Step("augment", "r", AugmentConfig(storage=StorageConfig(root=str(tmp_path))))
     assert step.begin()
@@ -171,7 +171,7 @@ def adopt(tmp_path, reported_rows, counted_rows, extra_file=None):
 
 
 def test_the_driver_commits_the_sinks_files_only_when_they_hold_what_it_counted(tmp_path):
-    from crome_ray.augment.job import AugmentError
+    from crome_ray.augment.errors import AugmentError
 
     tables = adopt(tmp_path / "ok", 7, 7)
     assert tables["pairs"] == {"files": ["pairs/part-s0-00000.parquet"], "rows": 7}
@@ -183,7 +183,7 @@ def test_the_driver_commits_the_sinks_files_only_when_they_hold_what_it_counted(
 
 
 def test_a_step_lists_tables_others_wrote_and_gives_an_empty_one_its_schema(tmp_path):
-    from crome_ray.config import AugmentConfig
+    from crome_ray.augment.config import AugmentConfig
 
     cfg = AugmentConfig(storage=StorageConfig(root=str(tmp_path)))
     step = Step("augment", "r", cfg)

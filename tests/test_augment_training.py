@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from crome_ray.augment import prompts as P
+from crome_ray.augment.config import AugmentTasks
 from crome_ray.augment.flow import Answer, Other, Settings, augment_example
-from crome_ray.config import AugmentTasks
 from crome_ray.oracle.simulated_tasks import task_answer
 from crome_ray.records import AUGMENTED_PAIR_SCHEMA
 from crome_ray.train.batches import PairEncoder, collate, rewards, rows_of

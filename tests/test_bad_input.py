@@ -8,7 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from crome_ray.config import IngestConfig, load_config
+from crome_ray.config import load_config
+from crome_ray.data.config import IngestConfig
 from crome_ray.data.ingest import IngestError, run_ingest
 from crome_ray.records import PreferencePair, Reason, pairs_table
 from crome_ray.storage import RunFolder

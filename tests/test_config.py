@@ -5,15 +5,11 @@ from pathlib import Path
 import pydantic
 import pytest
 
-from crome_ray.config import (
-    ConfigError,
-    IngestConfig,
-    OracleJobConfig,
-    TrainConfig,
-    load_config,
-    load_job_config,
-    parse_override,
-)
+from crome_ray.config import ConfigError, load_config, parse_override
+from crome_ray.data.config import IngestConfig
+from crome_ray.job_configs import load_job_config
+from crome_ray.oracle.config import OracleJobConfig
+from crome_ray.train.config import TrainConfig
 
 SHIPPED = sorted((Path(__file__).resolve().parents[1] / "jobs" / "configs").glob("*.yaml"))
 
@@ -112,7 +108,7 @@ def test_every_job_refuses_a_run_name_that_is_not_one_folder_name(cls, bad):
 
 
 def test_a_local_oracle_gets_local_defaults_unless_the_config_says_otherwise():
-    from crome_ray.config import LOCAL_QUOTA, OracleConfig
+    from crome_ray.oracle.config import LOCAL_QUOTA, OracleConfig
 
     o = OracleConfig(backend="vllm")
     assert o.model == "smollm2" and o.local
@@ -124,14 +120,14 @@ def test_a_local_oracle_gets_local_defaults_unless_the_config_says_otherwise():
 
 
 def test_fallback_oracle_overrides_stay_local():
-    from crome_ray.config import OracleJobConfig
+    from crome_ray.oracle.config import OracleJobConfig
 
     cfg = load_config(OracleJobConfig, None, ["fallback.oracle.model=qwen2.5-coder-0.5b"])
     assert cfg.fallback.oracle.backend == "vllm" and cfg.fallback.oracle.model == "qwen2.5-coder-0.5b"
 
 
 def test_local_compute_is_priced_from_the_gpu_hour_and_free_without_one():
-    from crome_ray.config import OracleConfig
+    from crome_ray.oracle.config import OracleConfig
     from crome_ray.oracle.pricing import call_cost_micros
     from crome_ray.oracle.protocol import Usage
 
@@ -156,7 +152,7 @@ def test_local_compute_is_priced_from_the_gpu_hour_and_free_without_one():
 
 
 def test_the_fallback_is_part_of_a_runs_fingerprint_only_when_it_is_on():
-    from crome_ray.config import OracleJobConfig
+    from crome_ray.oracle.config import OracleJobConfig
 
     base = load_config(OracleJobConfig, None, [])
     off_other_model = load_config(OracleJobConfig, None, ["fallback.oracle.model=qwen2.5-coder-0.5b"])
@@ -164,3 +160,35 @@ def test_the_fallback_is_part_of_a_runs_fingerprint_only_when_it_is_on():
     on_other = load_config(OracleJobConfig, None, ["fallback.policy=on_budget", "fallback.oracle.model=m"])
     assert base.fingerprint() == off_other_model.fingerprint()
     assert len({base.fingerprint(), on.fingerprint(), on_other.fingerprint()}) == 3
+
+
+def test_a_partial_section_keeps_the_rest_of_its_default_where_that_default_is_not_its_class_own(tmp_path):
+    from crome_ray.augment.config import AugmentConfig
+    from crome_ray.pipeline.config import PipelineConfig
+
+    # the pipeline's evaluation names its models and its source reads format: auto; an override of
+    # one field of them keeps the rest (it used to fail: "evaluate.models: Field required")
+    cfg = load_config(PipelineConfig, None, ["evaluate.limit=4", "source.limit=10"])
+    default = load_config(PipelineConfig)
+    assert cfg.evaluate == default.evaluate.model_copy(update={"limit": 4})
+    assert cfg.source == default.source.model_copy(update={"limit": 10}) and cfg.source.format == "auto"
+    yaml = tmp_path / "p.yaml"
+    yaml.write_text("job: pipeline\nsource:\n  limit: 5\n")  # the same from a file
+    assert load_config(PipelineConfig, yaml).source.format == "auto"
+    # a local fallback's defaults (its quota) stay when only its model is named
+    aug = load_config(AugmentConfig, None, ["fallback.oracle.model=qwen2.5-coder-0.5b"])
+    assert aug.fallback.oracle.quota == AugmentConfig().fallback.oracle.quota
+    # a value given replaces the default's; a list is a value
+    assert load_config(PipelineConfig, None, ["evaluate.models=[x]"]).evaluate.models == ["x"]
+
+
+def test_replace_at_puts_a_section_back_at_its_dotted_path():
+    from crome_ray.config import replace_at, section_at
+    from crome_ray.pipeline.config import PipelineConfig
+
+    cfg = load_config(PipelineConfig)
+    rewrites = cfg.evaluate.rewrites.model_copy(update={"enabled": True})
+    new = replace_at(cfg, "evaluate.rewrites", rewrites)
+    assert section_at(new, "evaluate.rewrites") is rewrites and new.evaluate.models == cfg.evaluate.models
+    assert new.model_copy(update={"evaluate": cfg.evaluate}) == cfg and cfg.evaluate.rewrites.enabled is False
+    assert replace_at(cfg, "", new) is new and section_at(cfg, "") is cfg

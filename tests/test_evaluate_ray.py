@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from crome_ray.config import EvaluateConfig, load_config
+from crome_ray.config import load_config
+from crome_ray.evaluate.config import EvaluateConfig
 from crome_ray.evaluate.job import EvaluateError, run_evaluate_job
 from crome_ray.evaluate.report import PLOTS
 from crome_ray.evaluate.transforms import TRANSFORMATIONS, applies

@@ -15,8 +15,9 @@ import pytest
 from google import genai
 from google.genai import types
 
-from crome_ray.config import ConfigError, EvaluateConfig, StorageConfig, load_config
+from crome_ray.config import ConfigError, StorageConfig, load_config
 from crome_ray.evaluate import rewrites as R
+from crome_ray.evaluate.config import EvaluateConfig
 from crome_ray.evaluate.oracle_rewrites import oracle_config, requests_file
 from crome_ray.evaluate.report import markdown
 from crome_ray.evaluate.variants import EvalPair

@@ -2,7 +2,7 @@
 
 import pytest
 
-from crome_ray.config import RawBinarizeConfig
+from crome_ray.data.config import RawBinarizeConfig
 from crome_ray.data.formats import (
     ROW_PARSERS,
     RowContext,
@@ -200,6 +200,16 @@ def test_detect_format_recognises_each_row_format(fmt):
     }
     assert detect_format(examples[fmt]) == fmt
     assert detect_format({"text": "x"}) is None
+
+
+def test_a_label_or_kind_column_alone_makes_a_row_crome_ray_pairs():
+    # either column changes what the row means (a tie; an augmented kind), and only the pairs
+    # format reads it: detected as pairs, not as UltraFeedback that would drop it
+    row = {"prompt": "p", "chosen": "c", "rejected": "r"}
+    assert detect_format({**row, "label": "tie"}) == "pairs"
+    assert detect_format({**row, "kind": "neutral_iqn"}) == "pairs"
+    assert detect_format(row) == "ultrafeedback_binarized"
+    assert detect_format({"input": "i", "output_1": "a", "output_2": "b", "label": 1}) == "llmbar"
 
 
 def test_xstest_builds_should_respond_and_should_refuse_pairs():

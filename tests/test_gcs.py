@@ -1,14 +1,13 @@
 """gs:// storage against gcp-storage-emulator: the GCS JSON API over HTTP on 127.0.0.1,
-reached through gcsfs as on Google Cloud Storage (only the credentials differ)."""
+reached through gcsfs as on Google Cloud Storage (only the credentials differ). What GCS shares
+with S3 is in tests/test_buckets.py."""
 
 import json
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
-from crome_ray.config import IngestConfig, load_config
-from crome_ray.data.ingest import run_ingest
+from crome_ray.config import load_config
 from crome_ray.storage import (
     COMMIT_MARKER,
     PartWriter,
@@ -23,24 +22,8 @@ from crome_ray.storage import (
     path_in_filesystem,
     pyarrow_filesystem,
 )
-from tests.conftest import ingest_dies_at_pair
 
 SCHEMA = pa.schema([("pair_id", pa.string()), ("n", pa.int64())])
-
-
-def gcs_cfg(gcs, root, *overrides, source=None):
-    extra = [f"source.path={source}"] if source else []
-    return load_config(
-        IngestConfig,
-        None,
-        [f"storage.root={root}", f"storage.endpoint_url={gcs.endpoint}", *extra, *overrides],
-    )
-
-
-def objects(gcs, bucket, prefix=""):
-    """Every object under the prefix and its bytes, read straight from the server."""
-    fs = gcs.fs()
-    return {p.split("/", 1)[1]: fs.cat_file(p) for p in fs.find(f"{bucket}/{prefix}")}
 
 
 def write_attempt(run, fingerprint, rows):
@@ -49,15 +32,6 @@ def write_attempt(run, fingerprint, rows):
     for i in range(rows):
         writer.add({"pair_id": f"p{i}", "n": i})
     return attempt, writer.close()
-
-
-@pytest.fixture()
-def ingested(gcs, samples):
-    bucket = gcs.new_bucket()
-    cfg = gcs_cfg(
-        gcs, f"gs://{bucket}/crome", "run_name=uf", source=samples / "ultrafeedback" / "eval_200.jsonl"
-    )
-    return bucket, run_ingest(cfg)
 
 
 def test_a_run_folder_on_gcs_is_read_only_through_its_commit_marker(gcs):
@@ -75,7 +49,7 @@ def test_a_run_folder_on_gcs_is_read_only_through_its_commit_marker(gcs):
     assert fresh.is_committed() and fresh.manifest()["counts"] == {"pairs": 5}
     assert fresh.read_table("pairs").column("n").to_pylist() == [0, 1, 2, 3, 4]
     first_id = first.uri.rsplit("/", 1)[1]
-    marker = json.loads(objects(gcs, bucket, "crome/ingest/r1/")[f"crome/ingest/r1/{COMMIT_MARKER}"])
+    marker = json.loads(gcs.objects(bucket, "crome/ingest/r1/")[f"crome/ingest/r1/{COMMIT_MARKER}"])
     assert marker["attempt"] == first_id and marker["fingerprint"] == "fp1"
 
     second, _ = write_attempt(run, "fp2", rows=1)
@@ -84,49 +58,12 @@ def test_a_run_folder_on_gcs_is_read_only_through_its_commit_marker(gcs):
     fresh = RunFolder.from_uri(f"gs://{bucket}/crome/ingest/r1", storage)
     assert fresh.read_table("pairs").column("pair_id").to_pylist() == ["p0"]
     second_id = second.uri.rsplit("/", 1)[1]
-    assert sorted(objects(gcs, bucket, "crome/ingest/r1/")) == [  # the old attempt is gone
+    assert sorted(gcs.objects(bucket, "crome/ingest/r1/")) == [  # the old attempt is gone
         f"crome/ingest/r1/{COMMIT_MARKER}",
         f"crome/ingest/r1/attempts/{second_id}/_ATTEMPT.json",
         f"crome/ingest/r1/attempts/{second_id}/manifest.json",
         f"crome/ingest/r1/attempts/{second_id}/pairs/part-00000.parquet",
     ]
-
-
-def test_ingest_from_gcs_to_gcs_commits_a_run_that_reads_back(gcs, samples):
-    bucket = gcs.new_bucket()
-    gcs.fs().put_file(str(samples / "ultrafeedback" / "eval_200.jsonl"), f"{bucket}/in/uf.jsonl")
-    cfg = gcs_cfg(gcs, f"gs://{bucket}/out", "run_name=uf", source=f"gs://{bucket}/in/uf.jsonl")
-    result = run_ingest(cfg)
-    assert result.run.uri == f"gs://{bucket}/out/ingest/uf"
-    attempt = f"out/ingest/uf/attempts/{result.manifest['attempt']}"
-    assert sorted(objects(gcs, bucket, "out/")) == [
-        "out/ingest/uf/_COMMITTED",
-        f"{attempt}/_ATTEMPT.json",
-        f"{attempt}/manifest.json",
-        f"{attempt}/pairs/part-00000.parquet",
-        f"{attempt}/quarantine/part-00000.parquet",
-    ]
-    run = RunFolder.from_uri(result.run.uri, cfg.storage)
-    assert run.manifest()["counts"] == result.counts
-    assert run.read_table("pairs").num_rows == result.counts["pairs_written"] > 150
-    assert run_ingest(cfg).skipped  # committed with the same config: nothing is redone
-
-
-def test_a_gcs_source_and_root_found_through_storage_emulator_host(gcs, samples, monkeypatch):
-    bucket = gcs.new_bucket()
-    gcs.fs().put_file(str(samples / "eval" / "llmbar_natural" / "dataset.json"), f"{bucket}/in/llmbar.json")
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs.endpoint.removeprefix("http://"))  # as gcloud sets it
-    cfg = load_config(
-        IngestConfig,
-        None,
-        [
-            f"source.path=gs://{bucket}/in/llmbar.json",
-            "source.format=llmbar",
-            f"storage.root=gs://{bucket}/o",
-        ],
-    )
-    result = run_ingest(cfg)
-    assert result.counts["pairs_written"] == 100 and result.run.uri.startswith(f"gs://{bucket}/o/ingest/")
 
 
 def test_iter_files_names_gcs_uris_for_a_folder_a_glob_and_a_file(gcs):
@@ -150,19 +87,6 @@ def test_iter_files_names_gcs_uris_for_a_folder_a_glob_and_a_file(gcs):
         list(iter_files(f"gs://{bucket}/nothing", storage, (".jsonl",)))
 
 
-def test_pair_files_are_gcs_uris_that_the_pyarrow_filesystem_reads(gcs, ingested):
-    from crome_ray.train.dataset import pair_files
-
-    bucket, result = ingested
-    storage = StorageConfig(endpoint_url=gcs.endpoint)
-    files = pair_files(RunFolder.from_uri(result.run.uri, storage))
-    assert files and all(f.startswith(f"gs://{bucket}/crome/ingest/uf/attempts/") for f in files)
-    table = pq.ParquetDataset(
-        [path_in_filesystem(f) for f in files], filesystem=pyarrow_filesystem(files[0], storage)
-    ).read()  # how the train dataset and the augmentation read them (Ray Data takes the same pair)
-    assert table.num_rows == result.counts["pairs_written"]
-
-
 def test_ray_train_checkpoints_persist_to_gcs_through_the_pyarrow_filesystem(gcs, tmp_path):
     """Ray Train's own storage code (the validation marker, a checkpoint's upload and download)
     on the filesystem that crome_ray.train.job hands it as RunConfig.storage_filesystem."""
@@ -178,7 +102,7 @@ def test_ray_train_checkpoints_persist_to_gcs_through_the_pyarrow_filesystem(gcs
     (local / "adapter" / "weights.bin").write_bytes(bytes(range(256)) * 10)
     (local / "state.json").write_text('{"step": 5}')
     persisted = context.persist_current_checkpoint(Checkpoint.from_directory(str(local)), "checkpoint_000000")
-    assert sorted(objects(gcs, bucket, "crome/train/rm/attempts/a1/ray/checkpoint_000000/")) == [
+    assert sorted(gcs.objects(bucket, "crome/train/rm/attempts/a1/ray/checkpoint_000000/")) == [
         "crome/train/rm/attempts/a1/ray/checkpoint_000000/adapter/weights.bin",
         "crome/train/rm/attempts/a1/ray/checkpoint_000000/state.json",
     ]
@@ -207,8 +131,9 @@ def test_a_gcs_model_folder_is_copied_once_and_again_only_when_it_changes(gcs, t
 
 
 def test_a_committed_training_run_on_gcs_is_a_model_to_scoring_evaluation_and_the_filter(gcs):
+    from crome_ray.augment.config import AugmentConfig
     from crome_ray.augment.job import baseline_run
-    from crome_ray.config import AugmentConfig, EvaluateConfig
+    from crome_ray.evaluate.config import EvaluateConfig
     from crome_ray.evaluate.job import model_runs
     from crome_ray.train.score import model_folder
 
@@ -228,64 +153,10 @@ def test_a_committed_training_run_on_gcs_is_a_model_to_scoring_evaluation_and_th
     assert baseline_run(augment)["baseline"].uri == uri
 
 
-def test_the_oracle_cache_and_ledger_live_on_gcs_too(gcs):
-    from crome_ray.oracle.cache import LedgerStore, ResponseCache
-    from crome_ray.oracle.protocol import OracleResult, Usage
-
-    bucket = gcs.new_bucket()
-    storage = StorageConfig(endpoint_url=gcs.endpoint)
-    cache = ResponseCache(f"gs://{bucket}/cache", "gemini", "gemini-2.5-flash", storage)
-    for i in range(3):
-        cache.append(
-            OracleResult(
-                key=f"k{i}", text=f'{{"v": {i}}}', parsed={"v": i}, usage=Usage(10, 5), cost_usd=0.001,
-                latency_s=0.1, backend="gemini", model="gemini-2.5-flash",
-            )
-        )  # fmt: skip
-    fresh = ResponseCache(f"gs://{bucket}/cache", "gemini", "gemini-2.5-flash", storage)  # another process
-    assert sorted(key for key, _, _ in fresh.scan()) == ["k0", "k1", "k2"]
-    ledger = LedgerStore(f"gs://{bucket}/runs/oracle/r.ledger.json", storage)
-    assert ledger.load() is None
-    ledger.save({"allocated": 0.25, "spent": 0.2})
-    assert LedgerStore(f"gs://{bucket}/runs/oracle/r.ledger.json", storage).load()["allocated"] == 0.25
-
-
-def test_an_uncommitted_gcs_run_is_refused(gcs, ingested):
-    bucket, result = ingested
-    gcs.fs().rm_file(f"{bucket}/crome/ingest/uf/{COMMIT_MARKER}")  # as if it crashed before the switch
-    run = RunFolder.from_uri(result.run.uri, StorageConfig(endpoint_url=gcs.endpoint))
-    assert not run.is_committed()
-    with pytest.raises(UncommittedRunError, match="not committed"):
-        run.read_table("pairs")
-
-
-def test_a_forced_ingest_that_dies_part_way_on_gcs_leaves_the_committed_run_byte_identical(
-    gcs, ingested, samples, monkeypatch
-):
-    bucket, first = ingested
-    before = objects(gcs, bucket, "crome/ingest/uf/")
-    ingest_dies_at_pair(monkeypatch, 30)
-    cfg = gcs_cfg(gcs, f"gs://{bucket}/crome", "run_name=uf", "source.ties=keep", "rows_per_file=10",
-                  source=samples / "ultrafeedback" / "eval_200.jsonl")  # fmt: skip
-    with pytest.raises(ConnectionError):
-        run_ingest(cfg, force=True)
-    after = objects(gcs, bucket, "crome/ingest/uf/")
-    assert {k: v for k, v in after.items() if k in before} == before  # every old byte as it was
-    assert len(after) > len(before)  # the dead attempt wrote parts, in a folder of its own
-    run = RunFolder.from_uri(first.run.uri, StorageConfig(endpoint_url=gcs.endpoint))
-    assert run.manifest() == first.manifest
-
-
-def test_a_missing_bucket_fails_fast_naming_the_bucket_and_the_endpoint(gcs, samples):
+def test_the_root_check_names_a_missing_bucket_and_the_endpoint(gcs):
     storage = StorageConfig(endpoint_url=gcs.endpoint)
     with pytest.raises(StorageError, match=r"bucket 'no-such-bucket' does not exist at http://127\.0\.0\.1:"):
         check_root("gs://no-such-bucket/crome", storage)
-    cfg = gcs_cfg(gcs, "gs://no-such-bucket/crome", source=samples / "ultrafeedback" / "eval_200.jsonl")
-    with pytest.raises(StorageError, match="bucket 'no-such-bucket' does not exist"):
-        run_ingest(cfg)  # before any work
-    cfg = gcs_cfg(gcs, f"gs://{gcs.new_bucket()}/out", source="gs://missing-input/uf.jsonl")
-    with pytest.raises(StorageError, match="bucket 'missing-input' does not exist"):
-        run_ingest(cfg)
 
 
 def test_an_empty_bucket_passes_the_check(gcs):
@@ -338,22 +209,3 @@ def test_an_emulator_endpoint_gets_gcsfs_json_api_filesystem_without_credentials
     fs, _ = filesystem("gs://bucket/a/key")
     assert not isinstance(fs, ExtendedGcsFileSystem) and fs._location == gcs.endpoint
     assert fs.credentials.method == "anon"
-
-
-@pytest.mark.ray
-def test_ray_data_reads_and_writes_gcs_parquet_through_the_pyarrow_filesystem(gcs, ingested, ray_cluster):
-    import ray
-    from ray.data.expressions import col
-
-    from crome_ray.train.dataset import pair_files
-
-    bucket, result = ingested
-    storage = StorageConfig(endpoint_url=gcs.endpoint)
-    files = pair_files(RunFolder.from_uri(result.run.uri, storage))
-    pafs = pyarrow_filesystem(files[0], storage)  # pickled to the workers, endpoint and all
-    ds = ray.data.read_parquet([path_in_filesystem(f) for f in files], filesystem=pafs)
-    assert ds.count() == result.counts["pairs_written"]
-    ds.filter(expr=col("label") == "chosen").write_parquet(f"{bucket}/copy", filesystem=pafs)
-    written = [f for f in gcs.fs().find(f"{bucket}/copy") if f.endswith(".parquet")]
-    back = ray.data.read_parquet(written, filesystem=pafs).to_pandas()
-    assert 0 < len(back) <= ds.count() and set(back["label"]) == {"chosen"}

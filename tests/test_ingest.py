@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from crome_ray.config import IngestConfig, load_config
+from crome_ray.config import load_config
+from crome_ray.data.config import IngestConfig
 from crome_ray.data.ingest import IngestError, default_run_name, run_ingest
 from crome_ray.storage import RunFolder
 

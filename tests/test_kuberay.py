@@ -19,7 +19,7 @@ import jsonschema
 import pytest
 import yaml
 
-from crome_ray.config import load_job_config
+from crome_ray.job_configs import load_job_config
 
 REPO = Path(__file__).resolve().parents[1]
 KUBERAY = REPO / "cluster" / "kuberay"

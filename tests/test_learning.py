@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 import torch
 
-from crome_ray.config import TrainConfig, load_config
+from crome_ray.config import load_config
 from crome_ray.train.batches import PairEncoder, rows_of
+from crome_ray.train.config import TrainConfig
 from crome_ray.train.dataset import swap_half
 from crome_ray.train.loop import LocalRuntime, train_worker
 from crome_ray.train.model import load_reward_model

@@ -4,9 +4,10 @@ import asyncio
 
 import pytest
 
-from crome_ray.config import OracleConfig, load_config
+from crome_ray.config import load_config
 from crome_ray.oracle.batch import BatchRunner, BatchState
 from crome_ray.oracle.cache import LedgerStore, ResponseCache
+from crome_ray.oracle.config import OracleConfig
 from crome_ray.oracle.gemini import GeminiBackend
 from crome_ray.oracle.governor_core import GovernorCore
 from crome_ray.oracle.pricing import call_cost_micros
@@ -97,7 +98,7 @@ def test_the_oracle_job_in_batch_mode_needs_no_ray_and_commits_its_run(sim, tmp_
     import ray
     from pydantic import SecretStr
 
-    from crome_ray.config import OracleJobConfig
+    from crome_ray.oracle.config import OracleJobConfig
     from crome_ray.oracle.job import run_oracle_job
 
     prompts = tmp_path / "p.jsonl"

@@ -5,9 +5,10 @@ import asyncio
 
 import pytest
 
-from crome_ray.config import OracleConfig, load_config
+from crome_ray.config import load_config
 from crome_ray.oracle.cache import LedgerStore, ResponseCache
 from crome_ray.oracle.client import OracleClient
+from crome_ray.oracle.config import OracleConfig
 from crome_ray.oracle.gemini import GeminiBackend, answer_from_response
 from crome_ray.oracle.governor import LocalGovernor
 from crome_ray.oracle.governor_core import GovernorCore

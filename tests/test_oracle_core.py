@@ -9,9 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crome_ray.config import ConfigError, ModelPrice, OracleConfig, QuotaConfig, load_config
+from crome_ray.config import ConfigError, load_config
 from crome_ray.oracle.answers import judge_answer, parse_json_answer
 from crome_ray.oracle.budget import Budget
+from crome_ray.oracle.config import ModelPrice, OracleConfig, QuotaConfig
 from crome_ray.oracle.governor_core import Decision, GovernorCore, allocated_micros
 from crome_ray.oracle.limits import Grant, RateLimiter, SlidingWindow
 from crome_ray.oracle.pricing import call_cost_micros, usd_to_micros, worst_case_micros

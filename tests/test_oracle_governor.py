@@ -7,7 +7,8 @@ import asyncio
 
 import pytest
 
-from crome_ray.config import OracleConfig, load_config
+from crome_ray.config import load_config
+from crome_ray.oracle.config import OracleConfig
 from crome_ray.oracle.governor import GovernorActorImpl, LocalGovernor
 from crome_ray.oracle.governor_core import Decision, GovernorCore
 

@@ -12,7 +12,7 @@ import jsonschema
 import pytest
 from pydantic import SecretStr
 
-from crome_ray.config import OracleJobConfig
+from crome_ray.oracle.config import OracleJobConfig
 from crome_ray.oracle.job import run_oracle_job
 from crome_ray.oracle.simulator import RunningSimulator, SimConfig
 from tests.oracle_jobs import oracle_job

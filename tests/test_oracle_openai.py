@@ -15,7 +15,7 @@ import openai
 import pytest
 from pydantic import SecretStr
 
-from crome_ray.config import OracleConfig
+from crome_ray.oracle.config import OracleConfig
 from crome_ray.oracle.openai_compat import OpenAICompatBackend, classify
 from crome_ray.oracle.protocol import ErrorKind, GenerationParams, OracleError, OracleRequest
 from tests.conftest import free_port

@@ -5,9 +5,10 @@ it, no others. The steps themselves run in tests/test_submit.py."""
 from pathlib import Path
 
 from crome_ray.augment.job import run_name as augment_run_name
-from crome_ray.config import PipelineConfig, load_config
+from crome_ray.config import load_config
 from crome_ray.data.ingest import default_run_name as ingest_run_name
-from crome_ray.pipeline import (
+from crome_ray.pipeline.config import PipelineConfig
+from crome_ray.pipeline.job import (
     augment_config,
     baseline_config,
     crome_config,

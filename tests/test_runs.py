@@ -10,8 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from crome_ray.cli import app
-from crome_ray.config import IngestConfig, load_config
+from crome_ray.config import load_config
 from crome_ray.data import ingest as ingest_module
+from crome_ray.data.config import IngestConfig
 from crome_ray.data.ingest import run_ingest
 from crome_ray.runs import Step, list_runs, run_status
 from crome_ray.storage import RunConflictError, RunFolder
@@ -166,7 +167,7 @@ def test_a_forced_oracle_run_with_a_wrong_model_id_spends_nothing_writes_nothing
 
     from pydantic import SecretStr
 
-    from crome_ray.config import OracleJobConfig
+    from crome_ray.oracle.config import OracleJobConfig
     from crome_ray.oracle.job import ledger_uri, run_oracle_job
     from crome_ray.oracle.simulator import RunningSimulator, SimConfig
 

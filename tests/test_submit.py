@@ -3,7 +3,7 @@ the augmentation job, as on a cloud cluster. The storage root is a bucket on the
 the real protocol), the oracle the Gemini simulator (the real google-genai client over HTTP) with
 its key in the cluster's environment, as a secret store would put it there.
 
-The pipeline is the demo's at the size `crome-ray demo --quick` runs (crome_ray.demo.QUICK), with
+The pipeline is the demo's at the size `crome-ray demo --quick` runs (crome_ray.pipeline.demo.QUICK), with
 two examples through the oracle, a tiny Llama for both reward models, and the λ sweep (Ray Tune,
 ASHA) as its Crome step. The sweep's validation pairs are among its training pairs, so a larger λ
 (a stronger pull of the ties' rewards together) can only fit them worse: λ = 0 runs first and sets
@@ -23,10 +23,11 @@ from pathlib import Path
 
 import pytest
 
+from crome_ray.augment.config import AugmentConfig
 from crome_ray.augment.job import run_name as augment_run_name
-from crome_ray.config import AugmentConfig, StorageConfig
-from crome_ray.demo import QUICK
+from crome_ray.config import StorageConfig
 from crome_ray.oracle.simulator import RunningSimulator, SimConfig
+from crome_ray.pipeline.demo import QUICK
 from crome_ray.storage import RunFolder
 from tests.conftest import free_port
 from tests.test_cluster import stop_cluster
@@ -54,8 +55,9 @@ def pipeline_overrides(tiny_llama: Path, sim_url: str, root: str, endpoint: str)
 
 def filtered_augment_config(overrides: list[str], storage: StorageConfig, pipeline_uri: str) -> AugmentConfig:
     """The pipeline's augmentation config with the baseline filter on, on the pipeline's runs."""
-    from crome_ray.config import PipelineConfig, load_config
-    from crome_ray.pipeline import augment_config
+    from crome_ray.config import load_config
+    from crome_ray.pipeline.config import PipelineConfig
+    from crome_ray.pipeline.job import augment_config
 
     cfg = load_config(PipelineConfig, REPO / "jobs" / "configs" / "pipeline_demo.yaml", overrides)
     steps = {
@@ -164,7 +166,7 @@ def test_the_submitted_pipeline_commits_every_step_on_s3_each_reading_the_one_be
 
 
 def test_the_pipelines_sweep_stops_a_trailing_lambda_early_and_its_best_trial_is_the_crome_model(submitted):
-    from crome_ray.tune import pick_best
+    from crome_ray.tune.job import pick_best
 
     storage = submitted["storage"]
     manifest = RunFolder.from_uri(f"{submitted['root']}/pipeline/demo", storage).manifest()

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from crome_ray.config import TrainConfig, load_config
+from crome_ray.config import load_config
 from crome_ray.storage import Folder
 from crome_ray.train.batches import PairEncoder, PairRow, collate, length_grouped, rewards, rows_of
+from crome_ray.train.config import TrainConfig
 from crome_ray.train.export import PROBE, export_model, score_texts
 from crome_ray.train.loop import LocalRuntime, train_worker
 from crome_ray.train.model import load_reward_model, score_head_names

@@ -13,8 +13,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from crome_ray.config import TrainConfig, load_config
+from crome_ray.config import load_config
 from crome_ray.storage import RunFolder
+from crome_ray.train.config import TrainConfig
 from crome_ray.train.export import PROBE
 from crome_ray.train.job import run_train_job
 from crome_ray.train.score import RewardScorer
@@ -230,7 +231,8 @@ def test_the_global_shuffle_mixes_kinds_into_every_workers_share_and_changes_eac
 ):
     """40 preference pairs, then 40 ties, in file order: without a global shuffle rank 0
     would get every preference pair and rank 1 every tie, and each epoch would end in ties."""
-    from crome_ray.train.dataset import pair_files, pairs_run, shuffled_each_epoch, tokenized
+    from crome_ray.data.inputs import pair_files, pairs_run
+    from crome_ray.train.dataset import shuffled_each_epoch, tokenized
 
     rows = [json.loads(x) for x in (samples / "ultrafeedback" / "train_1k.jsonl").read_text().splitlines()]
     rows = [
@@ -245,7 +247,7 @@ def test_the_global_shuffle_mixes_kinds_into_every_workers_share_and_changes_eac
         )
     )  # fmt: skip
     cfg = train_config(tiny_llama, tmp_path / "runs", f"train_data={source}", "train_limit=null")
-    files = pair_files(pairs_run(str(source), cfg, None, lambda _: None))
+    files = pair_files(pairs_run(str(source), cfg.storage))
     ds = shuffled_each_epoch(tokenized(files, cfg, str(tiny_llama), None, swap_labels=False), cfg.seed)
 
     shares: list[list] = [[], []]

@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from crome_ray.config import ConfigError, TuneConfig, load_config
-from crome_ray.tune import by_lambda, order_note, pick_best, trial_config, trial_run_name
+from crome_ray.config import ConfigError, load_config
+from crome_ray.tune.config import TuneConfig
+from crome_ray.tune.job import by_lambda, order_note, pick_best, trial_config, trial_run_name
 
 
 def trial(lam, seed, status="completed", metric=0.5):
@@ -53,7 +54,7 @@ def test_a_negative_lambda_or_an_empty_grid_is_refused_naming_the_field():
 
 def test_asha_without_rays_state_api_is_refused_before_anything_runs(tmp_path, monkeypatch):
     """No cluster here, so no state API: a sweep whose stopped trials would leak their CPUs is refused."""
-    from crome_ray.tune import SweepError, run_tune_job
+    from crome_ray.tune.job import SweepError, run_tune_job
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     cfg = load_config(TuneConfig, None, [f"storage.root={tmp_path}"])
@@ -99,7 +100,7 @@ def test_asha_stops_nothing_in_ascending_lambda_and_the_shipped_order_lets_it_st
 
 
 def test_an_asha_sweep_in_ascending_lambda_gets_a_note_and_other_orders_do_not():
-    from crome_ray.config import SweepSettings
+    from crome_ray.tune.config import SweepSettings
 
     assert "ascending" in order_note(SweepSettings())  # the default grid: 0, 0.1, 0.3, 1, 3
     assert order_note(SweepSettings(tie_weights=[1, 0, 3, 0.1, 0.3])) is None

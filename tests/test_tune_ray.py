@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from crome_ray.storage import RunFolder
-from crome_ray.tune import pick_best, trial_run_name
+from crome_ray.tune.job import pick_best, trial_run_name
 from tests.conftest import free_port
 from tests.test_cluster import stop_cluster
 

@@ -1,7 +1,7 @@
 """The vLLM engine's arguments from ``oracle.engine``: one function, so a CPU host and a GPU
 cluster run the same code with other settings (no engine is started here)."""
 
-from crome_ray.config import OracleConfig
+from crome_ray.oracle.config import OracleConfig
 from crome_ray.oracle.vllm_engine import cpu_has_native_bf16, engine_settings
 
 

@@ -1,7 +1,7 @@
 """Code-level checks on a rewrite, run before any verifier call: near copies, length, language, format. Pure.
 
 Small oracles often hand the source back unchanged, or nearly so, and then verify that
-"rewrite" as Pass (measured: ``../shared/docs/LOCAL_MODELS.md``, and
+"rewrite" as Pass (measured: ``docs/local_models.md``, and
 ``bench/local_models.py``). Paying a verifier to judge those is waste, and trusting it
 would put ties labelled as preferences in the training set. So each rewrite is checked
 in code first, and a rejection names its reason:
@@ -33,12 +33,9 @@ import re
 import unicodedata
 from collections import Counter
 
-from rapidfuzz.distance import Indel
+from crome_ray.augment.config import RewriteChecks
+from crome_ray.text_similarity import edit_similarity
 
-from crome_ray.config import RewriteChecks
-
-# longer texts are compared on their first part (the LCS is O(n·m/64) even in C++)
-SIMILARITY_CHARS = 4000
 _ENGLISH_WORDS = (
     "the a an and or of to in is are was were be it that this for on with as at by from not "
     "you your we our they their he she his her i my can will would should do does if but so "
@@ -60,14 +57,6 @@ CODE = re.compile(r"```.*?(?:```|$)|`[^`\n]*`", re.DOTALL)
 MARKERS = ("<<<BEGIN ", "<<<END ")
 ASCII_LETTER = re.compile(r"[A-Za-z]")
 NON_ASCII = re.compile(r"[^\x00-\x7f]")
-
-
-def similarity(a: str, b: str) -> float:
-    """2·LCS / (len a + len b) on the first ``SIMILARITY_CHARS`` of each text (1.0: identical):
-    the measure difflib's ``ratio`` approximates, computed exactly by rapidfuzz's Indel distance
-    in C++: 0.017 ms against difflib's 31 ms on near-copies of the sample's answers, with equal
-    scores (``bench/near_copy.py``); on real rewrites difflib took 185 ms (a profile of the flow)."""
-    return Indel.normalized_similarity(a[:SIMILARITY_CHARS], b[:SIMILARITY_CHARS])
 
 
 def script_of(text: str) -> str | None:
@@ -162,7 +151,7 @@ def rewrite_problem(
     if normalised(source) == normalised(rewrite):
         return "near_copy", "the source handed back unchanged (whitespace aside)"
     limit = checks.max_similarity_neutral if neutral else checks.max_similarity
-    sim = similarity(source, rewrite)
+    sim = edit_similarity(source, rewrite)
     if sim >= limit:
         return "near_copy", f"a near copy of its source (similarity {sim:.3f} >= {limit:g})"
     if checks.language and (problem := language_problem(source, rewrite)):

@@ -7,11 +7,11 @@ and the rows that come out. Pure: the oracle is the injected ``ask``.
   pairs the stage chose; every rewrite that passed the code checks, the verifier and the
   leakage limits);
 - ``rejected``: a rewrite that was written but not used, with the stage that refused it
-  (``checks``, ``verify``, ``leakage``, ``parse``) and why (``REJECTED_SCHEMA``);
+  (``checks``, ``verify``, ``leakage``, ``parse``) and why (``records.REJECTED_SCHEMA``);
 - ``quarantine``: a task the oracle could not serve (its error kind: out of budget, quota,
   invalid output, ...) or whose answer was unusable (a rubric that cannot be parsed): the
   calls that depended on it were not made;
-- ``controls``: the verifier's verdict on a control probe (``CONTROL_SCHEMA``);
+- ``controls``: the verifier's verdict on a control probe (``records.CONTROL_SCHEMA``);
 - ``stats``: one row of counters per example (calls, elements, skipped answers).
 
 ``ask`` takes planned tasks and returns an ``Answer`` per task id; one call of ``ask`` is one
@@ -26,47 +26,25 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import pyarrow as pa
-
 from crome_ray.augment import pairs as Pairs
 from crome_ray.augment import prompts as P
 from crome_ray.augment.checks import rewrite_problem
+from crome_ray.augment.config import AugmentTasks, LeakageLimits, RewriteChecks
+from crome_ray.augment.kinds import BY_TASK
 from crome_ray.augment.leakage import Leakage, leak_reason, leakage
-from crome_ray.augment.parse import Rejected, parse_elements, parse_rewrite, parse_rubric, parse_verdict
+from crome_ray.augment.parse import (
+    Rejected,
+    Rubric,
+    parse_elements,
+    parse_rewrite,
+    parse_rubric,
+    parse_verdict,
+)
 from crome_ray.augment.plan import PlannedTask, phase1, phase2, phase3, skipped_rewrites
-from crome_ray.config import AugmentTasks, LeakageLimits, RewriteChecks
 from crome_ray.records import excerpt
 
 SOURCE = "augment"
 CONTROL_ATTRIBUTE = P.Attribute("accuracy", "The answer is factually and logically correct.", 1.0)
-
-REJECTED_SCHEMA = pa.schema(
-    [
-        pa.field("source_id", pa.string(), nullable=False),
-        pa.field("task_id", pa.string(), nullable=False),
-        pa.field("kind", pa.string(), nullable=False),  # degrade | upgrade | can | para
-        pa.field("attribute", pa.string()),
-        pa.field("stage", pa.string(), nullable=False),  # parse | checks | verify | leakage
-        pa.field("check", pa.string()),  # the code check that refused it (stage checks)
-        pa.field("reason", pa.string(), nullable=False),
-        pa.field("rewrite", pa.string()),
-        pa.field("leakage", pa.string()),  # JSON, when measured
-        pa.field("backend", pa.string()),
-        pa.field("model", pa.string()),
-    ],
-    metadata={"crome_ray.table": "augment_rejected"},
-)
-CONTROL_SCHEMA = pa.schema(
-    [
-        pa.field("source_id", pa.string(), nullable=False),
-        pa.field("probe", pa.string(), nullable=False),  # original | unrelated
-        pa.field("passed", pa.bool_()),  # null: no verdict (the call failed)
-        pa.field("reason", pa.string()),
-        pa.field("backend", pa.string()),
-        pa.field("model", pa.string()),
-    ],
-    metadata={"crome_ray.table": "augment_controls"},
-)
 
 
 @dataclass(frozen=True)
@@ -218,53 +196,47 @@ async def augment_example(
     out.add("pairs", original or Pairs.original(ex).to_row())
     if t.rrm:
         if other is not None and other.second is not None:
-            for p in Pairs.rrm(
-                ex,
-                P.Example("", other.question, other.chosen, ""),
-                P.Example("", "", other.second, ""),
-                other.method,
-                other.similarity,
-            ):
+            answers = (P.Example("", other.question, other.chosen, ""), P.Example("", "", other.second, ""))
+            for p in Pairs.rrm(ex, *answers, other.method, other.similarity):
                 out.add("pairs", p.to_row())
         return out
     if t.iqn and other is not None:
         out.add("pairs", Pairs.neutral_iqn(ex, other.question, other.method, other.similarity).to_row())
     out.stats["skipped_long_answers"] += len(skipped_rewrites(ex, t))
-
-    first = phase1(ex, t)
     controls = control_tasks(ex, other.chosen if other else None, t) if control and t.verify else []
-    if not first and not controls:
+    rubric = await _phase1(out, ex, ask, s, controls, embed)
+    if rubric is None:
         return out
-    answers = await ask(first + controls)
-    for task in controls:
-        ans = answers[task.id]
-        verdict = None
-        if ans.error is None:
-            try:
-                verdict = parse_verdict(ans.value)
-            except Rejected as e:
-                ans = Answer(None, "invalid_answer", str(e), ans.backend, ans.model)
-        out.add(
-            "controls",
-            {
-                "source_id": ex.id,
-                "probe": task.attribute,
-                "passed": None if verdict is None else verdict.passed,
-                "reason": verdict.reason if verdict else (ans.detail or ans.error),
-                "backend": ans.backend,
-                "model": ans.model,
-            },
-        )
+    to_verify = await _phase2(out, ex, ask, s, rubric, embed)
+    if to_verify:
+        await _phase3(out, ex, ask, s, rubric, to_verify, embed)
+    return out
 
-    rubric = None
-    for task in first:
+
+def _served(out: Records, ex: P.Example, tasks: list[PlannedTask], answers: dict[str, Answer]):
+    """The tasks the oracle served, with their answers; each call counted, each failure quarantined."""
+    for task in tasks:
         ans = answers[task.id]
         out.stats[f"calls_{task.kind}"] += 1
-        if _failed(out, ex, task, ans):
-            continue
+        if not _failed(out, ex, task, ans):
+            yield task, ans
+
+
+async def _phase1(
+    out: Records, ex: P.Example, ask: Ask, s: Settings, controls: list[PlannedTask], embed: Embed | None
+) -> Rubric | None:
+    """The rubric, the neutral rewrites (kept or rejected here) and the control probes' verdicts."""
+    first = phase1(ex, s.tasks)
+    if not first and not controls:
+        return None
+    answers = await ask(first + controls)
+    for task in controls:
+        _control(out, ex, task, answers[task.id])
+    rubric = None
+    for task, ans in _served(out, ex, first, answers):
         if task.kind == "rubric":
             try:
-                rubric = parse_rubric(ans.value, t.attributes)
+                rubric = parse_rubric(ans.value, s.tasks.attributes)
             except Rejected as e:
                 out.stats["rubric_rejected"] += 1
                 out.quarantine(ex, task, "rubric_rejected", str(e), ans.value)
@@ -272,21 +244,42 @@ async def augment_example(
             if rubric.note:
                 out.stats["rubric_rescaled"] += 1
             continue
-        await _neutral(out, ex, task, ans, s, embed)
+        text = _rewrite_or_reject(out, ex, task, ans, s)
+        if text is not None:  # phase 1's rewrites are the neutrals: no attribute to verify them on
+            await _keep(out, ex, task, text, (ans,), s, embed)
+    return rubric
 
-    if rubric is None:
-        return out
-    second = phase2(ex, rubric.attributes, t)
+
+def _control(out: Records, ex: P.Example, task: PlannedTask, ans: Answer) -> None:
+    verdict = None
+    if ans.error is None:
+        try:
+            verdict = parse_verdict(ans.value)
+        except Rejected as e:
+            ans = Answer(None, "invalid_answer", str(e), ans.backend, ans.model)
+    out.add(
+        "controls",
+        {
+            "source_id": ex.id,
+            "probe": task.attribute,
+            "passed": None if verdict is None else verdict.passed,
+            "reason": verdict.reason if verdict else (ans.detail or ans.error),
+            "backend": ans.backend,
+            "model": ans.model,
+        },
+    )
+
+
+async def _phase2(
+    out: Records, ex: P.Example, ask: Ask, s: Settings, rubric: Rubric, embed: Embed | None
+) -> list[tuple[PlannedTask, str, Answer]]:
+    """The causal elements and the rewrites per attribute; returns the rewrites to verify."""
+    second = phase2(ex, rubric.attributes, s.tasks)
     if not second:
-        return out
+        return []
     answers = await ask(second)
-    by_name = {a.name: a for a in rubric.attributes}
     to_verify: list[tuple[PlannedTask, str, Answer]] = []
-    for task in second:
-        ans = answers[task.id]
-        out.stats[f"calls_{task.kind}"] += 1
-        if _failed(out, ex, task, ans):
-            continue
+    for task, ans in _served(out, ex, second, answers):
         if task.kind == "elements":
             try:
                 kept, unknown = parse_elements(ans.value, rubric)
@@ -296,23 +289,32 @@ async def augment_example(
             out.stats["elements"] += len(kept)
             out.stats["elements_unknown_attribute"] += unknown
             continue
-        text = _rewrite_or_reject(out, ex, task, ans, s, neutral=False)
+        text = _rewrite_or_reject(out, ex, task, ans, s)
         if text is None:
             continue
-        if t.verify:
+        if s.tasks.verify and BY_TASK[task.kind].verified:
             to_verify.append((task, text, ans))
         else:
-            await _causal_pair(out, ex, task, text, (ans,), s, embed)
+            await _keep(out, ex, task, text, (ans,), s, embed)
+    return to_verify
 
-    if not to_verify:
-        return out
-    third = [phase3(ex, task, text, by_name[task.attribute], t) for task, text, _ in to_verify]
+
+async def _phase3(
+    out: Records,
+    ex: P.Example,
+    ask: Ask,
+    s: Settings,
+    rubric: Rubric,
+    to_verify: list[tuple[PlannedTask, str, Answer]],
+    embed: Embed | None,
+) -> None:
+    """A verdict on each rewrite; a Pass keeps it (leakage limits aside)."""
+    by_name = {a.name: a for a in rubric.attributes}
+    third = [phase3(ex, task, text, by_name[task.attribute], s.tasks) for task, text, _ in to_verify]
     answers = await ask(third)
-    for check, (task, text, rewrite_ans) in zip(third, to_verify, strict=True):
-        ans = answers[check.id]
-        out.stats["calls_verify"] += 1
-        if _failed(out, ex, check, ans):
-            continue
+    rewrites = {check.id: entry for check, entry in zip(third, to_verify, strict=True)}
+    for check, ans in _served(out, ex, third, answers):
+        task, text, rewrite_ans = rewrites[check.id]
         try:
             verdict = parse_verdict(ans.value)
         except Rejected as e:
@@ -321,18 +323,18 @@ async def augment_example(
         if not verdict.passed:
             out.reject(ex, task, "verify", verdict.reason, text, ans)
             continue
-        await _causal_pair(out, ex, task, text, (rewrite_ans, ans), s, embed)
-    return out
+        await _keep(out, ex, task, text, (rewrite_ans, ans), s, embed)
 
 
 def _rewrite_or_reject(
-    out: Records, ex: P.Example, task: PlannedTask, ans: Answer, s: Settings, *, neutral: bool
+    out: Records, ex: P.Example, task: PlannedTask, ans: Answer, s: Settings
 ) -> str | None:
     try:
         text = parse_rewrite(ans.value)
     except Rejected as e:
         out.reject(ex, task, "parse", str(e), None, ans)
         return None
+    neutral = BY_TASK[task.kind].label == "tie"  # a tie's rewrite is held to the lower similarity bound
     problem = rewrite_problem(task.source, text, s.checks, P.fences(ex), neutral=neutral)
     if problem is not None:
         check, reason = problem
@@ -342,24 +344,7 @@ def _rewrite_or_reject(
     return text
 
 
-async def _neutral(
-    out: Records, ex: P.Example, task: PlannedTask, ans: Answer, s: Settings, embed: Embed | None
-) -> None:
-    text = _rewrite_or_reject(out, ex, task, ans, s, neutral=True)
-    if text is None:
-        return
-    leak = await _leak(task.source, text, embed)
-    if reason := leak_reason(leak, s.limits):
-        out.reject(ex, task, "leakage", reason, text, ans, leak=leak)
-        return
-    if task.kind == "can":
-        pair = Pairs.neutral_can(ex, text, _origin(ans), leak)
-    else:
-        pair = Pairs.neutral_para(ex, task.source, text, _origin(ans), leak)
-    out.add("pairs", pair.to_row())
-
-
-async def _causal_pair(
+async def _keep(
     out: Records,
     ex: P.Example,
     task: PlannedTask,
@@ -368,9 +353,10 @@ async def _causal_pair(
     s: Settings,
     embed: Embed | None,
 ) -> None:
+    """A rewrite that passed everything before the leakage limits: its pair, unless it leaks."""
     leak = await _leak(task.source, text, embed)
     if reason := leak_reason(leak, s.limits):
         out.reject(ex, task, "leakage", reason, text, answers[-1], leak=leak)
         return
-    make = Pairs.causal_degrade if task.kind == "degrade" else Pairs.causal_upgrade
-    out.add("pairs", make(ex, task.attribute, text, _origin(*answers), leak).to_row())
+    pair = Pairs.rewritten(BY_TASK[task.kind], ex, text, _origin(*answers), leak, task.attribute)
+    out.add("pairs", pair.to_row())

@@ -25,7 +25,8 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 
-from crome_ray.config import LeakageLimits
+from crome_ray.augment.config import LeakageLimits
+from crome_ray.text_similarity import cosine, unigram_f1
 
 MARKDOWN = {
     "heading": re.compile(r"^\s{0,3}#{1,6}\s", re.MULTILINE),
@@ -35,7 +36,6 @@ MARKDOWN = {
     "code_fence": re.compile(r"^\s*```", re.MULTILINE),
     "table_row": re.compile(r"^\s*\|.*\|\s*$", re.MULTILINE),
 }
-TOKEN = re.compile(r"\w+", re.UNICODE)
 
 
 @dataclass(frozen=True)
@@ -52,24 +52,6 @@ class Leakage:
 
 def markdown_features(text: str) -> Counter[str]:
     return Counter({name: len(rx.findall(text)) for name, rx in MARKDOWN.items()})
-
-
-def unigram_f1(a: str, b: str) -> float:
-    """ROUGE-1 F: the harmonic mean of the shared words' share in each text (with counts)."""
-    ca, cb = Counter(TOKEN.findall(a.lower())), Counter(TOKEN.findall(b.lower()))
-    if not ca or not cb:
-        return 1.0 if not ca and not cb else 0.0
-    shared = sum((ca & cb).values())
-    if shared == 0:
-        return 0.0
-    p, r = shared / sum(cb.values()), shared / sum(ca.values())
-    return 2 * p * r / (p + r)
-
-
-def cosine(a: Sequence[float], b: Sequence[float]) -> float:
-    dot = sum(x * y for x, y in zip(a, b, strict=True))
-    na, nb = math.sqrt(sum(x * x for x in a)), math.sqrt(sum(y * y for y in b))
-    return dot / (na * nb) if na and nb else 0.0
 
 
 def leakage(

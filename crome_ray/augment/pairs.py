@@ -1,18 +1,10 @@
 """The augmented pairs, built from an example and what the oracle wrote; the baseline filter's rule. Pure.
 
 Every pair is a row of ``records.AUGMENTED_PAIR_SCHEMA``: response A in ``chosen``,
-response B in ``rejected``, label ``chosen`` (A ≻ B) or ``tie``. The kinds, from METHOD.md:
+response B in ``rejected``, label ``chosen`` (A ≻ B) or ``tie``. The kinds, and which side
+each text goes on, are the table in ``augment.kinds``.
 
-- ``original``: the source pair;
-- ``causal_degrade``: (request, chosen ≻ chosen degraded in one attribute);
-- ``causal_upgrade``: (request, rejected upgraded in one attribute ≻ rejected);
-- ``neutral_iqn``: the source's two answers under another request, a tie;
-- ``neutral_can``: (request, chosen, rejected given chosen's content in its own style), a tie;
-- ``neutral_para``: (request, an answer, its paraphrase), a tie;
-- ``rrm_prefer`` and ``rrm_tie``: the RRM baseline's non-contextual pairs (an answer to the
-  request ≻ an answer to another request; two answers to other requests tie).
-
-The baseline filter (METHOD.md, step 5) keeps a pair where the baseline reward model is
+The baseline filter (docs/method.md, step 5) keeps a pair where the baseline reward model is
 uncertain or wrong: with p = P_base(B ≻ A), keep when |p − 1[y = B ≻ A] − ½·1[y = tie]| > τ.
 Here A is always the preferred side of a non-tie, so the target is 0 for a preference and
 ½ for a tie.
@@ -24,6 +16,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from crome_ray.augment.kinds import PairKind
 from crome_ray.augment.leakage import Leakage
 from crome_ray.augment.prompts import Example
 from crome_ray.records import LABELS, PreferencePair
@@ -80,35 +73,18 @@ def original(ex: Example) -> AugmentedPair:
     return AugmentedPair(_pair(ex, ex.question, ex.chosen, ex.rejected, "chosen", "original"))
 
 
-def causal_degrade(
-    ex: Example, attribute: str, degraded: str, origin: Origin, leak: Leakage
+def rewritten(
+    kind: PairKind, ex: Example, rewrite: str, origin: Origin, leak: Leakage, attribute: str | None = None
 ) -> AugmentedPair:
-    pair = _pair(ex, ex.question, ex.chosen, degraded, "chosen", "causal_degrade")
-    return AugmentedPair(pair, attribute, origin, leakage=leak)
-
-
-def causal_upgrade(
-    ex: Example, attribute: str, upgraded: str, origin: Origin, leak: Leakage
-) -> AugmentedPair:
-    pair = _pair(ex, ex.question, upgraded, ex.rejected, "chosen", "causal_upgrade")
-    return AugmentedPair(pair, attribute, origin, leakage=leak)
+    """The pair of a rewrite the oracle wrote, its texts placed as its kind says."""
+    assert kind.pair is not None, f"{kind.name} is not written by the oracle"
+    a, b = kind.pair(ex, rewrite)
+    return AugmentedPair(_pair(ex, ex.question, a, b, kind.label, kind.name), attribute, origin, leakage=leak)
 
 
 def neutral_iqn(ex: Example, other_request: str, method: str, similarity: float) -> AugmentedPair:
     pair = _pair(ex, other_request, ex.chosen, ex.rejected, "tie", "neutral_iqn")
     return AugmentedPair(pair, iqn_method=method, iqn_similarity=similarity)
-
-
-def neutral_can(ex: Example, rewrite: str, origin: Origin, leak: Leakage) -> AugmentedPair:
-    return AugmentedPair(
-        _pair(ex, ex.question, ex.chosen, rewrite, "tie", "neutral_can"), origin=origin, leakage=leak
-    )
-
-
-def neutral_para(ex: Example, source: str, paraphrase: str, origin: Origin, leak: Leakage) -> AugmentedPair:
-    return AugmentedPair(
-        _pair(ex, ex.question, source, paraphrase, "tie", "neutral_para"), origin=origin, leakage=leak
-    )
 
 
 def rrm(ex: Example, other: Example, third: Example, method: str, similarity: float) -> list[AugmentedPair]:
@@ -130,5 +106,5 @@ def filter_target(label: str) -> float:
 
 
 def keep_after_filter(p_b_over_a: float, label: str, tau: float) -> bool:
-    """METHOD.md step 5: keep where the baseline is uncertain or wrong (|p − target| > τ)."""
+    """docs/method.md step 5: keep where the baseline is uncertain or wrong (|p − target| > τ)."""
     return abs(p_b_over_a - filter_target(label)) > tau

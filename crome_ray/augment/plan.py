@@ -34,7 +34,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from crome_ray.augment import prompts as P
-from crome_ray.config import AugmentTasks, ModelPrice
+from crome_ray.augment.config import AugmentTasks
+from crome_ray.augment.kinds import BY_TASK, KINDS, REWRITE_TASKS, is_on
+from crome_ray.oracle.config import ModelPrice
 
 SAFETY = re.compile(
     r"\b(?:safe|safety|unsafe|harm\w*|danger\w*|ethic\w*|toxic\w*|illegal|weapon\w*)", re.IGNORECASE
@@ -51,7 +53,7 @@ class PlannedTask:
     id: str
     example_id: str
     phase: int
-    kind: str  # rubric | can | para | elements | degrade | upgrade | verify
+    kind: str  # rubric | elements | verify | control, or a rewrite task of augment.kinds
     task: P.OracleTask
     attribute: str | None = None
     source: str = ""  # the text a rewrite rewrites (the checks compare against it)
@@ -80,18 +82,46 @@ def _planned(ex: P.Example, phase: int, task: P.OracleTask, suffix: str = "", **
     return PlannedTask(f"{ex.id}/{task.kind}{suffix}", ex.id, phase, task.kind, task, **kw)
 
 
+def _rewrites(
+    ex: P.Example,
+    t: AugmentTasks,
+    phase: int,
+    attribute: P.Attribute | None,
+    index: int | None,
+    safety: bool,
+    skip: dict[str, str],
+) -> list[PlannedTask]:
+    """The rewrite tasks of ``phase`` that ``t`` turns on, in the kinds table's order (per attribute
+    for the causal kinds), for the answers short enough to rewrite whole."""
+    out = []
+    for kind in KINDS:
+        if kind.phase != phase or not is_on(kind, t) or kind.per_attribute != (attribute is not None):
+            continue
+        if kind.rewrites in skip:
+            continue
+        assert kind.prompt is not None
+        task = kind.prompt(ex, attribute, safety, t.chars)
+        suffix = "" if index is None else f"/{index}"
+        out.append(
+            _planned(
+                ex,
+                phase,
+                task,
+                suffix,
+                attribute=attribute.name if attribute else None,
+                source=kind.source(ex),
+            )
+        )
+    return out  # fmt: skip
+
+
 def phase1(ex: P.Example, t: AugmentTasks) -> list[PlannedTask]:
     if t.rrm:
         return []
-    skip = skipped_rewrites(ex, t)
     out = []
     if t.causal or t.elements:
         out.append(_planned(ex, 1, P.rubric(ex, attributes=t.attributes, chars=t.chars)))
-    if t.can and "B" not in skip:
-        out.append(_planned(ex, 1, P.can(ex, chars=t.chars), source=ex.rejected))
-    if t.para and "A" not in skip:
-        out.append(_planned(ex, 1, P.para(ex, "A", chars=t.chars), source=ex.chosen))
-    return out
+    return out + _rewrites(ex, t, 1, None, None, False, skipped_rewrites(ex, t))
 
 
 def phase2(ex: P.Example, attributes: Iterable[P.Attribute], t: AugmentTasks) -> list[PlannedTask]:
@@ -102,23 +132,18 @@ def phase2(ex: P.Example, attributes: Iterable[P.Attribute], t: AugmentTasks) ->
     out = []
     if t.elements:
         out.append(_planned(ex, 2, P.elements(ex, attributes, chars=t.chars)))
-    if t.causal:
-        for i, a in enumerate(attributes):
-            if "A" not in skip:
-                task = P.degrade(ex, a, safety=safety, chars=t.chars)
-                out.append(_planned(ex, 2, task, f"/{i}", attribute=a.name, source=ex.chosen))
-            if "B" not in skip:
-                task = P.upgrade(ex, a, chars=t.chars)
-                out.append(_planned(ex, 2, task, f"/{i}", attribute=a.name, source=ex.rejected))
+    for i, a in enumerate(attributes):
+        out += _rewrites(ex, t, 2, a, i, safety, skip)
     return out
 
 
 def phase3(
     ex: P.Example, rewrite: PlannedTask, text: str, attribute: P.Attribute, t: AugmentTasks
 ) -> PlannedTask:
-    """The verification of one causal rewrite (``rewrite`` is its phase-2 task, ``text`` what came back)."""
-    which, direction = ("A", "worse") if rewrite.kind == "degrade" else ("B", "better")
-    task = P.verify(ex, which, text, attribute, direction, chars=t.chars)
+    """The verification of one rewrite (``rewrite`` is its task, ``text`` what came back)."""
+    kind = BY_TASK[rewrite.kind]
+    assert kind.rewrites is not None and kind.direction is not None, f"{kind.name} is not verified"
+    task = P.verify(ex, kind.rewrites, text, attribute, kind.direction, chars=t.chars)
     return PlannedTask(f"{rewrite.id}/verify", ex.id, 3, "verify", task, rewrite.attribute, rewrite.source)
 
 
@@ -127,7 +152,7 @@ def expected_output_tokens(planned: PlannedTask, count_tokens: Callable[[str], i
     source, a rubric ~40 tokens an attribute, elements ~35 tokens each (two per attribute and
     answer), a verdict ~45 tokens; never more than the task's own output budget."""
     kind = planned.kind
-    if kind in ("can", "para", "degrade", "upgrade"):
+    if kind in REWRITE_TASKS:
         guess = count_tokens(planned.source) + 8
     elif kind == "rubric":
         n = planned.task.schema["properties"]["attributes"]["maxItems"]
@@ -181,7 +206,7 @@ def project(
             continue
         planned = phase1(ex, t) + phase2(ex, stand_in, t)
         if t.verify:
-            rewrites = [p for p in planned if p.kind in ("degrade", "upgrade")]
+            rewrites = [p for p in planned if p.kind in BY_TASK and BY_TASK[p.kind].verified]
             planned += [phase3(ex, p, p.source, by_name[p.attribute], t) for p in rewrites]
         for p in planned:
             out.calls[p.kind] = out.calls.get(p.kind, 0) + 1

@@ -32,11 +32,13 @@ import numpy as np
 import pyarrow as pa
 
 from crome_ray.augment import prompts as P
+from crome_ray.augment.config import AugmentConfig, without_oracle
 from crome_ray.augment.flow import Answer, Other, Records, Settings, augment_example
 from crome_ray.augment.neutrals import least_similar_in_pool
 from crome_ray.augment.pairs import keep_after_filter
 from crome_ray.augment.plan import PlannedTask
-from crome_ray.config import AugmentConfig, OracleConfig, StorageConfig, without_oracle
+from crome_ray.config import StorageConfig
+from crome_ray.oracle.config import OracleConfig
 from crome_ray.oracle.protocol import OracleError, OracleResult
 from crome_ray.oracle.stage import ActorLoop, OracleCaller, request_from_row
 from crome_ray.records import AUGMENTED_PAIR_SCHEMA
@@ -246,16 +248,11 @@ def passthrough(row: dict[str, Any]) -> dict[str, Any]:
 
 
 class BaselineFilterStage:
-    def __init__(
-        self, model: str, storage_json: str, tau: float, max_length: int, batch_size: int, threads: int = 1
-    ):
-        import torch
+    def __init__(self, tau: float, **scorer: Any):
+        """``scorer``: ``train.score.actor_scorer``'s arguments (a ``scorer_pool`` gives them)."""
+        from crome_ray.train.score import actor_scorer
 
-        from crome_ray.train.score import RewardScorer
-
-        torch.set_num_threads(threads)
-        storage = StorageConfig.model_validate_json(storage_json)
-        self.scorer = RewardScorer(model, storage=storage, max_length=max_length, batch_size=batch_size)
+        self.scorer = actor_scorer(**scorer)
         self.tau = tau
 
     def __call__(self, batch: pa.Table) -> pa.Table:

@@ -20,7 +20,7 @@ from collections import Counter
 from dataclasses import asdict
 from typing import Any
 
-from crome_ray.augment.leakage import Leakage
+from crome_ray.augment.leakage import Leakage, summarise
 
 LEAKAGE_SAMPLE = 20_000  # leakage values the driver keeps for the manifest's percentiles
 COUNTERS = ("kinds", "tables", "stats", "backends", "quarantine", "rejected", "controls")
@@ -87,6 +87,38 @@ class Tally:
         self.cost_usd += doc["cost_usd"]
         for leak in doc["leaks"]:
             self._leak(Leakage(**leak))
+
+    def counts(self, source_rows: int, examples: int) -> dict[str, Any]:
+        """The manifest's counts: rows per table, pairs per kind, the ratio to the source."""
+        return {
+            "source_rows": source_rows,
+            "examples": examples,
+            "pairs": self.tables["pairs"],
+            "ratio_to_source": round(self.tables["pairs"] / max(source_rows, 1), 3),
+            **{f"pairs_{k}": v for k, v in sorted(self.kinds.items())},
+            "rejected": self.tables["rejected"],
+            "filtered": self.tables["filtered"],
+            "quarantine": self.tables["quarantine"],
+            "controls": self.tables["controls"],
+        }
+
+    def details(self, max_false_pass_rate: float | None) -> dict[str, Any]:
+        """The manifest's details that the stream's records tell: what the pairs cost, who wrote
+        them, each example's counters, why rewrites and rows were set aside, the control probes'
+        verdicts, the leakage of the kept rewrites."""
+        return {
+            "pairs_cost_usd": round(self.cost_usd, 6),
+            "backends": dict(self.backends),
+            "example_stats": dict(sorted(self.stats.items())),
+            "rejected_by": dict(sorted(self.rejected.items())),
+            "quarantine_by": dict(sorted(self.quarantine.items())),
+            "controls": {
+                **dict(self.controls),
+                "false_pass_rate": self.false_pass_rate(),
+                "max_false_pass_rate": max_false_pass_rate,
+            },
+            "leakage": summarise(self.leaks),
+        }
 
     def false_pass_rate(self) -> float | None:
         judged = self.controls["passed"] + self.controls["failed"]

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from crome_ray.config import RawBinarizeConfig
+from crome_ray.data.config import RawBinarizeConfig
 from crome_ray.records import LABELS, PAIRS_SCHEMA_VERSION, PreferencePair, Reason
 
 DEFAULT_NAMES = {
@@ -96,6 +96,11 @@ def score_field(value: Any, name: str) -> float | None:
     if math.isnan(value):
         return None
     return float(value)
+
+
+def flat_pair(rec: dict[str, Any], ctx: RowContext, **kw: Any) -> PreferencePair:
+    """A pair from a record that holds ``prompt``, ``chosen`` and ``rejected`` as fields."""
+    return make_pair(ctx, require(rec, "prompt"), require(rec, "chosen"), require(rec, "rejected"), **kw)
 
 
 def make_pair(
@@ -256,11 +261,9 @@ def parse_rewardbench(rec: dict[str, Any], ctx: RowContext) -> list[PreferencePa
     if subset is None:
         require(rec, "subset")
     return [
-        make_pair(
+        flat_pair(
+            rec,
             ctx,
-            require(rec, "prompt"),
-            require(rec, "chosen"),
-            require(rec, "rejected"),
             source_id=rec.get("id"),
             subset=text_field(subset, "subset", ctx),
             metadata={k: rec[k] for k in ("chosen_model", "rejected_model") if rec.get(k)},
@@ -291,11 +294,9 @@ def parse_pairs(rec: dict[str, Any], ctx: RowContext) -> list[PreferencePair]:
         except ValueError:
             meta = {"raw": meta}
     return [
-        make_pair(
+        flat_pair(
+            rec,
             ctx,
-            require(rec, "prompt"),
-            require(rec, "chosen"),
-            require(rec, "rejected"),
             source_id=rec.get("source_id"),
             subset=rec.get("subset"),
             score_chosen=rec.get("score_chosen"),

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from crome_ray.config import IngestConfig
+from crome_ray.data.config import IngestConfig
 from crome_ray.data.formats import (
     DEFAULT_NAMES,
     MEANINGFUL_FIELDS,
@@ -32,6 +32,7 @@ from crome_ray.data.formats import (
     xstest_pairs,
 )
 from crome_ray.data.readers import read_source
+from crome_ray.errors import CromeError
 from crome_ray.records import PAIR_SCHEMA, PAIRS_SCHEMA_VERSION, PreferencePair, Reason
 from crome_ray.runs import Step, StepResult
 from crome_ray.storage import check_root, is_bucket_uri
@@ -41,7 +42,7 @@ STAGE = "ingest"
 Progress = Callable[["IngestCounts"], None]
 
 
-class IngestError(RuntimeError):
+class IngestError(CromeError, RuntimeError):
     """The ingest produced nothing usable; the message says what the rows looked like."""
 
 

@@ -22,8 +22,10 @@ from typing import Any
 import pyarrow as pa
 from pydantic import SecretStr
 
-from crome_ray.config import EvaluateConfig, SourceConfig
+from crome_ray.data.config import SourceConfig
+from crome_ray.errors import CromeError
 from crome_ray.evaluate.best_of_n import Candidate, best_of_n, pick, source_picks, xstest_groups
+from crome_ray.evaluate.config import EvaluateConfig
 from crome_ray.evaluate.metrics import ScoredVariant, model_metrics
 from crome_ray.evaluate.report import headline, write_report
 from crome_ray.evaluate.scoring import score_on_ray
@@ -77,7 +79,7 @@ REWRITES_SCHEMA = pa.schema(
 )
 
 
-class EvaluateError(RuntimeError):
+class EvaluateError(CromeError, RuntimeError):
     """An evaluation that cannot run; the message says why and what to do."""
 
 
@@ -95,11 +97,11 @@ def model_labels(cfg: EvaluateConfig) -> list[str]:
 
 def data_run(src: SourceConfig, cfg: EvaluateConfig, log: Callable[[str], None]) -> RunFolder:
     """The committed run holding a data set's pairs: that run, or a new ingest of the source."""
-    from crome_ray.train.dataset import TrainError, source_run
+    from crome_ray.data.inputs import InputError, source_run
 
     try:
         run = source_run(src, cfg.storage, log)
-    except TrainError as e:
+    except InputError as e:
         raise EvaluateError(str(e)) from None
     if not run.table_files("pairs"):
         raise EvaluateError(f"{src.path} gave no pairs (see {run.uri}'s quarantine)")

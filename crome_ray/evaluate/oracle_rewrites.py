@@ -32,7 +32,8 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from crome_ray.config import OracleConfig, OracleJobConfig, RewriteSettings, StorageConfig
+from crome_ray.config import StorageConfig
+from crome_ray.evaluate.config import RewriteSettings
 from crome_ray.evaluate.rewrites import (
     BACK_TRANSLATION,
     FROM_PIVOT,
@@ -49,6 +50,7 @@ from crome_ray.evaluate.rewrites import (
     second_pass,
 )
 from crome_ray.evaluate.variants import EvalPair, Variant
+from crome_ray.oracle.config import OracleConfig, OracleJobConfig
 from crome_ray.oracle.job import JOB as ORACLE_JOB
 from crome_ray.runs import StepResult
 from crome_ray.storage import RunFolder, filesystem, join

@@ -10,25 +10,24 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import pyarrow as pa
 
-from crome_ray.config import ScoringSettings, StorageConfig
+from crome_ray.config import StorageConfig
+from crome_ray.evaluate.config import ScoringSettings
 
 
 class ScoreStage:
     """A Ray Data actor: the reward model loaded once, then ``__call__`` per batch of texts."""
 
-    def __init__(self, model: str, storage_json: str, max_length: int, batch_size: int, threads: int):
-        import torch
-
+    def __init__(self, **scorer: Any):
+        """``scorer``: ``train.score.actor_scorer``'s arguments (a ``scorer_pool`` gives them)."""
         from crome_ray.ray_runtime import quiet_ray_data_logs
-        from crome_ray.train.score import RewardScorer
+        from crome_ray.train.score import actor_scorer
 
         quiet_ray_data_logs()
-        torch.set_num_threads(threads)
-        storage = StorageConfig.model_validate_json(storage_json)
-        self.scorer = RewardScorer(model, storage=storage, max_length=max_length, batch_size=batch_size)
+        self.scorer = actor_scorer(**scorer)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         scores = self.scorer.score(
@@ -48,6 +47,8 @@ def score_on_ray(
     """``key -> reward`` for every ``key -> (prompt, answer)`` of ``texts``."""
     import ray
 
+    from crome_ray.train.score import scorer_pool
+
     keys = sorted(texts, key=lambda k: len(texts[k][0]) + len(texts[k][1]))
     table = pa.table(
         {
@@ -59,21 +60,10 @@ def score_on_ray(
     # blocks of a few batches: the actors share the work, and each block holds texts of similar length
     rows_per_block = max(settings.batch_size, min(4 * settings.batch_size, -(-len(keys) // settings.workers)))
     blocks = [table.slice(i, rows_per_block) for i in range(0, table.num_rows, rows_per_block)] or [table]
-    ds = ray.data.from_arrow(blocks).map_batches(
-        ScoreStage,
-        fn_constructor_kwargs={
-            "model": model,
-            "storage_json": storage.model_dump_json(),
-            "max_length": settings.max_length,
-            "batch_size": settings.batch_size,
-            "threads": max(1, round(settings.cpus)),
-        },
-        compute=ray.data.ActorPoolStrategy(size=settings.workers),
-        num_cpus=settings.cpus,
-        num_gpus=settings.gpus,
-        batch_size=None,  # a block at a time: the block is already a run of similar lengths
-        batch_format="pyarrow",
-    )
+    pool = scorer_pool(model, storage, max_length=settings.max_length, batch_size=settings.batch_size,
+                       workers=settings.workers, cpus=settings.cpus, gpus=settings.gpus)  # fmt: skip
+    # a block at a time: the block is already a run of similar lengths
+    ds = ray.data.from_arrow(blocks).map_batches(ScoreStage, **pool, batch_size=None, batch_format="pyarrow")
     out: dict[str, float] = {}
     started = time.monotonic()
     for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):

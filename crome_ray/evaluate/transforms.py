@@ -1,7 +1,7 @@
 """reWordBench-style transformations of a preference pair: meaning-preserving rewrites. Pure.
 
 reWordBench (Wu et al., 2025) publishes neither code nor data; these are written from its
-list of families (``../shared/docs/METHOD.md``). Each is one named function of ``(text,
+list of families (``docs/method.md``). Each is one named function of ``(text,
 rng)`` whose docstring names its family; a ``Transformation`` says what it applies to:
 
 - ``prompt``: the prompt is rewritten, the answers are not (Rot-13, Rot-2, Ignore

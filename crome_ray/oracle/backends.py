@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
 from crome_ray.oracle.protocol import Answer, OracleRequest
 
 if TYPE_CHECKING:
-    from crome_ray.config import ModelPrice, OracleConfig
+    from crome_ray.oracle.config import ModelPrice, OracleConfig
 
 # name -> the module whose import registers it
 BACKEND_MODULES: dict[str, str] = {

@@ -18,10 +18,10 @@ import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from crome_ray.config import OracleConfig
 from crome_ray.oracle.answers import judge_answer
 from crome_ray.oracle.budget import Reservation
 from crome_ray.oracle.cache import LedgerStore, ResponseCache
+from crome_ray.oracle.config import OracleConfig
 from crome_ray.oracle.gemini import GeminiBackend, answer_from_response, classify
 from crome_ray.oracle.governor_core import GovernorCore
 from crome_ray.oracle.pricing import call_cost_micros, micros_to_usd, worst_case_micros

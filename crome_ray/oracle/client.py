@@ -17,10 +17,10 @@ from dataclasses import replace
 
 import tenacity
 
-from crome_ray.config import OracleConfig
 from crome_ray.oracle.answers import judge_answer
 from crome_ray.oracle.backends import OracleBackend
 from crome_ray.oracle.cache import ResponseCache
+from crome_ray.oracle.config import OracleConfig
 from crome_ray.oracle.governor_core import Decision
 from crome_ray.oracle.pricing import call_cost_micros, micros_to_usd, worst_case_micros
 from crome_ray.oracle.protocol import ErrorKind, OracleError, OracleRequest, OracleResult

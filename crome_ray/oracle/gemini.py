@@ -20,8 +20,8 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from crome_ray.config import ModelPrice, OracleConfig
 from crome_ray.oracle.backends import register_backend
+from crome_ray.oracle.config import ModelPrice, OracleConfig
 from crome_ray.oracle.protocol import Answer, ErrorKind, OracleError, OracleRequest, Usage
 
 _DELAY = re.compile(r"^\s*([0-9]*\.?[0-9]+)s\s*$")
@@ -160,33 +160,9 @@ class GeminiBackend:
                 ) from None
             raise err from None
 
-    def generation_config(self, req: OracleRequest):
-        t = self._types
-        kwargs: dict[str, Any] = {
-            "temperature": req.params.temperature,
-            "max_output_tokens": req.params.max_output_tokens,
-        }
-        if req.system:
-            kwargs["system_instruction"] = req.system
-        if req.params.top_p is not None:
-            kwargs["top_p"] = req.params.top_p
-        if req.params.seed is not None:
-            kwargs["seed"] = req.params.seed
-        if req.json_schema is not None:
-            kwargs["response_mime_type"] = "application/json"
-            kwargs["response_json_schema"] = req.json_schema
-        if self.config.thinking_budget is not None and self.model.startswith("gemini-2.5"):
-            kwargs["thinking_config"] = t.ThinkingConfig(thinking_budget=self.config.thinking_budget)
-        return t.GenerateContentConfig(**kwargs)
-
-    def wire_request(self, req: OracleRequest) -> dict[str, Any]:
-        """The ``generateContent`` REST body for ``req``, as the SDK would send it.
-
-        Equal to what google-genai's own converter makes from ``generation_config(req)``
-        (tests/test_oracle_client.py holds the two side by side), built directly because the
-        SDK's pydantic round trip costs about 0.7 ms of CPU per call, most of an oracle
-        worker's client time.
-        """
+    def generation(self, req: OracleRequest) -> dict[str, Any]:
+        """``req``'s generation settings by the REST API's names (camelCase): the one list both
+        ``wire_request`` and ``generation_config`` are made from."""
         generation: dict[str, Any] = {
             "temperature": req.params.temperature,
             "maxOutputTokens": req.params.max_output_tokens,
@@ -200,10 +176,28 @@ class GeminiBackend:
             generation["responseJsonSchema"] = req.json_schema
         if self.config.thinking_budget is not None and self.model.startswith("gemini-2.5"):
             generation["thinkingConfig"] = {"thinkingBudget": self.config.thinking_budget}
+        return generation
+
+    def generation_config(self, req: OracleRequest):
+        """The SDK's ``GenerateContentConfig`` for ``req`` (its pydantic models take the REST
+        names as aliases; a nested config is a dict, validated like the SDK validates one)."""
+        kwargs = self.generation(req)
+        if req.system:
+            kwargs["systemInstruction"] = req.system
+        return self._types.GenerateContentConfig.model_validate(kwargs)
+
+    def wire_request(self, req: OracleRequest) -> dict[str, Any]:
+        """The ``generateContent`` REST body for ``req``, as the SDK would send it.
+
+        Equal to what google-genai's own converter makes from ``generation_config(req)``
+        (tests/test_oracle_client.py holds the two side by side), built directly because the
+        SDK's pydantic round trip costs about 0.7 ms of CPU per call, most of an oracle
+        worker's client time.
+        """
         body: dict[str, Any] = {"contents": [{"parts": [{"text": req.prompt}], "role": "user"}]}
         if req.system:
             body["systemInstruction"] = {"parts": [{"text": req.system}], "role": "user"}
-        body["generationConfig"] = generation
+        body["generationConfig"] = self.generation(req)
         return body
 
     async def generate(self, req: OracleRequest) -> Answer:

@@ -23,8 +23,8 @@ import time
 import uuid
 from typing import Any
 
-from crome_ray.config import OracleConfig
 from crome_ray.oracle.cache import LedgerStore
+from crome_ray.oracle.config import OracleConfig
 from crome_ray.oracle.governor_core import Decision, GovernorCore
 
 # The shortest sleep of a waiting queue. At the quota, the window frees one request per

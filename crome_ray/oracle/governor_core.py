@@ -34,8 +34,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from crome_ray.config import OracleConfig
 from crome_ray.oracle.budget import Budget, Reservation
+from crome_ray.oracle.config import OracleConfig
 from crome_ray.oracle.limits import Grant, RateLimiter
 from crome_ray.oracle.pricing import micros_to_usd, usd_to_micros
 

@@ -32,13 +32,20 @@ from typing import Any
 import pyarrow as pa
 from pydantic import SecretStr
 
-from crome_ray.config import AugmentConfig, OracleConfig, OracleJobConfig
 from crome_ray.data.formats import RowError, RowProblem
 from crome_ray.data.readers import read_source
 from crome_ray.heap import Trimmer
 from crome_ray.oracle.backends import make_backend
-from crome_ray.oracle.protocol import ErrorKind, OracleError
-from crome_ray.oracle.stage import RESULT_COLUMNS, OracleStage, request_from_row, result_columns
+from crome_ray.oracle.choice import plan_oracle
+from crome_ray.oracle.config import OracleConfig, OracleJobConfig
+from crome_ray.oracle.protocol import ErrorKind
+from crome_ray.oracle.stage import (
+    RESULT_COLUMNS,
+    OracleStage,
+    request_from_row,
+    result_columns,
+    stage_resources,
+)
 from crome_ray.records import Reason
 from crome_ray.runs import Step, StepResult
 from crome_ray.storage import join
@@ -59,15 +66,6 @@ Progress = Callable[[dict[str, Any]], None]
 
 
 OracleJobResult = StepResult
-
-# the primary's failures that a fallback policy sends to the local oracle
-FALLBACK_KINDS: dict[str, frozenset[str]] = {
-    "off": frozenset(),
-    "on_budget": frozenset({ErrorKind.BUDGET_EXHAUSTED}),
-    "on_error": frozenset(
-        {ErrorKind.BUDGET_EXHAUSTED, ErrorKind.QUOTA_EXHAUSTED, ErrorKind.RETRYABLE, ErrorKind.FATAL}
-    ),
-}
 
 
 def run_name(cfg: OracleJobConfig) -> str:
@@ -114,19 +112,6 @@ def read_prompts(cfg: OracleJobConfig) -> tuple[list[dict[str, Any]], list[RowPr
     return rows, bad
 
 
-def check_model(oracle: OracleConfig, api_key: SecretStr) -> None:
-    """One free metadata call: a retired or misspelled model fails before anything is spent."""
-
-    async def check() -> None:
-        backend = make_backend(oracle, api_key.get_secret_value())
-        try:
-            await backend.check_model()
-        finally:
-            await backend.aclose()
-
-    asyncio.run(check())
-
-
 def batch_state_uri(cfg: OracleJobConfig) -> str:
     return join(cfg.storage.root, JOB, f"{run_name(cfg)}.batches.json")
 
@@ -141,24 +126,15 @@ def run_oracle_job(
 ) -> OracleJobResult:
     """``api_key``: the primary oracle's; ``fallback_key``: the fallback's, if it needs one
     (an OpenAI-compatible server with a key; a vLLM engine needs none)."""
-    primary, policy = cfg.oracle, cfg.fallback.policy
-    if policy == "local_only":
-        primary, policy = cfg.fallback.oracle, "off"
-        api_key = fallback_key or SecretStr("")
-    primary.price()  # no price, no cap: refuse before anything else
-    if policy != "off":
-        cfg.fallback.oracle.price()
+    plan = plan_oracle(cfg, api_key, fallback_key)  # no price, no cap: refused before anything else
     step = Step(JOB, run_name(cfg), cfg, force=force)
     if not step.begin():  # committed by this same config: nothing to do
         return step.result
     rows, bad_input = read_prompts(cfg)
-    unavailable = None
-    try:
-        check_model(primary, api_key)  # a wrong model id fails here: nothing spent, the last run untouched
-    except OracleError as e:
-        if not (e.kind == ErrorKind.FATAL and ErrorKind.FATAL in FALLBACK_KINDS[policy]):
-            raise
-        unavailable = e  # the whole table goes to the fallback
+    # a wrong model id fails here: nothing spent, the last run untouched; under on_error an
+    # unavailable primary sends the whole table to the fallback
+    checked = plan.checked()
+    primary = plan.primary
 
     responses = step.table("responses", RESPONSE_SCHEMA, cfg.rows_per_file)
     quarantine = step.quarantine(source="prompts", stage="oracle.input", rows_per_file=cfg.rows_per_file)
@@ -166,7 +142,7 @@ def run_oracle_job(
         quarantine.put_problem(problem)
     outcome: Counter = Counter()
     held: list[dict[str, Any]] = []  # primary failures the fallback will serve
-    eligible = FALLBACK_KINDS[policy]
+    eligible = plan.fallback_kinds
 
     def put(row: dict[str, Any], tried_before: str | None = None) -> None:
         kind = row["oracle_error"]
@@ -191,9 +167,9 @@ def run_oracle_job(
             progress({"rows": sum(outcome.values()) + len(held), "of": len(rows), **s})
 
     stats: dict[str, Any] = {}
-    if unavailable is None:
+    if checked.unavailable is None:
         run_rows = _run_batch if primary.mode == "batch" else _run_online
-        stats = run_rows(cfg, primary, ledger_uri(cfg), api_key, rows, put_primary, report)
+        stats = run_rows(cfg, primary, ledger_uri(cfg), plan.api_key, rows, put_primary, report)
     else:
         held = [
             {**r, "oracle_error": str(ErrorKind.FATAL), "backend": primary.backend, "model": primary.model}
@@ -203,14 +179,15 @@ def run_oracle_job(
     if held:
         before = {r["id"]: f"{r['backend']} {r['model']}: {r['oracle_error']}" for r in held}
         served_for = Counter(r["oracle_error"] for r in held)
-        fb = cfg.fallback.oracle
+        fb = plan.fallback
+        assert fb is not None  # rows are held only under a fallback policy
         fb_rows = [{k: r[k] for k in INPUT_COLUMNS} for r in held]
         held.clear()
         fallback_stats = _run_online(
             cfg,
             fb,
             ledger_uri(cfg, "fallback"),
-            fallback_key or SecretStr(""),
+            plan.fallback_key,
             fb_rows,
             lambda row: put(row, before[row["id"]]),
             report,
@@ -224,31 +201,9 @@ def run_oracle_job(
     if fallback_stats is not None:
         extra["fallback"] = fallback_stats
         extra["fallback_ledger"] = ledger_uri(cfg, "fallback")
-    if unavailable is not None:
-        extra["primary_unavailable"] = str(unavailable)
+    if checked.unavailable is not None:
+        extra["primary_unavailable"] = checked.unavailable
     return step.commit(counts, oracle=stats, **extra)
-
-
-def stage_resources(cfg: OracleJobConfig | AugmentConfig, oracle: OracleConfig) -> dict[str, Any]:
-    """Actors and their resources: a local engine per actor, sized from ``oracle.engine``;
-    a remote API's callers are light, many batches in flight each."""
-    import ray
-
-    if oracle.backend != "vllm":
-        return {
-            "size": cfg.workers,
-            "concurrency": cfg.batches_per_worker,
-            "num_cpus": cfg.worker_cpus,
-            "num_gpus": 0,
-        }
-    e = oracle.engine
-    gpus = e.device == "cuda" or (e.device == "auto" and ray.cluster_resources().get("GPU", 0) > 0)
-    return {
-        "size": e.engines,
-        "concurrency": cfg.batches_per_worker,
-        "num_cpus": e.cpus_per_engine,
-        "num_gpus": e.tensor_parallel_size if gpus else 0,
-    }
 
 
 def _run_online(cfg, oracle: OracleConfig, ledger: str, api_key, rows, put, report) -> dict[str, Any]:
@@ -268,15 +223,22 @@ def _run_online(cfg, oracle: OracleConfig, ledger: str, api_key, rows, put, repo
         )
         # one block per batch, so every actor of the pool gets work
         blocks = [table.slice(i, cfg.batch_size) for i in range(0, max(table.num_rows, 1), cfg.batch_size)]
-        res = stage_resources(cfg, oracle)
+        res = stage_resources(
+            oracle,
+            workers=cfg.workers,
+            worker_cpus=cfg.worker_cpus,
+            batches_per_worker=cfg.batches_per_worker,
+        )
         ds = ray.data.from_arrow(blocks).map_batches(
             OracleStage,
             fn_constructor_kwargs={
-                "config_json": oracle.model_dump_json(),
-                "cache_root": cache,
-                "storage_json": storage_json,
-                "api_key": api_key,
-                "governor_name": gov_name,
+                "caller_args": {
+                    "config_json": oracle.model_dump_json(),
+                    "cache_root": cache,
+                    "storage_json": storage_json,
+                    "api_key": api_key,
+                    "governor_name": gov_name,
+                },
                 "max_output_tokens": cfg.max_output_tokens,
             },
             compute=ray.data.ActorPoolStrategy(

@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from crome_ray.config import QuotaConfig
+from crome_ray.oracle.config import QuotaConfig
 
 
 class SlidingWindow:

@@ -25,8 +25,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from crome_ray.config import ModelPrice, OracleConfig
 from crome_ray.oracle.backends import register_backend
+from crome_ray.oracle.config import ModelPrice, OracleConfig
 from crome_ray.oracle.protocol import Answer, ErrorKind, OracleError, OracleRequest, Usage
 from crome_ray.oracle.schema_bounds import SchemaBoundError, bounded
 

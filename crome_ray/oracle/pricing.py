@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass
 from decimal import Decimal
 
-from crome_ray.config import ModelPrice
+from crome_ray.oracle.config import ModelPrice
 from crome_ray.oracle.protocol import Usage
 
 MICROS_PER_USD = 1_000_000

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 from pydantic import SecretStr
 
-from crome_ray.config import OracleConfig
 from crome_ray.oracle.backends import make_backend
+from crome_ray.oracle.config import OracleConfig
 from crome_ray.oracle.pricing import call_cost
 from crome_ray.oracle.protocol import GenerationParams, OracleRequest
 

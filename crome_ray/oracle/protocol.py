@@ -13,6 +13,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from crome_ray.errors import CromeError
+
 
 class ErrorKind(enum.StrEnum):
     RETRYABLE = "retryable"  # 429 / 5xx / timeouts / connection errors: try again later
@@ -22,7 +24,7 @@ class ErrorKind(enum.StrEnum):
     BUDGET_EXHAUSTED = "budget_exhausted"  # the next call could cross the dollar cap
 
 
-class OracleError(Exception):
+class OracleError(CromeError):
     def __init__(
         self,
         kind: ErrorKind,

@@ -2,7 +2,7 @@
 
 Small local models, held to a JSON schema by vLLM's structured output (xgrammar),
 still run away: the grammar lets a string or a list go on until ``max_tokens``, and the
-answer then ends as truncated, invalid JSON (``../shared/docs/LOCAL_MODELS.md``: 3 of
+answer then ends as truncated, invalid JSON (``docs/local_models.md``: 3 of
 16 SmolLM2 answers at batch 16). A grammar can only stop what the schema bounds, so
 ``bounded`` returns a copy in which every string has a ``maxLength``, every array a
 ``maxItems`` and every object closes (``additionalProperties: false`` where the schema

@@ -34,6 +34,8 @@ import random
 import re
 from typing import Any
 
+from crome_ray.text_similarity import unigram_f1
+
 FENCE = re.compile(r"<<<BEGIN ([A-Z ]+?) ([0-9a-f]{12})>>>\n(.*?)\n<<<END \1 \2>>>", re.DOTALL)
 WORD = re.compile(r"[A-Za-z][A-Za-z-]{3,}")
 _STOP_WORDS = (
@@ -229,8 +231,6 @@ def _verify(blocks: dict[str, str], prompt: str, rng: random.Random, p_false_pas
     m = re.search(r"meant to be ANSWER ([AB])", prompt)
     if not m or "REWRITE" not in blocks:
         return None
-    from crome_ray.augment.leakage import unigram_f1
-
     rewrite, answer = blocks["REWRITE"].strip(), blocks.get(f"ANSWER {m.group(1)}", "").strip()
     if rewrite == answer and rng.random() >= p_false_pass:
         return {"target_changed": False, "others_preserved": True, "verdict": "Fail",

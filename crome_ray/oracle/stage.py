@@ -22,10 +22,11 @@ from typing import Any
 import pyarrow as pa
 from pydantic import SecretStr
 
-from crome_ray.config import OracleConfig, StorageConfig
+from crome_ray.config import StorageConfig
 from crome_ray.oracle.backends import make_backend
 from crome_ray.oracle.cache import ResponseCache
 from crome_ray.oracle.client import OracleClient
+from crome_ray.oracle.config import OracleConfig
 from crome_ray.oracle.governor import RemoteGovernor
 from crome_ray.oracle.protocol import GenerationParams, OracleError, OracleRequest, OracleResult
 
@@ -174,21 +175,13 @@ class OracleServer:
 
 
 class OracleStage:
-    def __init__(
-        self,
-        config_json: str,
-        cache_root: str,
-        storage_json: str | None,
-        api_key: SecretStr,
-        governor_name: str,
-        namespace: str = "crome-ray",
-        max_output_tokens: int = 1024,
-    ):
+    """The oracle job's Ray Data stage: each row's request through one ``OracleCaller``, opened with
+    ``caller_args`` (``OracleCaller.open``'s arguments) on the actor's own loop."""
+
+    def __init__(self, caller_args: dict[str, Any], max_output_tokens: int = 1024):
         self.max_output_tokens = max_output_tokens
         self._loop = ActorLoop()
-        self.caller = self._loop.run(
-            OracleCaller.open(config_json, cache_root, storage_json, api_key, governor_name, namespace)
-        )
+        self.caller = self._loop.run(OracleCaller.open(**caller_args))
         self.config, self.backend = self.caller.config, self.caller.backend
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -209,3 +202,23 @@ class OracleStage:
             self._loop.stop()
         except Exception:
             pass  # best effort: the process is going away
+
+
+def stage_resources(
+    oracle: OracleConfig, *, workers: int, worker_cpus: float, batches_per_worker: int
+) -> dict[str, Any]:
+    """Actors and their resources: a local engine per actor, sized from ``oracle.engine``;
+    a remote API's callers are light (``workers`` of ``worker_cpus`` each), many batches in
+    flight each."""
+    import ray
+
+    if oracle.backend != "vllm":
+        return {"size": workers, "concurrency": batches_per_worker, "num_cpus": worker_cpus, "num_gpus": 0}
+    e = oracle.engine
+    gpus = e.device == "cuda" or (e.device == "auto" and ray.cluster_resources().get("GPU", 0) > 0)
+    return {
+        "size": e.engines,
+        "concurrency": batches_per_worker,
+        "num_cpus": e.cpus_per_engine,
+        "num_gpus": e.tensor_parallel_size if gpus else 0,
+    }

@@ -43,13 +43,14 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from crome_ray.config import ModelPrice, OracleConfig
+from crome_ray.errors import CromeError
 from crome_ray.oracle.backends import register_backend
+from crome_ray.oracle.config import ModelPrice, OracleConfig
 from crome_ray.oracle.protocol import Answer, ErrorKind, OracleError, OracleRequest, Usage
 from crome_ray.oracle.schema_bounds import SchemaBoundError, bounded
 
 
-class EngineStartError(RuntimeError):
+class EngineStartError(CromeError, RuntimeError):
     """The engine could not start; the message carries vLLM's reason."""
 
 

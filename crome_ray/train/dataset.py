@@ -21,54 +21,20 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from crome_ray.config import AugmentConfig, IngestConfig, SourceConfig, StorageConfig, TrainConfig
-from crome_ray.storage import RunFolder, is_bucket_uri, path_in_filesystem, pyarrow_filesystem, split_uri
+from crome_ray.config import StorageConfig
+from crome_ray.errors import CromeError
+from crome_ray.storage import path_in_filesystem, pyarrow_filesystem
+from crome_ray.train.config import TrainConfig
 
 COLUMNS = ["pair_id", "prompt", "chosen", "rejected", "label"]
 
 
-class TrainError(RuntimeError):
+class TrainError(CromeError):
     """A training run that cannot go on; the message says why and what to do."""
-
-
-def pairs_run(
-    uri: str, cfg: TrainConfig | AugmentConfig, limit: int | None, log: Callable[[str], None]
-) -> RunFolder:
-    """The committed run holding the pairs at ``uri``: that run, or a new ingest of a source file."""
-    return source_run(SourceConfig(path=uri, format="auto", limit=limit), cfg.storage, log)
-
-
-def source_run(src: SourceConfig, storage: StorageConfig, log: Callable[[str], None]) -> RunFolder:
-    """The committed run at ``src.path``, or a new ingest of the source ``src`` describes."""
-    run = RunFolder.from_uri(src.path, storage)
-    if run.is_committed():
-        return run
-    if run.fs.isdir(run.path) and (run.attempt_ids() or run.fs.exists(f"{run.path}/pairs")):
-        raise TrainError(
-            f"{src.path} is a run folder that was never committed: re-run the step that writes it"
-        )
-    from crome_ray.data.ingest import run_ingest
-
-    result = run_ingest(IngestConfig(source=src, storage=storage))
-    log(f"ingested {src.path} → {result.run.uri} ({'already there' if result.skipped else 'new'})")
-    return result.run
-
-
-def pair_files(run: RunFolder) -> list[str]:
-    """URIs of the committed pairs table's Parquet files (absolute local paths, s3:// or gs://)."""
-    files = run.table_files("pairs")
-    if not files:
-        raise TrainError(f"{run.uri} has no pairs")
-    if is_bucket_uri(run.uri):
-        proto = split_uri(run.uri)[0]
-        return [f"{proto}://{f}" for f in files]
-    return [str(Path(f).resolve()) for f in files]
 
 
 class Encode:
@@ -77,7 +43,6 @@ class Encode:
     def __init__(self, model: str, storage_json: str, max_length: int):
         from transformers import AutoConfig, AutoTokenizer
 
-        from crome_ray.config import StorageConfig
         from crome_ray.models import resolve_model
         from crome_ray.train.batches import PairEncoder
         from crome_ray.train.model import is_decoder_type, prepare_tokenizer

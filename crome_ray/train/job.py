@@ -19,13 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from crome_ray.config import TrainConfig
+from crome_ray.data.inputs import pair_files, pairs_run
 from crome_ray.runs import Step, StepResult
 from crome_ray.storage import RunFolder, is_remote, path_in_filesystem, pyarrow_filesystem
+from crome_ray.train.config import TrainConfig
 from crome_ray.train.dataset import (
     TrainError,
-    pair_files,
-    pairs_run,
     shuffled_each_epoch,
     table_counts,
     tokenized,
@@ -68,9 +67,9 @@ def data_key(cfg: TrainConfig) -> str:
 
 def input_runs(cfg: TrainConfig, log: Callable[[str], None]) -> dict[str, RunFolder]:
     """The committed pair runs the config names (a source file is ingested first)."""
-    inputs = {"train": pairs_run(cfg.train_data, cfg, cfg.train_limit, log)}
+    inputs = {"train": pairs_run(cfg.train_data, cfg.storage, cfg.train_limit, log)}
     if cfg.eval_data:
-        inputs["eval"] = pairs_run(cfg.eval_data, cfg, cfg.eval_limit, log)
+        inputs["eval"] = pairs_run(cfg.eval_data, cfg.storage, cfg.eval_limit, log)
     return inputs
 
 

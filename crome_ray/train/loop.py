@@ -28,8 +28,8 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from crome_ray.config import TrainConfig
 from crome_ray.train.batches import PairBatch, PairRow, collate, length_grouped, rewards
+from crome_ray.train.config import TrainConfig
 from crome_ray.train.loss import composite_loss
 from crome_ray.train.model import RewardModel, load_reward_model
 from crome_ray.train.sharding import gathered_optimizer, gathered_weights, is_sharded, load_gathered

@@ -10,7 +10,7 @@ preference pair):
   ``center_rewards_coefficient``), which keeps rewards near 0 without changing Δ.
 
 total = (Σ_pref BT + λ · Σ_tie tie) / n_pairs + centering. Dividing by the number of
-pairs in the batch, not per kind, keeps the paper's sum form (METHOD.md, step 7) with
+pairs in the batch, not per kind, keeps the paper's sum form (docs/method.md, step 7) with
 a batch-size-independent scale; λ = 1 is the paper's setting.
 """
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from crome_ray.config import LoraSettings
+from crome_ray.train.config import LoraSettings
 
 LORA_TARGETS: dict[str, list[str]] = {
     "llama": ["q_proj", "k_proj", "v_proj", "o_proj"],

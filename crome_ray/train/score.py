@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import torch
 
 from crome_ray.config import StorageConfig
+from crome_ray.errors import CromeError
 from crome_ray.models import ModelError, resolve_model
 from crome_ray.storage import RunFolder, filesystem, is_bucket_uri, join
 from crome_ray.train.batches import PairEncoder
@@ -81,7 +83,45 @@ class RewardScorer:
         )
 
 
-class ScoreInputError(ValueError):
+def scorer_pool(
+    model: str,
+    storage: StorageConfig,
+    *,
+    max_length: int,
+    batch_size: int,
+    workers: int,
+    cpus: float,
+    gpus: float,
+) -> dict[str, Any]:
+    """Ray Data ``map_batches`` arguments for a pool of ``workers`` actors that each load ``model``
+    once (``ActorScorer``'s arguments in ``fn_constructor_kwargs``; a stage adds its own)."""
+    import ray
+
+    return {
+        "fn_constructor_kwargs": {
+            "model": model,
+            "storage_json": storage.model_dump_json(),
+            "max_length": max_length,
+            "batch_size": batch_size,
+            "threads": max(1, round(cpus)),
+        },
+        "compute": ray.data.ActorPoolStrategy(size=workers),
+        "num_cpus": cpus,
+        "num_gpus": gpus,
+    }
+
+
+def actor_scorer(
+    model: str, storage_json: str, max_length: int, batch_size: int, threads: int
+) -> RewardScorer:
+    """The scorer of an actor of a ``scorer_pool``: torch on ``threads`` threads (its Ray CPUs), the
+    model resolved on the actor's own node."""
+    torch.set_num_threads(threads)
+    storage = StorageConfig.model_validate_json(storage_json)
+    return RewardScorer(model, storage=storage, max_length=max_length, batch_size=batch_size)
+
+
+class ScoreInputError(CromeError, ValueError):
     """A table to score that cannot be read or lacks the columns; the message says which."""
 
 

@@ -11,8 +11,8 @@ import json
 import sys
 from typing import Any
 
-from crome_ray.config import TrainConfig
 from crome_ray.storage import Folder
+from crome_ray.train.config import TrainConfig
 
 
 def quiet_worker_logs() -> None:

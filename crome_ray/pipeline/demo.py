@@ -11,9 +11,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from crome_ray.config import ConfigError, PipelineConfig, load_config
+from crome_ray.config import ConfigError, load_config
+from crome_ray.pipeline.config import PipelineConfig
 
-CONFIG = Path(__file__).resolve().parents[1] / "jobs" / "configs" / "pipeline_demo.yaml"
+CONFIG = Path(__file__).resolve().parents[2] / "jobs" / "configs" / "pipeline_demo.yaml"
+# the demo's local Ray cluster has the 2 CPUs its config's stages are sized for, whatever the
+# machine has: it runs the same on a laptop, a workstation and CI's 2 cores
+RAY_CPUS = 2
 
 # ``--quick``: the same pipeline at smoke size (what the test of the demo runs): 40 pairs, IQN
 # ties only (no oracle call, so no engine starts), 4 training steps on one worker and no

@@ -29,10 +29,12 @@ from typing import Any
 
 import pyarrow as pa
 
-from crome_ray.config import SweepSettings, TrainConfig, TuneConfig
+from crome_ray.errors import CromeError
 from crome_ray.evaluate.report import png_bytes
 from crome_ray.runs import Step, StepResult
 from crome_ray.storage import RunFolder, is_remote, path_in_filesystem, pyarrow_filesystem
+from crome_ray.train.config import TrainConfig
+from crome_ray.tune.config import SweepSettings, TuneConfig
 
 JOB = "tune"
 
@@ -52,7 +54,7 @@ TRIALS_SCHEMA = pa.schema(
 )
 
 
-class SweepError(RuntimeError):
+class SweepError(CromeError, RuntimeError):
     """A sweep that cannot run or gave no result; the message says why."""
 
 
@@ -231,15 +233,15 @@ def _expected_reports(cfg: TrainConfig) -> int:
 def run_tune_job(cfg: TuneConfig, *, force: bool = False, log: Callable[[str], None] = print) -> StepResult:
     from ray import tune
 
-    from crome_ray.train.dataset import pairs_run
+    from crome_ray.data.inputs import pairs_run
     from crome_ray.train.job import prepare_data
 
     if cfg.sweep.scheduler == "asha":
         check_state_api()
     train_cfg = cfg.train.model_copy(update={"storage": cfg.storage})
-    data_runs = {"train": pairs_run(train_cfg.train_data, train_cfg, None, log)}
+    data_runs = {"train": pairs_run(train_cfg.train_data, train_cfg.storage, None, log)}
     if train_cfg.eval_data:
-        data_runs["eval"] = pairs_run(train_cfg.eval_data, train_cfg, None, log)
+        data_runs["eval"] = pairs_run(train_cfg.eval_data, train_cfg.storage, None, log)
     if cfg.sweep.metric.startswith("eval_") and "eval" not in data_runs:
         raise SweepError(f"sweep.metric {cfg.sweep.metric} needs train.eval_data (a validation set)")
     step = Step(JOB, run_name(cfg), cfg, inputs=dict(data_runs), force=force)

@@ -19,22 +19,22 @@ was done or found, the evaluation's headline numbers and where its report is.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import SecretStr
 
-from crome_ray.config import (
-    AugmentConfig,
-    EvaluateConfig,
-    IngestConfig,
-    PipelineConfig,
-    TrainConfig,
-    TuneConfig,
-)
+from crome_ray.augment.config import AugmentConfig
+from crome_ray.data.config import IngestConfig
+from crome_ray.errors import CromeError
+from crome_ray.evaluate.config import EvaluateConfig
+from crome_ray.oracle.choice import OracleChoice, choose_oracle
+from crome_ray.pipeline.config import PipelineConfig
 from crome_ray.runs import Step, StepResult
 from crome_ray.storage import RunFolder
+from crome_ray.train.config import TrainConfig
+from crome_ray.tune.config import TuneConfig
 
 JOB = "pipeline"
 STEPS = ("ingest", "baseline", "augment", "crome", "evaluate")
@@ -104,31 +104,42 @@ class PipelineOutcome:
     evaluation: StepResult | None = None
 
 
-class PipelineError(RuntimeError):
+class PipelineError(CromeError, RuntimeError):
     """A step of the pipeline failed; the message names the step."""
+
+
+def choose_oracles(
+    cfg: PipelineConfig, environ: Mapping[str, str] | None = None
+) -> tuple[PipelineConfig, dict[str, OracleChoice]]:
+    """The augmentation's oracle, and the evaluation's rewrites' when they are on: their keys from
+    the environment and what to tell the user (``oracle.choice``), before Ray starts."""
+    cfg, augment = choose_oracle(cfg, "augment", environ)
+    oracles = {"augment": augment}
+    if cfg.evaluate.rewrites.enabled:
+        cfg, oracles["rewrites"] = choose_oracle(cfg, "evaluate.rewrites", environ)
+    return cfg, oracles
 
 
 def run_pipeline(
     cfg: PipelineConfig,
+    oracles: Mapping[str, OracleChoice] | None = None,
     *,
-    api_key: SecretStr,
-    fallback_key: SecretStr | None = None,
     force: bool = False,
     log: Callable[[str], None] = print,
     step_started: Callable[[str, str], None] = lambda step, what: None,
     step_done: Callable[[str, StepResult], None] = lambda step, result: None,
     augment_progress: Callable[[dict[str, Any]], None] | None = None,
-    rewrite_keys: tuple[SecretStr | None, SecretStr | None] = (None, None),
 ) -> PipelineOutcome:
-    """``api_key``/``fallback_key``: the augmentation's oracles' (see ``run_augment_job``);
-    ``rewrite_keys``: the evaluation's, when ``evaluate.rewrites`` is on.
-    ``force`` redoes the pipeline's own run only; to redo a step, change its config."""
+    """``oracles``: the keys ``choose_oracles`` found for the augmentation and the rewrites (none:
+    no keys). ``force`` redoes the pipeline's own run only; to redo a step, change its config."""
     from crome_ray.augment.job import run_augment_job
     from crome_ray.data.ingest import run_ingest
     from crome_ray.evaluate.job import run_evaluate_job
     from crome_ray.train.job import run_train_job
-    from crome_ray.tune import run_tune_job
+    from crome_ray.tune.job import run_tune_job
 
+    augment_oracle = (oracles or {}).get("augment") or OracleChoice(SecretStr(""), SecretStr(""))
+    rewrites = (oracles or {}).get("rewrites")  # none: the evaluation says its rewrites need a key
     records: list[StepRecord] = []
     results: dict[str, StepResult] = {}
 
@@ -154,7 +165,11 @@ def run_pipeline(
         "augment",
         "the Crome augmentation" + (", filtered by the baseline RM" if cfg.baseline_filter else ""),
         lambda: run_augment_job(
-            aug_cfg, api_key, fallback_key=fallback_key, progress=augment_progress, log=log
+            aug_cfg,
+            augment_oracle.api_key,
+            fallback_key=augment_oracle.fallback_key,
+            progress=augment_progress,
+            log=log,
         ),
     )
     if cfg.sweep is not None:
@@ -169,7 +184,12 @@ def run_pipeline(
     evaluation = step(
         "evaluate",
         "baseline and Crome side by side",
-        lambda: run_evaluate_job(ecfg, log=log, api_key=rewrite_keys[0], fallback_key=rewrite_keys[1]),
+        lambda: run_evaluate_job(
+            ecfg,
+            log=log,
+            api_key=rewrites.api_key if rewrites else None,
+            fallback_key=rewrites.fallback_key if rewrites else None,
+        ),
     )
 
     own = Step(JOB, run_name(cfg), cfg, inputs={r.name: results[r.name].run for r in records}, force=force)

@@ -1,0 +1,60 @@
+"""The pipeline's config: `crome-ray pipeline` / jobs/pipeline.py, the method end to end, each
+step's own config nested under its name.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from crome_ray.augment.config import AugmentConfig
+from crome_ray.config import Frozen, RunName, StorageConfig, config_fingerprint
+from crome_ray.data.config import SAMPLE_ULTRAFEEDBACK, SourceConfig
+from crome_ray.evaluate.config import EvaluateConfig
+from crome_ray.train.config import TrainConfig
+from crome_ray.tune.config import SweepSettings
+
+PIPELINE_MODELS = ("baseline", "crome")
+
+
+class PipelineConfig(Frozen):
+    """`crome-ray pipeline` / jobs/pipeline.py: the method end to end, each step a committed run.
+
+    ingest → baseline RM → augment (its filter scores with the baseline) → Crome RM (or the λ
+    sweep's best) → evaluation of both side by side. The pipeline sets what links the steps
+    (each step's input is the run before it, every step writes under ``storage``); everything
+    else is each step's own config, overridable as ``augment.limit=...``, ``crome.max_steps=...``.
+    """
+
+    job: Literal["pipeline"] = "pipeline"
+    run_name: RunName = Field(None, description="The pipeline's own run; default pipeline-<fingerprint>.")
+    source: SourceConfig = Field(
+        default_factory=lambda: SourceConfig(path=SAMPLE_ULTRAFEEDBACK, format="auto"),
+        description="The training preference pairs (any ingest format, local, s3:// or gs://).",
+    )
+    baseline: TrainConfig = Field(
+        default_factory=TrainConfig, description="The baseline RM, trained on the source pairs."
+    )
+    augment: AugmentConfig = Field(
+        default_factory=AugmentConfig,
+        description="The augmentation of the source pairs; filter.model is the baseline (unless "
+        "baseline_filter is false).",
+    )
+    baseline_filter: bool = Field(True, description="Filter the augmented pairs with the baseline RM.")
+    crome: TrainConfig = Field(
+        default_factory=TrainConfig, description="The Crome RM, trained on the augmented pairs."
+    )
+    sweep: SweepSettings | None = Field(
+        None, description="Set: Ray Tune sweeps λ of the Crome RM, and its best trial is the Crome RM."
+    )
+    evaluate: EvaluateConfig = Field(
+        default_factory=lambda: EvaluateConfig(models=list(PIPELINE_MODELS)),
+        description="The evaluation; in models, 'baseline' and 'crome' name the pipeline's RMs, any "
+        "other entry is evaluated as given (e.g. a public RM for comparison).",
+    )
+    storage: StorageConfig = StorageConfig()
+
+    def fingerprint(self) -> str:
+        """The pipeline's run is named by its steps' configs (each step fingerprints its own)."""
+        return config_fingerprint(self.model_copy(update={"run_name": None, "storage": StorageConfig()}))

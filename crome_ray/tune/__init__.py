@@ -1,0 +1,1 @@
+"""The λ sweep: its config (``config``) and the Ray Tune job (``job``)."""
