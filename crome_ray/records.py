@@ -182,7 +182,8 @@ REJECTED_SCHEMA = pa.schema(
 CONTROL_SCHEMA = pa.schema(
     [
         pa.field("source_id", pa.string(), nullable=False),
-        pa.field("probe", pa.string(), nullable=False),  # original | unrelated
+        pa.field("verifier", pa.string()),  # causal | neutral_can | neutral_para: the verifier it calibrates
+        pa.field("probe", pa.string(), nullable=False),  # original | unrelated | unchanged | other_answer
         pa.field("passed", pa.bool_()),  # null: no verdict (the call failed)
         pa.field("reason", pa.string()),
         pa.field("backend", pa.string()),

@@ -14,6 +14,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 
 def shown_uri(uri: str, cwd: Path | None = None) -> str:
@@ -102,6 +103,39 @@ def print_oracle(console: Console, result: Any) -> None:
     console.print(f"ledger:     {d['ledger']}")
 
 
+def _print_gate(console: Console, gate: dict[str, Any], verify_neutrals: bool | None) -> None:
+    """The quality gate per oracle-written kind: what was asked, what refused it, what stayed."""
+    if not gate:
+        return
+    table = Table(title="quality gate per kind", title_justify="left")
+    for col in (
+        "kind",
+        "asked",
+        "answered",
+        "refused by",
+        "verified (pass/fail)",
+        "accepted",
+        "share",
+        "in pairs",
+    ):
+        table.add_column(col, justify="left" if col in ("kind", "refused by", "in pairs") else "right")
+    for kind, r in gate.items():
+        refused = ", ".join(f"{k.removeprefix('checks:')} {v:,}" for k, v in
+                            sorted(r["rejected"].items(), key=lambda kv: -kv[1])) or "-"  # fmt: skip
+        verified = f"{r['verified']['pass']:,}/{r['verified']['fail']:,}" if r["verified"] else "-"
+        share = "-" if r["accepted_share"] is None else f"{r['accepted_share']:.0%}"
+        verdict = "[yellow]left out[/]" if r["left_out"] else ("yes (not judged)" if r["note"] else "yes")
+        table.add_row(kind.replace("_", " "), f"{r['asked']:,}", f"{r['answered']:,}", refused, verified,
+                      f"{r['accepted']:,}", share, verdict)  # fmt: skip
+    console.print(table)
+    for kind, r in gate.items():
+        if r["left_out"]:
+            console.print(f"[yellow]{kind} left out of pairs:[/] {r['left_out']}")
+    if verify_neutrals is False and any(k.startswith("neutral_") for k in gate):
+        console.print("[dim]CAN and PARA were not sent to the verifier (tasks.verify_neutrals auto: the "
+                      "oracle is a local model under 1B); the code checks alone judged them.[/]")  # fmt: skip
+
+
 def print_augment(console: Console, result: Any) -> None:
     """Summary of an augmentation run."""
     m = result.manifest
@@ -112,13 +146,16 @@ def print_augment(console: Console, result: Any) -> None:
         if k.startswith("pairs_"):
             table.add_row(f"  {k[6:].replace('_', ' ')}", f"{v:,}")
     table.add_row("training pairs", f"{c['pairs']:,} ({c['ratio_to_source']:.2f}× the source)", style="bold")
+    if c.get("left_out"):
+        table.add_row("left out by the quality gate", f"{c['left_out']:,}", style="yellow")
     table.add_row("rejected rewrites", f"{c['rejected']:,}")
     table.add_row("filtered by the baseline", f"{c['filtered']:,}")
     table.add_row("quarantined calls", f"{c['quarantine']:,}")
-    ctl = d["controls"]
-    if ctl.get("false_pass_rate") is not None:
-        table.add_row("verifier false-pass rate (controls)", f"{ctl['false_pass_rate']:.0%} of "
-                      f"{ctl.get('passed', 0) + ctl.get('failed', 0)}")  # fmt: skip
+    for verifier, ctl in d["controls"].items():
+        if isinstance(ctl, dict) and ctl.get("false_pass_rate") is not None:
+            name = "verifier" if verifier == "causal" else f"{verifier.replace('_', ' ')} verifier"
+            table.add_row(f"{name} false-pass rate (controls)", f"{ctl['false_pass_rate']:.0%} of "
+                          f"{ctl['passed'] + ctl['failed']}")  # fmt: skip
     for name in ("oracle", "fallback"):
         o = d.get(name)
         if o:
@@ -128,6 +165,7 @@ def print_augment(console: Console, result: Any) -> None:
             table.add_row(f"{name} spent", f"${o['spent_usd']:.4f} of ${o['cap_usd']:.2f} cap")
             _engines(table, o, f"{name} ")
     console.print(table)
+    _print_gate(console, d.get("gate") or {}, d.get("verify_neutrals"))
     if d.get("rejected_by"):
         console.print("rejected by: " + ", ".join(f"{k} {v:,}" for k, v in d["rejected_by"].items()))
     if d.get("quarantine_by"):
@@ -410,6 +448,31 @@ def print_runs(console: Console, root: str, statuses: list[Any], now: float) -> 
     for s in statuses:
         if s.reasons and s.state == "stale":
             console.print(f"[yellow]{s.job}/{s.name}[/]: " + "; ".join(s.reasons))
+
+
+def print_samples(
+    console: Console, uri: str, table: str, kind: str | None, rows: list[Any], total: int, width: int
+) -> None:
+    """``crome-ray inspect``: each sampled row as a panel: request, then A and B side by side."""
+    what = f"{table}" + (f" of kind {kind}" if kind else "")
+    if not rows:
+        console.print(f"no rows in {what} of {uri}")
+        return
+    console.print(f"[bold]{len(rows)} of {total:,} rows[/] in {what} of {uri}")
+
+    def clip(text: str) -> str:
+        return text if len(text) <= width else text[:width] + f" … (+{len(text) - width:,} chars)"
+
+    for i, r in enumerate(rows, 1):
+        # the texts are data: shown as Text, never read as rich markup
+        grid = Table(title=Text(f"{i}. {r.kind} | label {r.label} | {r.source_id}"), title_justify="left",
+                     show_lines=True, expand=True)  # fmt: skip
+        grid.add_column(f"A ({len(r.a):,} chars)", ratio=1, overflow="fold")
+        grid.add_column(f"B ({len(r.b):,} chars)", ratio=1, overflow="fold")
+        grid.add_row(Text(clip(r.a)), Text(clip(r.b)))
+        console.print(Text.assemble(("request: ", "dim"), clip(r.prompt)[:300]))
+        console.print(grid)
+        console.print(Text.assemble(("decided: ", "dim"), r.decided))
 
 
 def print_scores(console: Console, scored: Any, rows: int, source: str, output: str | None) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from crome_ray.augment.checks import rewrite_problem, script_of
+from crome_ray.augment.checks import junk_reason, neutral_problem, rewrite_problem, script_of
 from crome_ray.augment.config import LeakageLimits, RewriteChecks
 from crome_ray.augment.leakage import Leakage, leak_reason, leakage, markdown_features, summarise
 from crome_ray.config import ConfigError, build_config
@@ -65,6 +65,15 @@ def test_the_copy_threshold_is_the_configs():
 def test_a_rewrite_far_shorter_or_longer_than_its_source_is_rejected_with_its_ratio(source, rewrite, word):
     check, reason = rewrite_problem(source, rewrite, CHECKS)
     assert check == "length" and word in reason
+
+
+def test_the_length_slack_scales_with_the_source_so_a_paragraph_cannot_become_a_word():
+    # a flat 300-character slack once let every answer of up to ~300 characters become one word
+    paragraph = (SKY * 2)[:300]
+    check, reason = rewrite_problem(paragraph, "Revised.", CHECKS)
+    assert check == "length" and "allowed 79 to 1100" in reason
+    shorter = SKY[: int(len(SKY) * 0.5)]  # half the source: inside 0.33× less 20
+    assert rewrite_problem(SKY, shorter, CHECKS, neutral=True) is None
 
 
 def test_a_one_word_answer_may_grow_into_a_sentence():
@@ -185,3 +194,93 @@ def test_on_real_sample_answers_a_pair_of_different_answers_is_no_copy(samples: 
     r = next(r for r in rows if 300 < len(r["chosen"]) < 1500 and 300 < len(r["rejected"]) < 1500)
     assert edit_similarity(r["chosen"], r["rejected"]) < 0.95
     assert rewrite_problem(r["chosen"], r["chosen"], CHECKS)[0] == "near_copy"
+
+
+GAME = "Great! I love guessing games. Let's get started."  # 48 characters, 9 words ("let", "s")
+
+
+def test_a_word_or_two_for_a_sentence_is_a_placeholder_even_where_the_length_fits():
+    assert len("Benbender") > CHECKS.min_length_ratio * len(GAME) - CHECKS.shrink_slack_chars
+    check, reason = rewrite_problem(GAME, "Benbender", CHECKS)
+    assert check == "placeholder" and "1 word ('Benbender') for a text of 9 words" in reason
+    assert rewrite_problem("No.", "Yes, indeed.", CHECKS) is None  # a short source may get a short rewrite
+    assert rewrite_problem(GAME, "Benbender", RewriteChecks(max_placeholder_words=0)) is None
+
+
+def test_a_can_rewrite_is_a_placeholder_when_a_is_a_sentence_though_its_source_b_is_a_word():
+    assert rewrite_problem("No.", "Fine.", CHECKS, neutral=True) is None
+    assert rewrite_problem("No.", "Fine.", CHECKS, neutral=True, a=SKY)[0] == "placeholder"
+
+
+@pytest.mark.parametrize(
+    "rewrite",
+    [
+        "The paraphrase is the new answer and nothing more.",
+        "Answer B rewritten so that its content matches Answer A while keeping its style.",
+        "re-write",
+    ],
+)
+def test_a_rewrite_made_of_the_instructions_words_is_an_echo(rewrite):
+    source = "seenrVbV\nConfidence: 100%"  # two words: no sentence for a placeholder to stand for
+    check, reason = rewrite_problem(source, rewrite, CHECKS)
+    assert check == "echo" and "of its words are the task's own" in reason
+    assert (rewrite_problem(source, rewrite, RewriteChecks(max_echo_share=None)) or ("",))[0] != "echo"
+
+
+def test_words_the_request_or_the_answers_use_are_no_echo():
+    source = "A paraphrase says the same content in new words."
+    rewrite = "A paraphrase gives the same content using new words."
+    assert rewrite_problem(source, rewrite, CHECKS) is None
+    request = "Explain what paraphrase, content and meaning are, in new words."
+    source, rewrite = "It is the same idea told again.", "Paraphrase: same content, new words, meaning kept."
+    assert (rewrite_problem(source, rewrite, CHECKS, request=request) or ("",))[0] != "echo"
+
+
+@pytest.mark.parametrize(
+    "talk",
+    [
+        "I have rephrased it: the capital of France is Paris, which lies on the river Seine.",
+        "The capital is Paris. The original answer was slightly rephrased to read better here.",
+        "This paraphrase keeps the facts: the capital of France is Paris, on the Seine.",
+    ],
+)
+def test_a_sentence_about_the_task_anywhere_in_the_opening_is_commentary(talk):
+    source = "The capital of France is Paris, a large city on the river Seine in the north."
+    check, reason = rewrite_problem(source, talk, CHECKS)
+    assert check == "format" and "talks about the task" in reason
+    # an answer whose source talks that way itself is left alone
+    assert rewrite_problem(talk.replace("Paris", "Lyon"), talk, CHECKS, neutral=True) is None
+
+
+def test_a_neutral_must_say_what_a_says_by_embedding_cosine_or_else_word_overlap():
+    assert neutral_problem(SKY, SKY_WRONG, CHECKS, cosine=0.39) == (
+        "not A's content (embedding cosine 0.39 < 0.4)"
+    )
+    assert neutral_problem(SKY, SKY_WRONG, CHECKS, cosine=0.41) is None
+    unrelated = "Preheat the oven to 200 degrees, season the steak and roast it for twenty minutes."
+    assert unigram_f1(SKY, unrelated) < 0.2 < unigram_f1(SKY, SKY_WRONG)
+    assert "word overlap F1" in neutral_problem(SKY, unrelated, CHECKS)
+    assert neutral_problem(SKY, SKY_WRONG, CHECKS) is None
+    assert neutral_problem(SKY, unrelated, RewriteChecks(min_neutral_overlap=None)) is None
+
+
+@pytest.mark.parametrize(
+    ("kind", "a", "b", "junk"),
+    [
+        ("neutral_can", SKY, "rewrite", True),
+        ("neutral_para", SKY, "The paraphrase is the new answer and nothing more.", True),
+        ("neutral_para", SKY, SKY_WRONG, False),
+        ("neutral_para", "harder", "revised", False),  # A is a word: no sentence to compare with
+        ("causal_upgrade", "Better", SKY, True),  # an upgrade rewrites A
+        ("causal_upgrade", SKY, "Better", False),
+    ],
+)
+def test_the_junk_rule_reads_the_rewritten_side_against_the_other(kind, a, b, junk):
+    assert (junk_reason(kind, a, b) is not None) == junk
+
+
+def test_a_can_rewrite_that_hands_back_a_is_a_near_copy_of_a():
+    b = "The sky looks blue to us. It has to do with the air, I think."
+    check, reason = rewrite_problem(b, SKY + " ", CHECKS, neutral=True, a=SKY)
+    assert check == "near_copy" and "a near copy of A, not B rewritten" in reason
+    assert rewrite_problem(b, SKY_WRONG, CHECKS, neutral=True, a=SKY) is None

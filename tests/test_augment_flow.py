@@ -187,3 +187,58 @@ def test_an_example_past_oracle_examples_gets_its_original_pair_and_iqn_tie_with
     pairs = table(out, "pairs")
     assert [r["kind"] for r in pairs] == ["original", "neutral_iqn"]
     assert pairs[1]["label"] == "tie" and pairs[1]["prompt"] == OTHER.question
+
+
+NEUTRALS_VERIFIED = AugmentTasks(verify_neutrals=True)
+
+
+def test_with_verify_neutrals_can_and_para_are_judged_in_phase_two_and_pay_for_their_verdict(example):
+    oracle = Oracle()
+    out = run(example, oracle, tasks=NEUTRALS_VERIFIED, other=OTHER)
+    assert [len(p) for p in oracle.phases] == [3, 13, 10]  # the two neutral verdicts ride on phase 2
+    assert {"ex1/can/verify", "ex1/para/verify"} <= set(oracle.phases[1])
+    for kind in ("neutral_can", "neutral_para"):
+        (row,) = [r for r in table(out, "pairs") if r["kind"] == kind]
+        assert row["cost_usd"] == pytest.approx(0.002) and len(row["request_keys"]) == 2
+    assert out.stats["verdict_pass_can"] == out.stats["verdict_pass_para"] == 1
+
+
+def test_a_neutral_the_verifier_fails_is_rejected_and_never_becomes_a_tie(example):
+    def fail_para(t):
+        if t.id == "ex1/para/verify":
+            return Answer({"same_content": True, "same_quality": False, "verdict": "Pass",
+                           "reason": "B is the weaker answer"}, backend="gemini", model="sim")  # fmt: skip
+        return None
+
+    out = run(example, Oracle(override=fail_para), tasks=NEUTRALS_VERIFIED)
+    (rejected,) = table(out, "rejected")
+    assert (rejected["kind"], rejected["stage"]) == ("para", "verify")
+    assert "a Pass that says the quality differs: counted as Fail" in rejected["reason"]
+    assert "neutral_para" not in {r["kind"] for r in table(out, "pairs")}
+    assert out.stats["verdict_fail_para"] == 1
+
+
+def test_neutrals_are_still_judged_when_the_rubric_is_lost(example):
+    def broke(t):
+        if t.kind == "rubric":
+            return Answer(error="quota", detail="429", backend="gemini", model="sim")
+        return None
+
+    oracle = Oracle(override=broke)
+    out = run(example, oracle, tasks=NEUTRALS_VERIFIED)
+    assert oracle.phases[1] == ["ex1/can/verify", "ex1/para/verify"]
+    assert sorted(r["kind"] for r in table(out, "pairs")) == ["neutral_can", "neutral_para", "original"]
+
+
+def test_neutral_control_probes_show_each_neutral_verifier_an_answer_it_must_fail(example):
+    honest = run(example, Oracle(), tasks=NEUTRALS_VERIFIED, other=OTHER, control=True)
+    verdicts = {(r["verifier"], r["probe"], r["passed"]) for r in table(honest, "controls")}
+    assert verdicts == {
+        ("causal", "original", False), ("causal", "unrelated", False),
+        ("neutral_can", "unchanged", False), ("neutral_can", "unrelated", False),
+        ("neutral_para", "other_answer", False), ("neutral_para", "unrelated", False),
+    }  # fmt: skip
+    lazy = run(example, Oracle(p_false_pass=1.0), tasks=NEUTRALS_VERIFIED, other=OTHER, control=True)
+    assert all(r["passed"] for r in table(lazy, "controls")) and len(table(lazy, "controls")) == 6
+    unverified = run(example, Oracle(), other=OTHER, control=True)  # verify_neutrals unresolved: off
+    assert {r["verifier"] for r in table(unverified, "controls")} == {"causal"}

@@ -94,19 +94,46 @@ def test_the_manifest_counts_what_the_code_checks_rejected_as_the_rejected_table
     assert details["rejected_by"] == dict(by)
     assert result.counts["rejected"] == len(rejected)
     # every code-level rejection names its check
-    names = {"empty", "delimiters", "length", "near_copy", "language", "format"}
+    names = {
+        "empty",
+        "delimiters",
+        "length",
+        "placeholder",
+        "near_copy",
+        "echo",
+        "language",
+        "format",
+        "meaning",
+    }
     assert all(r["check"] in names for r in rejected if r["stage"] == "checks")
 
 
 def test_the_verifiers_false_pass_rate_is_the_share_of_control_probes_it_passed(run):
     details = run["result"].details
-    controls = run["run"].read_table("controls").to_pylist()
+    controls = [r for r in run["run"].read_table("controls").to_pylist() if r["verifier"] == "causal"]
     answered = [r for r in controls if r["passed"] is not None]
     assert len(controls) == 2  # one example: an unchanged and an unrelated probe
     assert {r["probe"] for r in controls} == {"original", "unrelated"}
-    rate = details["controls"]["false_pass_rate"]
+    rate = details["controls"]["causal"]["false_pass_rate"]
     assert rate == pytest.approx(sum(r["passed"] for r in answered) / len(answered))
-    assert details["controls"]["failed"] == sum(not r["passed"] for r in answered)
+    assert details["controls"]["causal"]["failed"] == sum(not r["passed"] for r in answered)
+
+
+@pytest.mark.parametrize("fixture", ["run", "local_only"])
+def test_no_committed_pair_sets_a_placeholder_or_an_echo_of_the_task_against_a_real_answer(fixture, request):
+    """The junk the demo once trained on (a tie between an answer and the word "rewrite"): none of
+    it reaches pairs, whatever the local model wrote; what it wrote went to rejected instead."""
+    from crome_ray.augment.checks import junk_reason
+
+    run = request.getfixturevalue(fixture)["run"]
+    pairs = run.read_table("pairs").to_pylist()
+    rewrites = [p for p in pairs if p["kind"] not in ("original", "neutral_iqn")]
+    junk = [p["kind"] for p in rewrites if junk_reason(p["kind"], p["chosen"], p["rejected"], p["prompt"])]
+    assert not junk
+    assert (
+        any(p["kind"] not in ("original", "neutral_iqn") for p in pairs)
+        or run.read_table("rejected").num_rows
+    )
 
 
 @pytest.fixture(scope="module")

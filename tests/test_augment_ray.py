@@ -155,8 +155,16 @@ def test_the_manifest_counts_match_the_files(sample_run):
     )
     assert details["rejected_by"] == dict(by)
     controls = read(run, "controls")
-    assert controls.num_rows == 20  # the first 10 examples, two probes each
-    assert details["controls"]["false_pass_rate"] == 0.0  # the simulator fails every control
+    # the first 10 examples, two probes each for the causal verifier and for each neutral one
+    # (tasks.verify_neutrals auto: on, the oracle is not a small local model)
+    assert Counter(controls.column("verifier").to_pylist()) == {
+        "causal": 20,
+        "neutral_can": 20,
+        "neutral_para": 20,
+    }
+    for verifier in ("causal", "neutral_can", "neutral_para"):
+        assert details["controls"][verifier]["false_pass_rate"] == 0.0  # the simulator fails every control
+    assert details["verify_neutrals"] is True
     assert (
         details["leakage"]["lexical_overlap"]["n"]
         == counts["pairs"] - counts["pairs_original"] - counts["pairs_neutral_iqn"]

@@ -10,6 +10,7 @@ import pytest
 
 from crome_ray.augment.flow import Answer
 from crome_ray.augment.job import TABLES
+from crome_ray.augment.kinds import GATED
 from crome_ray.augment.sink import TableSink, block_key
 from crome_ray.augment.stages import records_table
 from crome_ray.augment.tally import Tally
@@ -58,14 +59,22 @@ def test_a_sink_writes_each_record_to_its_table_and_returns_the_blocks_tally(tmp
     expected = {name: [r for t, _, r in records if t == name] for name in TABLES}
     assert {name for name, rows in expected.items() if rows} == set(written)  # no files for empty tables
     assert expected["pairs"] and expected["quarantine"] and expected["controls"]
+    gated = sorted({r["kind"] for r in expected["pairs"]} & set(GATED))
+    assert gated and sorted(written["pairs"]["kinds"]) == gated  # each oracle-written kind: files of its own
+    for kind in gated:
+        part = written["pairs"]["kinds"][kind]
+        assert part["files"] == [f"pairs/part-s0-{kind}-00000.parquet"]
+        assert [r["kind"] for r in read(attempt, part["files"])] == [kind] * part["rows"]
     for name, entry in written.items():
-        assert entry["files"] == [f"{name}/part-s0-00000.parquet"] and entry["rows"] == len(expected[name])
+        kinds = [f for part in entry["kinds"].values() for f in part["files"]]
+        assert sorted(entry["files"]) == sorted([f"{name}/part-s0-00000.parquet", *kinds])
+        assert entry["rows"] == len(expected[name])
         rows = read(attempt, entry["files"])
         assert len(rows) == len(expected[name])
         assert pq.read_schema(attempt.file(entry["files"][0])) == TABLES[name]
     pairs = read(attempt, written["pairs"]["files"])
-    assert [p["pair_id"] for p in pairs] == [r["pair_id"] for r in expected["pairs"]]
-    assert [p["chosen"] for p in pairs] == [r["chosen"] for r in expected["pairs"]]
+    assert sorted(p["pair_id"] for p in pairs) == sorted(r["pair_id"] for r in expected["pairs"])
+    assert sorted(p["chosen"] for p in pairs) == sorted(r["chosen"] for r in expected["pairs"])
     (q,) = read(attempt, written["quarantine"]["files"])
     assert (q["source"], q["source_id"], q["reason"], q["location"]) == (
         "augment", "ex2", "budget_exhausted", "ex2/rubric"
@@ -118,8 +127,11 @@ def test_a_table_past_rows_per_file_goes_on_in_the_next_file(tmp_path, records):
     batch = records_table(records)
     sink.write(block_key(batch), batch)
     entry = sink.close()["tables"]["pairs"]
-    n = sum(t == "pairs" for t, _, _ in records)
-    assert len(entry["files"]) == -(-n // 2) and len(read(attempt, entry["files"])) == n
+    kinds = Counter(r["kind"] for t, _, r in records if t == "pairs")
+    files = sum(-(-n // 2) for k, n in kinds.items() if k in GATED) + -(
+        -sum(n for k, n in kinds.items() if k not in GATED) // 2
+    )
+    assert len(entry["files"]) == files and len(read(attempt, entry["files"])) == kinds.total()
 
 
 def test_block_tallies_merged_give_the_tally_of_the_whole_stream(records):
@@ -200,3 +212,31 @@ def test_a_step_lists_tables_others_wrote_and_gives_an_empty_one_its_schema(tmp_
     assert tables["pairs"] == {"files": ["pairs/part-s0-00000.parquet"], "rows": 0}
     assert tables["quarantine"] == {"files": ["quarantine/part-00000.parquet"], "rows": 0}
     assert result.run.read_table("quarantine").schema == QUARANTINE_SCHEMA
+
+
+def test_a_kind_the_gate_leaves_out_moves_whole_from_pairs_to_left_out_before_the_commit(tmp_path, records):
+    from crome_ray.augment.config import AugmentConfig
+    from crome_ray.augment.job import _adopt_tables
+
+    step = Step("augment", "r", AugmentConfig(storage=StorageConfig(root=str(tmp_path))))
+    assert step.begin()
+    sink = TableSink(step.folder.uri, StorageConfig().model_dump_json(), TABLES, 1000, "s0")
+    batch = records_table(records)
+    tally = Tally()
+    tally.merge(json.loads(sink.write(block_key(batch), batch)))
+    moved = _adopt_tables(step, [sink.close()], tally, ["neutral_can", "neutral_para"])
+    result = step.commit(tally.counts(2, 2, moved))
+
+    pairs = [r for t, _, r in records if t == "pairs"]
+    assert moved == {k: sum(r["kind"] == k for r in pairs) for k in ("neutral_can", "neutral_para")}
+    kept = result.run.read_table("pairs").to_pylist()
+    left = result.run.read_table("left_out").to_pylist()
+    assert {r["kind"] for r in left} == {"neutral_can", "neutral_para"}
+    assert not {"neutral_can", "neutral_para"} & {r["kind"] for r in kept}
+    assert sorted(r["pair_id"] for r in kept + left) == sorted(r["pair_id"] for r in pairs)  # nothing lost
+    counts = result.manifest["counts"]
+    assert counts["pairs"] == len(kept) and counts["left_out"] == len(left) == sum(moved.values())
+    assert "pairs_neutral_can" not in counts and counts["left_out_neutral_can"] == moved["neutral_can"]
+    assert result.manifest["tables"]["left_out"]["files"] == [
+        "left_out/part-s0-neutral_can-00000.parquet", "left_out/part-s0-neutral_para-00000.parquet"
+    ]  # fmt: skip

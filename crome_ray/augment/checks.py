@@ -1,29 +1,51 @@
-"""Code-level checks on a rewrite, run before any verifier call: near copies, length, language, format. Pure.
+"""Code-level checks on a rewrite, run before any verifier call: near copies, length, placeholders,
+echoes of the instruction, language, format, and for the neutrals their meaning. Pure.
 
 Small oracles often hand the source back unchanged, or nearly so, and then verify that
 "rewrite" as Pass (measured: ``docs/local_models.md``, and
-``bench/local_models.py``). Paying a verifier to judge those is waste, and trusting it
-would put ties labelled as preferences in the training set. So each rewrite is checked
-in code first, and a rejection names its reason:
+``bench/local_models.py``); or they answer a rewrite task with a word of the task
+("rewrite", "revised") or a comment on it ("The paraphrase is the new answer and nothing
+more."). Paying a verifier to judge those is waste, and trusting it would put ties between
+an answer and a placeholder into the training set. So each rewrite is checked in code
+first, and a rejection names its check:
 
+- ``length``: shorter than ``min_length_ratio`` × its source less ``shrink_slack_chars``, or
+  longer than ``max_length_ratio`` × its source plus ``grow_slack_chars``: the slack is
+  small where the rewrite shrinks (a 300-character answer cannot become one word) and
+  larger where it grows (a one-word answer may become a sentence);
+- ``placeholder``: at most ``max_placeholder_words`` words where the text it answers to (its
+  source, and for CAN also A, whose content it must carry) is a sentence or more
+  (``sentence_words``);
 - ``near_copy``: the same text once whitespace is normalised, or edit similarity (2·LCS / total length)
   at or above ``max_similarity`` (causal rewrites: 0.995, since a counterfactual is a small
-  edit by design) or ``max_similarity_neutral`` (CAN, PARA: 0.95);
-- ``length``: the rewrite's length outside ``[min_length_ratio, max_length_ratio]`` times
-  the source's, and more than ``length_slack_chars`` away from it (a one-word answer may
-  grow into a sentence);
+  edit by design) or ``max_similarity_neutral`` (CAN, PARA: 0.95); a CAN rewrite that is a
+  near copy of A (not B rewritten) too;
+- ``echo``: ``max_echo_share`` or more of its content words are words of the rewrite
+  instructions (``prompts.INSTRUCTIONS``: "rewrite", "paraphrase", "answer", "content", ...) or
+  words about rewriting ("revised", "rephrased", "repeats", ...) that neither the request,
+  A nor the source uses;
 - ``language``: another writing system than the source's (Latin, Cyrillic, Han, ...), or
   an English source answered in something that is not English; code (fenced blocks and
   inline spans) is left out of both measures;
-- ``format``: commentary about the rewrite instead of an answer ("Here is the rewritten
-  response: ..."), or a JSON object where the source was prose;
+- ``format``: commentary about the rewrite instead of an answer, at its start ("Here is the
+  rewritten response: ...", "Paraphrase: ...") or in a sentence about the task anywhere in
+  its opening ("The original answer was rephrased ...", "I have rewritten ...", "I cannot
+  paraphrase ..."), where the source holds no such sentence; or a JSON object where the
+  source was prose;
 - ``delimiters`` (always on): the prompt's fence markers or key in the text, which no
-  answer of the data set holds and a rewrite only holds by copying the prompt.
+  answer of the data set holds and a rewrite only holds by copying the prompt;
+- ``meaning`` (CAN and PARA, ``neutral_problem``): the rewrite must say what A says. With the
+  augmentation's embedder, the MiniLM cosine to A at least ``min_neutral_similarity``;
+  without it, the unigram F1 with A at least ``min_neutral_overlap``. Measured on the
+  UltraFeedback sample (``bench/neutral_thresholds.py``, docs/augmentation.md): 0.4 keeps
+  78% of other answers to the same request, 0.3% of answers to random other requests and
+  none of the placeholders.
 
 The language check is a profile written here (Unicode script of the letters, and the
 share of common English words), not a language-identification library: the question is
 only "the same language as the source?", which that answers without a model or a new
-dependency.
+dependency. The echo and commentary checks are word lists and patterns for the same
+reason: the forms are few and known (tests/fixtures/junk_rewrites.jsonl holds the ones seen).
 """
 
 from __future__ import annotations
@@ -34,7 +56,8 @@ import unicodedata
 from collections import Counter
 
 from crome_ray.augment.config import RewriteChecks
-from crome_ray.text_similarity import edit_similarity
+from crome_ray.augment.prompts import INSTRUCTIONS
+from crome_ray.text_similarity import edit_similarity, unigram_f1
 
 _ENGLISH_WORDS = (
     "the a an and or of to in is are was were be it that this for on with as at by from not "
@@ -45,14 +68,39 @@ ENGLISH = frozenset(_ENGLISH_WORDS.split())
 WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
 # commentary about the rewrite, on its first line: "Here is the revised answer:", "Sure! The
 # rewritten response:", "New response:"; not "Here's how: ..." or "Sure! Boil the water first."
-REWRITE_WORDS = r"(?:re-?writ\w*|revis\w*|modif\w*|updat\w*|degrad\w*|improv\w*|paraphras\w*)"
+REWRITE_WORDS = (
+    r"(?:re-?writ\w*|rewrote|revis\w*|modif\w*|updat\w*|degrad\w*|improv\w*|paraphras\w*|rephras\w*"
+    r"|reword\w*)"
+)
 COMMENTARY = re.compile(
     r"^[\s*#_]*(?:"
     rf"(?:here(?:'s| is| are)|sure|certainly|okay|of course)\b[^\n]{{0,60}}\b{REWRITE_WORDS}"
     rf"|(?:the |a |my )?(?:{REWRITE_WORDS}|new) (?:response|answer|version|text)\b"
-    r"|(?:new response|rewrite|response|answer)\s*:)",
+    rf"|(?:new response|rewrite|response|answer|{REWRITE_WORDS}(?: (?:response|answer|version|text))?)\s*:)",
     re.IGNORECASE,
 )
+TASK_VERBS = r"(?:re-?writ\w*|rewrote|rephras\w*|paraphras\w*|reword\w*|revis\w*)"
+# a sentence about the task rather than an answer, anywhere in the opening: "The original answer
+# was rephrased to ...", "I have rewritten the answer ...", "I cannot paraphrase this.", "This
+# paraphrase keeps ..."
+TASK_TALK = re.compile(
+    r"\b(?:"
+    rf"(?:the|this|my|your) (?:original|given|above|previous|initial|first) (?:answer|response|text|version)"
+    rf" (?:was|is|has been|have been|had been) (?:\w+ly )?{REWRITE_WORDS}"
+    rf"|I(?:'ve| have| had)? (?:\w+ly )?{TASK_VERBS}"
+    r"|I (?:cannot|can't|can not|am unable to|won't|will not)"
+    r" (?:re-?write|rephrase|paraphrase|revise|modify|reword)"
+    rf"|(?:the|this|my) (?:{REWRITE_WORDS}|new answer|new response)(?: (?:answer|response|text|version))?"
+    r" (?:is|was|keeps|retains|preserves|has|maintains|conveys)\b"
+    r")",
+    re.IGNORECASE,
+)
+TALK_CHARS = 300  # how much of a rewrite's opening the task-talk pattern reads
+# words about rewriting that the instructions do not use but small oracles answer with
+META_WORDS = re.compile(
+    rf"^(?:{REWRITE_WORDS}|repeat\w*|original\w*|version\w*|response\w*|placeholder\w*|same|above|n|na)$"
+)
+HYPHEN = re.compile(r"(?<=[^\W\d_])-(?=[^\W\d_])")
 CODE = re.compile(r"```.*?(?:```|$)|`[^`\n]*`", re.DOTALL)
 MARKERS = ("<<<BEGIN ", "<<<END ")
 ASCII_LETTER = re.compile(r"[A-Za-z]")
@@ -108,9 +156,14 @@ def _is_json_object(text: str) -> bool:
         return False
 
 
-def format_problem(source: str, rewrite: str) -> str | None:
+def format_problem(source: str, rewrite: str, others: tuple[str, ...] = ()) -> str | None:
+    """``others``: texts beside the source that may talk like this themselves (A, for CAN)."""
     if COMMENTARY.match(rewrite) and not COMMENTARY.match(source):
         return f"starts with commentary, not an answer ({rewrite.strip()[:40]!r})"
+    if (talk := TASK_TALK.search(rewrite[:TALK_CHARS])) and not any(
+        TASK_TALK.search(t[:TALK_CHARS]) for t in (source, *others)
+    ):
+        return f"talks about the task, not an answer ({talk.group(0)[:60]!r})"
     if _is_json_object(rewrite) and not _is_json_object(source):
         return "a JSON object where the source is prose"
     return None
@@ -127,6 +180,74 @@ def normalised(text: str) -> str:
     return " ".join(text.split())
 
 
+def words(text: str) -> list[str]:
+    """Lower-cased words, a hyphen inside a word joined ("re-write" is "rewrite")."""
+    return [w.lower() for w in WORD.findall(HYPHEN.sub("", text))]
+
+
+# the instructions' words that say something about the task (not "its", "only", "better", ...)
+GENERIC = frozenset(
+    [
+        "its",
+        "other",
+        "own",
+        "every",
+        "one",
+        "only",
+        "else",
+        "everything",
+        "s",
+        "while",
+        "clearly",
+        "better",
+        "worse",
+        "different",
+        "change",
+    ]
+)
+INSTRUCTION_WORDS = frozenset(w for text in INSTRUCTIONS for w in words(text)) - ENGLISH - GENERIC
+
+
+def placeholder_problem(rewrite: str, against: tuple[str, ...], checks: RewriteChecks) -> str | None:
+    n = len(words(rewrite))
+    if n > checks.max_placeholder_words:
+        return None
+    for text in against:
+        if (m := len(words(text))) >= checks.sentence_words:
+            return f"{n} word{'s' * (n != 1)} ({rewrite.strip()[:40]!r}) for a text of {m} words"
+    return None
+
+
+def echo_problem(rewrite: str, context: tuple[str, ...], checks: RewriteChecks) -> str | None:
+    """The rewrite made of the instructions' words (or words about rewriting) that ``context``
+    (the request, A, the source) does not use."""
+    if checks.max_echo_share is None:
+        return None
+    content = [w for w in words(rewrite) if w not in ENGLISH]
+    if not content:
+        return None
+    known = {w for text in context for w in words(text)}
+    echoed = [w for w in content if w not in known and (w in INSTRUCTION_WORDS or META_WORDS.match(w))]
+    share = len(echoed) / len(content)
+    if share >= checks.max_echo_share:
+        return f"{share:.0%} of its words are the task's own ({', '.join(sorted(set(echoed))[:6])})"
+    return None
+
+
+def neutral_problem(a: str, rewrite: str, checks: RewriteChecks, cosine: float | None = None) -> str | None:
+    """A CAN or PARA rewrite that does not say what A says: its embedding ``cosine`` to A below
+    ``min_neutral_similarity``; without an embedding, its unigram F1 with A below
+    ``min_neutral_overlap``."""
+    if cosine is not None:
+        if checks.min_neutral_similarity is not None and cosine < checks.min_neutral_similarity:
+            return f"not A's content (embedding cosine {cosine:.2f} < {checks.min_neutral_similarity:g})"
+        return None
+    f1 = unigram_f1(a, rewrite)
+    if checks.min_neutral_overlap is not None and f1 < checks.min_neutral_overlap:
+        return f"not A's content (word overlap F1 {f1:.2f} < {checks.min_neutral_overlap:g})"
+    return None
+
+
 def rewrite_problem(
     source: str,
     rewrite: str,
@@ -134,28 +255,59 @@ def rewrite_problem(
     fences: tuple[str, ...] = (),
     *,
     neutral: bool = False,
+    a: str | None = None,
+    request: str = "",
 ) -> tuple[str, str] | None:
     """Why the rewrite must not reach the verifier, as ``(check, reason)``; None when it may.
-    ``neutral``: a CAN or PARA rewrite (held to the lower similarity bound)."""
+    ``neutral``: a CAN or PARA rewrite (held to the lower similarity bound); ``a``: the answer
+    whose content it must carry when that is not its source (CAN); ``request``: the example's
+    request (its words are no echo)."""
     if not rewrite.strip():
         return "empty", "the rewrite is empty"
     if problem := delimiter_problem(source, rewrite, fences):
         return "delimiters", problem
-    ratio = len(rewrite) / max(len(source), 1)
-    within_slack = abs(len(rewrite) - len(source)) <= checks.length_slack_chars
-    if not within_slack and not checks.min_length_ratio <= ratio <= checks.max_length_ratio:
-        return "length", (
-            f"{len(rewrite)} characters against the source's {len(source)} (ratio {ratio:.2f}, "
-            f"allowed {checks.min_length_ratio:g} to {checks.max_length_ratio:g})"
-        )
+    if problem := length_problem(source, rewrite, checks):
+        return "length", problem
+    others = (a,) if a is not None and a != source else ()
+    if problem := placeholder_problem(rewrite, (source, *others), checks):
+        return "placeholder", problem
     if normalised(source) == normalised(rewrite):
         return "near_copy", "the source handed back unchanged (whitespace aside)"
     limit = checks.max_similarity_neutral if neutral else checks.max_similarity
     sim = edit_similarity(source, rewrite)
     if sim >= limit:
         return "near_copy", f"a near copy of its source (similarity {sim:.3f} >= {limit:g})"
+    for other in others:  # CAN: A's content in B's style, not A handed back
+        if normalised(other) == normalised(rewrite) or (sim := edit_similarity(other, rewrite)) >= limit:
+            return "near_copy", f"a near copy of A, not B rewritten (similarity {sim:.3f} >= {limit:g})"
+    if problem := echo_problem(rewrite, (request, source, *others), checks):
+        return "echo", problem
     if checks.language and (problem := language_problem(source, rewrite)):
         return "language", problem
-    if checks.format and (problem := format_problem(source, rewrite)):
+    if checks.format and (problem := format_problem(source, rewrite, others)):
         return "format", problem
     return None
+
+
+def length_problem(source: str, rewrite: str, checks: RewriteChecks) -> str | None:
+    n, m = len(rewrite), len(source)
+    low = checks.min_length_ratio * m - checks.shrink_slack_chars
+    high = checks.max_length_ratio * m + checks.grow_slack_chars
+    if low <= n <= high:
+        return None
+    return (
+        f"{n} characters against the source's {m} (ratio {n / max(m, 1):.2f}; allowed {max(low, 0):.0f} "
+        f"to {high:.0f}: {checks.min_length_ratio:g}× less {checks.shrink_slack_chars} to "
+        f"{checks.max_length_ratio:g}× plus {checks.grow_slack_chars})"
+    )
+
+
+def junk_reason(kind: str, a: str, b: str, request: str = "") -> str | None:
+    """The rule a committed pair of the augmentation must never meet: its rewritten side is a
+    placeholder (at most two words) or made mostly of the task's words, while the other side
+    is a sentence or more. ``causal_upgrade`` rewrites A; every other rewrite kind, B."""
+    text, other = (a, b) if kind == "causal_upgrade" else (b, a)
+    checks = RewriteChecks()
+    return placeholder_problem(text, (other,), checks) or (
+        echo_problem(text, (request, other), checks) if len(words(other)) >= checks.sentence_words else None
+    )

@@ -12,6 +12,7 @@ from pydantic import Field, model_validator
 
 from crome_ray.config import Frozen, RunName, StorageConfig, config_fingerprint
 from crome_ray.data.config import SAMPLE_ULTRAFEEDBACK
+from crome_ray.models import builtin_params_b
 from crome_ray.oracle.config import FallbackConfig, OracleConfig, answers_only
 
 
@@ -32,8 +33,46 @@ class RewriteChecks(Frozen):
         0.33, gt=0, description="Reject a rewrite shorter than this × its source."
     )
     max_length_ratio: float = Field(3.0, gt=0, description="Reject a rewrite longer than this × its source.")
-    length_slack_chars: int = Field(
-        300, ge=0, description="A rewrite within this many characters of its source's length always fits."
+    shrink_slack_chars: int = Field(
+        20,
+        ge=0,
+        description="Characters a rewrite may fall below min_length_ratio × its source (a short source "
+        "may lose a word or two).",
+    )
+    grow_slack_chars: int = Field(
+        200,
+        ge=0,
+        description="Characters a rewrite may run past max_length_ratio × its source (a one-word answer "
+        "may grow into a sentence).",
+    )
+    max_placeholder_words: int = Field(
+        2,
+        ge=0,
+        description="Reject a rewrite of this many words or fewer where its source (for CAN, or A) is a "
+        "sentence or more (0: off).",
+    )
+    sentence_words: int = Field(5, ge=1, description="Words that make a text a sentence or more.")
+    max_echo_share: float | None = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Reject a rewrite when this share of its content words or more are the task's own "
+        "(instruction words, words about rewriting) and not the request's or the answers'. Unset: off.",
+    )
+    min_neutral_similarity: float | None = Field(
+        0.4,
+        ge=-1,
+        le=1,
+        description="CAN and PARA: reject a rewrite whose MiniLM cosine to A is below this (it does not "
+        "say what A says). 0.4 keeps 78% of other answers to the same request and 0.3% of answers to "
+        "other requests (bench/neutral_thresholds.py). Unset: off.",
+    )
+    min_neutral_overlap: float | None = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="The same with the unigram F1 to A, where no embedder runs (leakage_embeddings off). "
+        "Unset: off.",
     )
     language: bool = Field(True, description="Reject a rewrite in another language than its source.")
     format: bool = Field(True, description="Reject commentary, copied delimiters, JSON in place of prose.")
@@ -67,7 +106,17 @@ class AugmentTasks(Frozen):
         True, description="Per attribute: degrade the chosen answer, upgrade the rejected one."
     )
     elements: bool = Field(True, description="The causal-elements call (one per example).")
-    verify: bool = Field(True, description="A verifier call for each rewrite that passed the code checks.")
+    verify: bool = Field(
+        True,
+        description="A verifier call for each causal rewrite that passed the code checks (the switch "
+        "for every verification).",
+    )
+    verify_neutrals: bool | None = Field(
+        None,
+        description="A verifier call for each CAN and PARA rewrite that passed the code checks: the same "
+        "content and quality as A? Unset (auto): on, unless the oracle that serves the run is a built-in "
+        "local model under 1B parameters, whose verdicts are noise (docs/local_models.md).",
+    )
     can: bool = Field(True, description="CAN neutral: the rejected answer given the chosen one's content.")
     para: bool = Field(True, description="PARA neutral: a paraphrase of the chosen answer.")
     iqn: bool = Field(True, description="IQN neutral: the pair under the least similar other request.")
@@ -83,7 +132,7 @@ class AugmentTasks(Frozen):
 
 def without_oracle(t: AugmentTasks) -> AugmentTasks:
     """The tasks of an example past ``oracle_examples``: its original pair and IQN tie only."""
-    off = dict.fromkeys(("causal", "elements", "verify", "can", "para"), False)
+    off = dict.fromkeys(("causal", "elements", "verify", "verify_neutrals", "can", "para"), False)
     return t.model_copy(update=off)
 
 
@@ -102,6 +151,37 @@ class ControlProbes(Frozen):
         le=1,
         description="Stop the run when the verifier passes more than this share of the probes "
         "(checked once every probe is in); unset: measured and reported only.",
+    )
+
+
+class QualityGate(Frozen):
+    """The quality gate per oracle-written kind (``augment.gate``): a kind whose rewrites mostly
+    failed, or whose verifier passed its control probes, is left out of ``pairs``, never silently."""
+
+    min_accepted_share: float | None = Field(
+        0.25,
+        ge=0,
+        le=1,
+        description="Leave a kind out when fewer than this share of the rewrites the oracle answered "
+        "became pairs (the checks, the verifier and the leakage limits refused the rest). Unset: off.",
+    )
+    min_answered: int = Field(
+        20,
+        ge=1,
+        description="Rewrites of a kind the oracle must have answered before its share is judged (fewer: "
+        "too few to tell; the kind is kept, and the closing table says so).",
+    )
+    max_false_pass_rate: float | None = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Leave out the kinds a verifier judged when it passed more than this share of its "
+        "control probes (at least 2 judged). Unset: off (controls.max_false_pass_rate still stops a run).",
+    )
+    on_fail: Literal["leave_out", "stop"] = Field(
+        "leave_out",
+        description="A kind under a floor: leave_out (its pairs go to the left_out table; the rest of "
+        "the run commits) or stop (the run stops before it commits).",
     )
 
 
@@ -173,6 +253,7 @@ class AugmentConfig(Frozen):
         True, description="Embed each kept rewrite and its source (MiniLM) for the leakage cosine."
     )
     controls: ControlProbes = ControlProbes()
+    gate: QualityGate = QualityGate()
     iqn: IqnSettings = IqnSettings()
     filter: BaselineFilter = BaselineFilter()
     oracle: OracleConfig = OracleConfig()
@@ -194,6 +275,15 @@ class AugmentConfig(Frozen):
         description="Start even when the dry run projects more than the cap; the calls past the cap are "
         "marked (or served by the fallback) and the run commits what it has.",
     )
+
+    def run_tasks(self) -> AugmentTasks:
+        """The tasks as the run does them: ``verify_neutrals`` resolved (see ``AugmentTasks``)."""
+        t = self.tasks
+        if t.verify_neutrals is not None:
+            return t
+        serving = self.fallback.oracle if self.fallback.policy == "local_only" else self.oracle
+        params = builtin_params_b(serving.model) if serving.local else None
+        return t.model_copy(update={"verify_neutrals": params is None or params >= 1.0})
 
     def fingerprint(self) -> str:
         """What determines the output: not quota, retries, cap, endpoints, actors or allow_partial."""

@@ -28,9 +28,9 @@ from typing import Any
 
 from crome_ray.augment import pairs as Pairs
 from crome_ray.augment import prompts as P
-from crome_ray.augment.checks import rewrite_problem
+from crome_ray.augment.checks import neutral_problem, rewrite_problem
 from crome_ray.augment.config import AugmentTasks, LeakageLimits, RewriteChecks
-from crome_ray.augment.kinds import BY_TASK
+from crome_ray.augment.kinds import BY_NAME, BY_TASK, is_on, is_verified
 from crome_ray.augment.leakage import Leakage, leak_reason, leakage
 from crome_ray.augment.parse import (
     Rejected,
@@ -40,8 +40,9 @@ from crome_ray.augment.parse import (
     parse_rubric,
     parse_verdict,
 )
-from crome_ray.augment.plan import PlannedTask, phase1, phase2, phase3, skipped_rewrites
+from crome_ray.augment.plan import PlannedTask, neutral_check, phase1, phase2, phase3, skipped_rewrites
 from crome_ray.records import excerpt
+from crome_ray.text_similarity import cosine as similarity
 
 SOURCE = "augment"
 CONTROL_ATTRIBUTE = P.Attribute("accuracy", "The answer is factually and logically correct.", 1.0)
@@ -163,21 +164,47 @@ async def _leak(source: str, rewrite: str, embed: Embed | None) -> Leakage:
 
 
 def control_tasks(ex: P.Example, unrelated: str | None, t: AugmentTasks) -> list[PlannedTask]:
-    """Two verifier probes whose right verdict is Fail: the chosen answer unchanged, and an answer
-    written for another request, each shown as A made worse in accuracy."""
-    probes = [("original", ex.chosen)] + ([("unrelated", unrelated)] if unrelated else [])
-    return [
-        PlannedTask(
-            f"{ex.id}/control/{name}",
-            ex.id,
-            1,
-            "control",
-            P.verify(ex, "A", text, CONTROL_ATTRIBUTE, "worse", chars=t.chars),
-            attribute=name,
-            source=ex.chosen,
+    """Verifier probes whose right verdict is Fail. For the causal verifier: the chosen answer
+    unchanged, and an answer written for another request, each shown as A made worse in
+    accuracy. For each neutral kind it verifies: an answer written for another request shown as
+    the kind's rewrite, and the rejected answer shown as one (CAN: B unchanged; PARA: B as A's
+    paraphrase), where B is not a near copy of A."""
+    probes: list[PlannedTask] = []
+    if t.verify:
+        causal = [("original", ex.chosen)] + ([("unrelated", unrelated)] if unrelated else [])
+        probes += [
+            PlannedTask(
+                f"{ex.id}/control/{name}",
+                ex.id,
+                1,
+                "control",
+                P.verify(ex, "A", text, CONTROL_ATTRIBUTE, "worse", chars=t.chars),
+                attribute=name,
+                source=ex.chosen,
+            )
+            for name, text in causal
+        ]
+    for kind in (BY_NAME["neutral_can"], BY_NAME["neutral_para"]):
+        if not (is_on(kind, t) and is_verified(kind, t)):
+            continue
+        other = "unchanged" if kind.task == "can" else "other_answer"
+        neutral = ([(other, ex.rejected)] if ex.rejected.strip() != ex.chosen.strip() else []) + (
+            [("unrelated", unrelated)] if unrelated else []
         )
-        for name, text in probes
-    ]
+        probes += [
+            PlannedTask(
+                f"{ex.id}/control/{kind.task}/{name}",
+                ex.id,
+                1,
+                "control",
+                P.verify_neutral(ex, kind.task, text, chars=t.chars),
+                attribute=name,
+                source=kind.source(ex),
+                probe_of=kind.name,
+            )
+            for name, text in neutral
+        ]
+    return probes
 
 
 async def augment_example(
@@ -193,6 +220,7 @@ async def augment_example(
     """``original``: the source pair's own row (its source, subset and metadata kept); unset: built
     from ``ex``."""
     t, out = s.tasks, Records()
+    embed = _remembered(embed) if embed is not None else None
     out.add("pairs", original or Pairs.original(ex).to_row())
     if t.rrm:
         if other is not None and other.second is not None:
@@ -203,14 +231,26 @@ async def augment_example(
     if t.iqn and other is not None:
         out.add("pairs", Pairs.neutral_iqn(ex, other.question, other.method, other.similarity).to_row())
     out.stats["skipped_long_answers"] += len(skipped_rewrites(ex, t))
-    controls = control_tasks(ex, other.chosen if other else None, t) if control and t.verify else []
-    rubric = await _phase1(out, ex, ask, s, controls, embed)
-    if rubric is None:
-        return out
-    to_verify = await _phase2(out, ex, ask, s, rubric, embed)
-    if to_verify:
+    controls = control_tasks(ex, other.chosen if other else None, t) if control else []
+    rubric, neutrals = await _phase1(out, ex, ask, s, controls, embed)
+    to_verify = await _phase2(out, ex, ask, s, rubric, neutrals, embed)
+    if to_verify and rubric is not None:
         await _phase3(out, ex, ask, s, rubric, to_verify, embed)
     return out
+
+
+def _remembered(embed: Embed) -> Embed:
+    """``embed`` that embeds each text of the example once (the meaning check and the leakage
+    cosine both embed A and a PARA rewrite)."""
+    seen: dict[str, Sequence[float]] = {}
+
+    async def remembered(texts: list[str]) -> list[Sequence[float]]:
+        new = [t for t in dict.fromkeys(texts) if t not in seen]
+        if new:
+            seen.update(zip(new, await embed(new), strict=True))
+        return [seen[t] for t in texts]
+
+    return remembered
 
 
 def _served(out: Records, ex: P.Example, tasks: list[PlannedTask], answers: dict[str, Answer]):
@@ -219,20 +259,25 @@ def _served(out: Records, ex: P.Example, tasks: list[PlannedTask], answers: dict
         ans = answers[task.id]
         out.stats[f"calls_{task.kind}"] += 1
         if not _failed(out, ex, task, ans):
+            out.stats[f"served_{task.kind}"] += 1
             yield task, ans
+
+
+Written = tuple[PlannedTask, str, Answer]  # a rewrite task, the rewrite, the oracle's answer
 
 
 async def _phase1(
     out: Records, ex: P.Example, ask: Ask, s: Settings, controls: list[PlannedTask], embed: Embed | None
-) -> Rubric | None:
-    """The rubric, the neutral rewrites (kept or rejected here) and the control probes' verdicts."""
+) -> tuple[Rubric | None, list[Written]]:
+    """The rubric, the neutral rewrites and the control probes' verdicts. Returns the rubric and
+    the neutrals to verify (the others are kept or rejected here)."""
     first = phase1(ex, s.tasks)
     if not first and not controls:
-        return None
+        return None, []
     answers = await ask(first + controls)
     for task in controls:
         _control(out, ex, task, answers[task.id])
-    rubric = None
+    rubric, neutrals = None, []
     for task, ans in _served(out, ex, first, answers):
         if task.kind == "rubric":
             try:
@@ -245,9 +290,13 @@ async def _phase1(
                 out.stats["rubric_rescaled"] += 1
             continue
         text = _rewrite_or_reject(out, ex, task, ans, s)
-        if text is not None:  # phase 1's rewrites are the neutrals: no attribute to verify them on
+        if text is None or not await _says_what_a_says(out, ex, task, text, ans, s, embed):
+            continue
+        if is_verified(BY_TASK[task.kind], s.tasks):
+            neutrals.append((task, text, ans))
+        else:
             await _keep(out, ex, task, text, (ans,), s, embed)
-    return rubric
+    return rubric, neutrals
 
 
 def _control(out: Records, ex: P.Example, task: PlannedTask, ans: Answer) -> None:
@@ -261,6 +310,7 @@ def _control(out: Records, ex: P.Example, task: PlannedTask, ans: Answer) -> Non
         "controls",
         {
             "source_id": ex.id,
+            "verifier": task.probe_of,
             "probe": task.attribute,
             "passed": None if verdict is None else verdict.passed,
             "reason": verdict.reason if verdict else (ans.detail or ans.error),
@@ -271,14 +321,22 @@ def _control(out: Records, ex: P.Example, task: PlannedTask, ans: Answer) -> Non
 
 
 async def _phase2(
-    out: Records, ex: P.Example, ask: Ask, s: Settings, rubric: Rubric, embed: Embed | None
-) -> list[tuple[PlannedTask, str, Answer]]:
-    """The causal elements and the rewrites per attribute; returns the rewrites to verify."""
-    second = phase2(ex, rubric.attributes, s.tasks)
-    if not second:
+    out: Records,
+    ex: P.Example,
+    ask: Ask,
+    s: Settings,
+    rubric: Rubric | None,
+    neutrals: list[Written],
+    embed: Embed | None,
+) -> list[Written]:
+    """The causal elements and the rewrites per attribute (with a rubric), and the neutrals'
+    verdicts; returns the causal rewrites to verify."""
+    second = phase2(ex, rubric.attributes, s.tasks) if rubric is not None else []
+    checks = [neutral_check(ex, task, text, s.tasks) for task, text, _ in neutrals]
+    if not second and not checks:
         return []
-    answers = await ask(second)
-    to_verify: list[tuple[PlannedTask, str, Answer]] = []
+    answers = await ask(second + checks)
+    to_verify: list[Written] = []
     for task, ans in _served(out, ex, second, answers):
         if task.kind == "elements":
             try:
@@ -292,10 +350,11 @@ async def _phase2(
         text = _rewrite_or_reject(out, ex, task, ans, s)
         if text is None:
             continue
-        if s.tasks.verify and BY_TASK[task.kind].verified:
+        if is_verified(BY_TASK[task.kind], s.tasks):
             to_verify.append((task, text, ans))
         else:
             await _keep(out, ex, task, text, (ans,), s, embed)
+    await _judged(out, ex, s, checks, answers, neutrals, embed)
     return to_verify
 
 
@@ -305,21 +364,35 @@ async def _phase3(
     ask: Ask,
     s: Settings,
     rubric: Rubric,
-    to_verify: list[tuple[PlannedTask, str, Answer]],
+    to_verify: list[Written],
     embed: Embed | None,
 ) -> None:
-    """A verdict on each rewrite; a Pass keeps it (leakage limits aside)."""
+    """A verdict on each causal rewrite."""
     by_name = {a.name: a for a in rubric.attributes}
     third = [phase3(ex, task, text, by_name[task.attribute], s.tasks) for task, text, _ in to_verify]
-    answers = await ask(third)
-    rewrites = {check.id: entry for check, entry in zip(third, to_verify, strict=True)}
-    for check, ans in _served(out, ex, third, answers):
-        task, text, rewrite_ans = rewrites[check.id]
+    await _judged(out, ex, s, third, await ask(third), to_verify, embed)
+
+
+async def _judged(
+    out: Records,
+    ex: P.Example,
+    s: Settings,
+    checks: list[PlannedTask],
+    answers: dict[str, Answer],
+    rewrites: list[Written],
+    embed: Embed | None,
+) -> None:
+    """Each rewrite's verdict (``checks[i]`` judges ``rewrites[i]``): a Pass keeps it (leakage
+    limits aside)."""
+    by_id = {check.id: entry for check, entry in zip(checks, rewrites, strict=True)}
+    for check, ans in _served(out, ex, checks, answers):
+        task, text, rewrite_ans = by_id[check.id]
         try:
             verdict = parse_verdict(ans.value)
         except Rejected as e:
             out.reject(ex, task, "parse", f"the verdict: {e}", text, ans)
             continue
+        out.stats[f"verdict_{'pass' if verdict.passed else 'fail'}_{task.kind}"] += 1
         if not verdict.passed:
             out.reject(ex, task, "verify", verdict.reason, text, ans)
             continue
@@ -334,14 +407,38 @@ def _rewrite_or_reject(
     except Rejected as e:
         out.reject(ex, task, "parse", str(e), None, ans)
         return None
-    neutral = BY_TASK[task.kind].label == "tie"  # a tie's rewrite is held to the lower similarity bound
-    problem = rewrite_problem(task.source, text, s.checks, P.fences(ex), neutral=neutral)
+    kind = BY_TASK[task.kind]
+    problem = rewrite_problem(
+        task.source,
+        text,
+        s.checks,
+        P.fences(ex),
+        neutral=kind.label == "tie",  # a tie's rewrite is held to the lower similarity bound
+        a=ex.chosen if kind.carries_a else None,
+        request=ex.question,
+    )
     if problem is not None:
         check, reason = problem
         out.stats[f"check_{check}"] += 1
         out.reject(ex, task, "checks", reason, text, ans, check=check)
         return None
     return text
+
+
+async def _says_what_a_says(
+    out: Records, ex: P.Example, task: PlannedTask, text: str, ans: Answer, s: Settings, embed: Embed | None
+) -> bool:
+    """The neutrals' meaning check (``checks.neutral_problem``): A's content in the rewrite, by
+    the embedder's cosine when there is one, by word overlap otherwise."""
+    cosine = None
+    if embed is not None:
+        a, b = await embed([ex.chosen, text])
+        cosine = float(similarity(a, b))
+    if (problem := neutral_problem(ex.chosen, text, s.checks, cosine)) is None:
+        return True
+    out.stats["check_meaning"] += 1
+    out.reject(ex, task, "checks", problem, text, ans, check="meaning")
+    return False
 
 
 async def _keep(

@@ -17,10 +17,13 @@ Driver, step by step (``run_augment_job`` follows these in order):
 6. stream the pairs through the Ray Data graph (``augment.graph``); the sinks write each
    block's records and send the driver the block's tally (``augment.tally``);
 7. close the sinks and the governors (exact spend into the ledgers), check that the files
-   hold what the tallies counted, and commit: tables ``pairs`` (what training reads, ties
-   included), ``rejected``, ``filtered``, ``controls`` and ``quarantine``; the manifest holds
-   the counts per kind, the ratio to the source, spend, calls and cache hits, the backends,
-   the leakage summary and the control false-pass rate.
+   hold what the tallies counted, and pass each oracle-written kind through the quality gate
+   (``augment.gate``): a kind under a floor is left out (its files move from ``pairs`` to
+   ``left_out``) or, with ``gate.on_fail: stop``, the run stops uncommitted;
+8. commit: tables ``pairs`` (what training reads, ties included), ``rejected``, ``filtered``,
+   ``controls``, ``left_out`` and ``quarantine``; the manifest holds the counts per kind, the
+   gate's report per kind, the ratio to the source, spend, calls and cache hits, the
+   backends, the leakage summary and each verifier's control false-pass rate.
 
 The driver never reads the stream's records: it holds fixed-size summaries (counters, a
 reservoir of leakage values) and gives its freed heap back as it goes (``crome_ray.heap``),
@@ -32,6 +35,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,8 +44,9 @@ from pydantic import SecretStr
 
 from crome_ray.augment.config import AugmentConfig
 from crome_ray.augment.errors import AugmentError
+from crome_ray.augment.gate import KindReport, reports
 from crome_ray.augment.graph import build_stream, cache_root
-from crome_ray.augment.kinds import ratio_note
+from crome_ray.augment.kinds import GATED, KINDS, is_on, ratio_note
 from crome_ray.augment.scan import InputScan, project_input
 from crome_ray.augment.sink import start_sinks
 from crome_ray.augment.tally import Tally
@@ -58,6 +63,7 @@ TABLES = {
     "rejected": REJECTED_SCHEMA,
     "filtered": AUGMENTED_PAIR_SCHEMA,
     "controls": CONTROL_SCHEMA,
+    "left_out": AUGMENTED_PAIR_SCHEMA,
     QUARANTINE: QUARANTINE_SCHEMA,
 }
 SINKS = 1  # table sink actors (augment.sink)
@@ -134,7 +140,8 @@ def run_augment_job(
         if plan.unavailable:
             log(f"the primary oracle is unavailable ({plan.unavailable}); the local oracle serves every call")
     summary, stats, written = _stream(cfg, files, scan, plan if needs_oracle else None, step, progress, log)
-    _adopt_tables(step, written, summary)
+    gate = _gate(cfg, summary, log)
+    left_out = _adopt_tables(step, written, summary, [k for k, r in gate.items() if r.left_out])
     details = {
         "projection": projection,
         "oracle": stats.get("primary", {}),
@@ -142,11 +149,13 @@ def run_augment_job(
         "ledger": ledger_uri(cfg),
         "spend_usd": round(sum(s.get("spent_usd", 0.0) for s in stats.values()), 6),
         **summary.details(cfg.controls.max_false_pass_rate),
+        "gate": {k: r.as_dict() for k, r in gate.items()},
+        "verify_neutrals": cfg.run_tasks().verify_neutrals,
         "ratio_note": ratio_note(cfg.tasks),
     }
     if plan.unavailable is not None:
         details["primary_unavailable"] = plan.unavailable
-    return step.commit(summary.counts(scan.rows, scan.examples), **details)
+    return step.commit(summary.counts(scan.rows, scan.examples, left_out), **details)
 
 
 def _stream(
@@ -212,17 +221,51 @@ def _governor(name: str, o: OracleConfig, ledger: str, cfg: AugmentConfig):
     return g
 
 
-def _adopt_tables(step: Step, written: list[dict[str, Any]], summary: Tally) -> None:
+def _gate(cfg: AugmentConfig, summary: Tally, log: Callable[[str], None]) -> dict[str, KindReport]:
+    """The quality gate's report per kind; a kind under a floor is logged, or stops the run."""
+    on = [k.name for k in KINDS if k.name in GATED and is_on(k, cfg.tasks) and not cfg.tasks.rrm]
+    gate = reports(summary.stats, summary.accepted, summary.rejected_tasks, summary.controls, cfg.gate, on)
+    failed = {k: r.left_out for k, r in gate.items() if r.left_out}
+    if failed and cfg.gate.on_fail == "stop":
+        lines = "; ".join(f"{k}: {why}" for k, why in failed.items())
+        raise AugmentError(
+            f"the quality gate stopped the run before it committed ({lines}). Read the rejected table of "
+            "the attempt, use a stronger oracle, or set gate.on_fail=leave_out to commit without them"
+        )
+    for kind, why in failed.items():
+        log(f"{kind} left out of pairs: {why}")
+    return gate
+
+
+def _adopt_tables(
+    step: Step, written: list[dict[str, Any]], summary: Tally, left_out: list[str] = ()
+) -> dict[str, int]:
     """The sinks' files into the step's manifest, once their rows are what the tallies counted
-    and the attempt's table folders hold exactly those files (readers list the folder)."""
+    and the attempt's table folders hold exactly those files (readers list the folder). The
+    ``left_out`` kinds' files move from ``pairs`` to the ``left_out`` table first. Returns the
+    rows left out per kind."""
     folder = step.folder
+    entries: dict[str, list[dict[str, Any]]] = {name: [] for name in TABLES}
+    moved: dict[str, int] = {}
+    for w in written:
+        for table, entry in w["tables"].items():
+            files, rows = list(entry["files"]), entry["rows"]
+            for kind, part in entry.get("kinds", {}).items():
+                if kind in left_out:
+                    entries["left_out"].append(_move(folder, part, "left_out"))
+                    moved[kind] = moved.get(kind, 0) + part["rows"]
+                    files = [f for f in files if f not in part["files"]]
+                    rows -= part["rows"]
+            entries[table].append({"files": files, "rows": rows})
+    expected = Counter(summary.tables)
+    expected["pairs"] -= sum(moved.values())
+    expected["left_out"] = sum(moved.values())
     for name, schema in TABLES.items():
-        entries = [w["tables"][name] for w in written if name in w["tables"]]
-        rows = sum(e["rows"] for e in entries)
-        files = sorted(f for e in entries for f in e["files"])
-        if rows != summary.tables[name]:
+        rows = sum(e["rows"] for e in entries[name])
+        files = sorted(f for e in entries[name] for f in e["files"])
+        if rows != expected[name]:
             raise AugmentError(
-                f"the sinks wrote {rows} rows of {name} but the stream counted {summary.tables[name]}: "
+                f"the sinks wrote {rows} rows of {name} but the stream counted {expected[name]}: "
                 "the run is not committed (a block was lost or written twice); run it again"
             )
         found = sorted(f"{name}/{p.rsplit('/', 1)[-1]}" for p in folder.table_files(name))
@@ -232,19 +275,37 @@ def _adopt_tables(step: Step, written: list[dict[str, Any]], summary: Tally) -> 
                 "the run is not committed; run it again"
             )
         step.written_table(name, schema, files, rows)
+    return moved
+
+
+def _move(folder, entry: dict[str, Any], table: str) -> dict[str, Any]:
+    """A writer's files into another table folder of the attempt (nothing reads an attempt
+    before its commit)."""
+    folder.fs.makedirs(folder.file(table), exist_ok=True)
+    files = []
+    for f in entry["files"]:
+        to = f"{table}/{f.rsplit('/', 1)[-1]}"
+        folder.fs.mv(folder.file(f), folder.file(to))
+        files.append(to)
+    return {"files": files, "rows": entry["rows"]}
 
 
 def _check_controls(cfg: AugmentConfig, summary: Tally, probes_expected: int) -> bool:
-    """True once every control example has been seen; raises when the verifier fails calibration."""
+    """True once every control example has been seen; raises when a verifier fails calibration."""
     if summary.controls.total() < 2 * probes_expected and summary.examples < max(probes_expected * 4, 64):
         return False
-    rate, limit = summary.false_pass_rate(), cfg.controls.max_false_pass_rate
-    if rate is not None and limit is not None and rate > limit:
-        judged = summary.controls["passed"] + summary.controls["failed"]
+    limit = cfg.controls.max_false_pass_rate
+    for verifier in summary.verifiers():
+        rate = summary.false_pass_rate(verifier)
+        if rate is None or limit is None or rate <= limit:
+            continue
+        counts = summary.control_counts(verifier)
+        judged = counts["passed"] + counts["failed"]
+        what = "the verifier" if verifier == "causal" else f"the {verifier} verifier"
         raise AugmentError(
-            f"the verifier passed {summary.controls['passed']} of {judged} control probes (false-pass rate "
+            f"{what} passed {counts['passed']} of {judged} control probes (false-pass rate "
             f"{rate:.0%} > controls.max_false_pass_rate {limit:.0%}): it cannot tell a rewrite from an "
-            "unchanged or unrelated answer, so its verdicts would let bad counterfactuals through. The run "
+            "unchanged or unrelated answer, so its verdicts would let bad rewrites through. The run "
             "stopped and committed nothing; use a stronger oracle, or raise the limit knowingly"
         )
     return True

@@ -43,8 +43,9 @@ class PairKind:
     phase: int | None = None  # 1: needs nothing before it; 2: needs the example's rubric
     rewrites: Side | None = None  # the answer the task rewrites (A: the chosen one, B: the rejected)
     per_attribute: bool = False  # one rewrite per rubric attribute
-    verified: bool = False  # a verifier call judges the rewrite (when ``tasks.verify`` is on)
+    verified: bool = False  # a verifier call judges the rewrite (``is_verified``: when the tasks say so)
     direction: Literal["worse", "better"] | None = None  # what the verifier is told the rewrite did
+    carries_a: bool = False  # the rewrite must carry A's content (its checks compare it with A too)
     prompt: Prompt | None = None
     pair: Callable[[P.Example, str], tuple[str, str]] | None = None  # (A, B) from the example and rewrite
 
@@ -69,12 +70,12 @@ KINDS: tuple[PairKind, ...] = (
     ),
     PairKind("neutral_iqn", "tie", "iqn"),
     PairKind(
-        "neutral_can", "tie", "can", task="can", phase=1, rewrites="B",
+        "neutral_can", "tie", "can", task="can", phase=1, rewrites="B", carries_a=True, verified=True,
         prompt=lambda ex, a, safety, chars: P.can(ex, chars=chars),
         pair=lambda ex, rewrite: (ex.chosen, rewrite),
     ),
     PairKind(
-        "neutral_para", "tie", "para", task="para", phase=1, rewrites="A",
+        "neutral_para", "tie", "para", task="para", phase=1, rewrites="A", verified=True,
         prompt=lambda ex, a, safety, chars: P.para(ex, "A", chars=chars),
         pair=lambda ex, rewrite: (ex.chosen, rewrite),
     ),
@@ -90,6 +91,15 @@ REWRITE_TASKS = tuple(BY_TASK)
 def is_on(kind: PairKind, tasks: object) -> bool:
     """Whether ``tasks`` (an ``AugmentTasks``) turns the kind on."""
     return kind.flag is None or bool(getattr(tasks, kind.flag))
+
+
+def is_verified(kind: PairKind, tasks: object) -> bool:
+    """Whether the run sends the kind's rewrites to the verifier: ``tasks.verify`` on, and for a
+    tie ``tasks.verify_neutrals`` too (resolved: ``AugmentConfig.run_tasks``)."""
+    return bool(tasks.verify) and kind.verified and (kind.label == "chosen" or bool(tasks.verify_neutrals))
+
+
+GATED = tuple(k.name for k in KINDS if k.task)  # the kinds the oracle writes: the quality gate's
 
 
 def ratio_note(tasks: object) -> str:

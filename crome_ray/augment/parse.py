@@ -109,11 +109,19 @@ def parse_rewrite(value: Any) -> str:
 
 
 def parse_verdict(value: Any) -> Verdict:
+    """A causal verdict (``target_changed``, ``others_preserved``) or a neutral one
+    (``same_content``, ``same_quality``): a Pass whose own fields deny it counts as Fail."""
     verdict = _field(value, "verdict", str)
     if verdict not in ("Pass", "Fail"):
         raise Rejected(f"verdict {verdict!r} is neither Pass nor Fail")
-    changed, preserved = _field(value, "target_changed", bool), _field(value, "others_preserved", bool)
     reason = _field(value, "reason", str).strip()
+    if isinstance(value, dict) and "same_content" in value:
+        content, quality = _field(value, "same_content", bool), _field(value, "same_quality", bool)
+        if verdict == "Pass" and not (content and quality):
+            what = "content" if not content else "quality"
+            return Verdict(False, f"a Pass that says the {what} differs: counted as Fail ({reason})")
+        return Verdict(verdict == "Pass", reason)
+    changed, preserved = _field(value, "target_changed", bool), _field(value, "others_preserved", bool)
     if verdict == "Pass" and not (changed and preserved):
         what = "did not change" if not changed else "did not preserve the rest"
         return Verdict(False, f"a Pass that says the rewrite {what}: counted as Fail ({reason})")

@@ -8,6 +8,9 @@ The augmentation asks in three phases, each needing the answers of the one befor
    rubric, is about safety or harm) gets the safety degradation for every attribute;
 3. a verification of each causal rewrite that passed the code-level checks.
 
+The neutral rewrites' verifications (``tasks.verify_neutrals``) need no rubric: they go out
+in phase 2 (``neutral_check``).
+
 An answer longer than ``chars`` is not rewritten: the oracle would see it cut off, and the
 pair would set a whole answer against a rewrite of a fragment (a length cue, the kind of
 cue Crome exists to remove). ``skipped_rewrites`` says which. RRM mode makes no oracle
@@ -35,7 +38,7 @@ from dataclasses import dataclass, field
 
 from crome_ray.augment import prompts as P
 from crome_ray.augment.config import AugmentTasks
-from crome_ray.augment.kinds import BY_TASK, KINDS, REWRITE_TASKS, is_on
+from crome_ray.augment.kinds import BY_TASK, KINDS, REWRITE_TASKS, is_on, is_verified
 from crome_ray.oracle.config import ModelPrice
 
 SAFETY = re.compile(
@@ -57,6 +60,7 @@ class PlannedTask:
     task: P.OracleTask
     attribute: str | None = None
     source: str = ""  # the text a rewrite rewrites (the checks compare against it)
+    probe_of: str = "causal"  # a control probe: the verifier it calibrates (causal, or a neutral kind)
 
     def row(self) -> dict:
         return self.task.row(self.id)
@@ -147,6 +151,23 @@ def phase3(
     return PlannedTask(f"{rewrite.id}/verify", ex.id, 3, "verify", task, rewrite.attribute, rewrite.source)
 
 
+def neutral_check(ex: P.Example, rewrite: PlannedTask, text: str, t: AugmentTasks) -> PlannedTask:
+    """The verification of a CAN or PARA rewrite: the same content and quality as A? (phase 2:
+    it needs no rubric, so it goes out with the causal rewrites)."""
+    task = P.verify_neutral(ex, rewrite.kind, text, chars=t.chars)
+    return PlannedTask(f"{rewrite.id}/verify", ex.id, 2, "verify", task, rewrite.attribute, rewrite.source)
+
+
+def verification(
+    ex: P.Example, rewrite: PlannedTask, text: str, attribute: P.Attribute | None, t: AugmentTasks
+) -> PlannedTask:
+    """A rewrite's verification: the causal one on its attribute, or the neutral one."""
+    if BY_TASK[rewrite.kind].label == "tie":
+        return neutral_check(ex, rewrite, text, t)
+    assert attribute is not None
+    return phase3(ex, rewrite, text, attribute, t)
+
+
 def expected_output_tokens(planned: PlannedTask, count_tokens: Callable[[str], int]) -> int:
     """What a task's answer is expected to cost in output tokens: a rewrite about as long as its
     source, a rubric ~40 tokens an attribute, elements ~35 tokens each (two per attribute and
@@ -205,9 +226,8 @@ def project(
         if oracle_examples is not None and out.examples > oracle_examples:
             continue
         planned = phase1(ex, t) + phase2(ex, stand_in, t)
-        if t.verify:
-            rewrites = [p for p in planned if p.kind in BY_TASK and BY_TASK[p.kind].verified]
-            planned += [phase3(ex, p, p.source, by_name[p.attribute], t) for p in rewrites]
+        rewrites = [p for p in planned if p.kind in BY_TASK and is_verified(BY_TASK[p.kind], t)]
+        planned += [verification(ex, p, p.source, by_name.get(p.attribute or ""), t) for p in rewrites]
         for p in planned:
             out.calls[p.kind] = out.calls.get(p.kind, 0) + 1
             out.input_tokens += count_tokens(p.task.system) + count_tokens(p.task.prompt)

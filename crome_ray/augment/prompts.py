@@ -212,6 +212,21 @@ KEEP = (
     "Keep everything else as it is: length, tone, format, markdown and every other attribute. "
     "Do not comment on the change: the rewrite is the new answer and nothing more."
 )
+CAN_TASK = (
+    "Task: rewrite ANSWER B so that its content (facts, reasoning, completeness, correctness) "
+    "matches ANSWER A's, while keeping ANSWER B's own style: its length, tone, format and habits "
+    "of wording. Do not comment on the change: the rewrite is the new answer and nothing more."
+)
+PARA_TASK = (
+    "Task: paraphrase ANSWER {which}: the same content, meaning, quality, length and format, in "
+    "different words. Do not comment on the change: the paraphrase is the new answer and nothing "
+    "more."
+)
+DEGRADE_TASK = "Task: rewrite ANSWER A so that it is clearly worse in one attribute only"
+UPGRADE_TASK = "Task: rewrite ANSWER B so that it is clearly better in one attribute only"
+INSTRUCTIONS = (KEEP, CAN_TASK, PARA_TASK.format(which="A"), PARA_TASK.format(which="B"),
+                DEGRADE_TASK, UPGRADE_TASK)  # fmt: skip
+"""The rewrite tasks' own words: a rewrite made of them echoes its instruction (``augment.checks``)."""
 
 
 def degrade(ex: Example, attribute: Attribute, *, safety: bool = False, chars: int = 4000) -> OracleTask:
@@ -228,8 +243,7 @@ def degrade(ex: Example, attribute: Attribute, *, safety: bool = False, chars: i
         "degrade",
         ex,
         chars,
-        f"Task: rewrite ANSWER A so that it is clearly worse in one attribute only: {attribute.name} "
-        f"({attribute.description}). {how}{KEEP}",
+        f"{DEGRADE_TASK}: {attribute.name} ({attribute.description}). {how}{KEEP}",
         _rewrite_schema(source),
         _rewrite_tokens(source),
     )
@@ -242,8 +256,7 @@ def upgrade(ex: Example, attribute: Attribute, *, chars: int = 4000) -> OracleTa
         "upgrade",
         ex,
         chars,
-        f"Task: rewrite ANSWER B so that it is clearly better in one attribute only: {attribute.name} "
-        f"({attribute.description}). {KEEP}",
+        f"{UPGRADE_TASK}: {attribute.name} ({attribute.description}). {KEEP}",
         _rewrite_schema(source),
         _rewrite_tokens(source),
     )
@@ -256,9 +269,7 @@ def can(ex: Example, *, chars: int = 4000) -> OracleTask:
         "can",
         ex,
         chars,
-        "Task: rewrite ANSWER B so that its content (facts, reasoning, completeness, correctness) "
-        "matches ANSWER A's, while keeping ANSWER B's own style: its length, tone, format and habits "
-        "of wording. Do not comment on the change: the rewrite is the new answer and nothing more.",
+        CAN_TASK,
         _rewrite_schema(source),
         _rewrite_tokens(source),
     )
@@ -271,24 +282,27 @@ def para(ex: Example, which: Literal["A", "B"] = "A", *, chars: int = 4000) -> O
         "para",
         ex,
         chars,
-        f"Task: paraphrase ANSWER {which}: the same content, meaning, quality, length and format, in "
-        "different words. Do not comment on the change: the paraphrase is the new answer and nothing "
-        "more.",
+        PARA_TASK.format(which=which),
         _rewrite_schema(source),
         _rewrite_tokens(source),
     )
 
 
-VERIFY_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "target_changed": {"type": "boolean"},
-        "others_preserved": {"type": "boolean"},
-        "verdict": {"type": "string", "enum": ["Pass", "Fail"]},
-        "reason": {"type": "string", "maxLength": 200},
-    },
-    "required": ["target_changed", "others_preserved", "verdict", "reason"],
-}
+def verdict_schema(first: str, second: str) -> dict[str, Any]:
+    """A verdict: two yes/no findings, Pass or Fail, and a short reason."""
+    return {
+        "type": "object",
+        "properties": {
+            first: {"type": "boolean"},
+            second: {"type": "boolean"},
+            "verdict": {"type": "string", "enum": ["Pass", "Fail"]},
+            "reason": {"type": "string", "maxLength": 200},
+        },
+        "required": [first, second, "verdict", "reason"],
+    }
+
+
+VERIFY_SCHEMA = verdict_schema("target_changed", "others_preserved")
 
 
 def verify(
@@ -311,5 +325,32 @@ def verify(
         "Did it change that attribute in that direction, and preserve everything else? Give Pass "
         "only if both hold.",
         VERIFY_SCHEMA,
+        max_output_tokens=160,
+    )
+
+
+NEUTRAL_VERIFY_SCHEMA = verdict_schema("same_content", "same_quality")
+NEUTRAL_MEANT = {
+    "can": "ANSWER B rewritten to carry ANSWER A's content (its facts, reasoning, completeness and "
+    "correctness) in ANSWER B's own style",
+    "para": "a paraphrase of ANSWER A: the same content, meaning and quality in different words",
+}
+
+
+def verify_neutral(
+    ex: Example, task: Literal["can", "para"], rewrite: str, *, chars: int = 4000
+) -> OracleTask:
+    """Does a CAN or PARA rewrite say what ANSWER A says, as well? (a tie with A only if so)"""
+    return _task(
+        "verify",
+        ex,
+        chars,
+        fenced("REWRITE", clip(rewrite, chars), rewrite_key(ex, rewrite))
+        + f"\n\nTask: the REWRITE above was meant to be {NEUTRAL_MEANT[task]}. Does it have the same "
+        "content as ANSWER A (the same facts and claims, nothing missing, nothing added), and is it an "
+        "answer of the same quality to the REQUEST, so that neither is better? Style and wording may "
+        "differ. Give Pass only if both hold; a text that answers another request, or that is not an "
+        "answer, fails.",
+        NEUTRAL_VERIFY_SCHEMA,
         max_output_tokens=160,
     )

@@ -63,7 +63,7 @@ class InputScan:
         import pyarrow.parquet as pq
 
         cfg = self.cfg
-        probes = cfg.tasks.verify and not cfg.tasks.rrm
+        probes, tasks = cfg.tasks.verify and not cfg.tasks.rrm, cfg.run_tasks()
         for f in files:
             pf = pq.ParquetFile(path_in_filesystem(f), filesystem=fs)
             for batch in pf.iter_batches(batch_size=1024, columns=SCAN_COLUMNS):
@@ -80,7 +80,7 @@ class InputScan:
                         self.oracle_ids.append(row["source_id"])
                     if probes and len(self.control_ids) < self.control_examples:
                         self.control_ids.append(row["source_id"])
-                        self.controls += control_tasks(ex, ex.rejected, cfg.tasks)  # the real probes' size
+                        self.controls += control_tasks(ex, ex.rejected, tasks)  # the real probes' size
                     yield ex
 
     def _sample(self, request: str, chosen: str) -> None:
@@ -103,7 +103,7 @@ def project_input(
     started = time.monotonic()
     proj: Projection = project(
         scan.examples_of(files, pyarrow_filesystem(files[0], cfg.storage)),
-        cfg.tasks,
+        cfg.run_tasks(),
         count,
         oracle.price(),
         oracle_examples=cfg.oracle_examples,

@@ -30,6 +30,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from crome_ray.augment.kinds import GATED
 from crome_ray.augment.tally import Tally
 from crome_ray.config import StorageConfig
 from crome_ray.runs import QUARANTINE, Quarantine
@@ -96,23 +97,36 @@ class TableSink:
                     stage=row["stage"],
                 )  # fmt: skip
             else:
-                self._writer(table).add(row)
+                gated = table == "pairs" and row["kind"] in GATED
+                self._writer(table, row["kind"] if gated else None).add(row)
         self.written.add(key)
         return json.dumps(tally.as_doc())
 
-    def _writer(self, table: str) -> PartWriter:
-        if table not in self.writers:
-            self.writers[table] = PartWriter(
-                self.folder, table, self.schemas[table], self.rows_per_file, prefix=f"part-{self.tag}"
+    def _writer(self, table: str, kind: str | None = None) -> PartWriter:
+        """A table's writer; an oracle-written kind's pairs get files of their own
+        (``part-<tag>-<kind>-NNNNN``, writer key ``pairs/<kind>``), so the quality gate can move
+        a kind out of ``pairs`` whole."""
+        key = table if kind is None else f"{table}/{kind}"
+        if key not in self.writers:
+            prefix = f"part-{self.tag}" if kind is None else f"part-{self.tag}-{kind}"
+            self.writers[key] = PartWriter(
+                self.folder, table, self.schemas[table], self.rows_per_file, prefix
             )
-        return self.writers[table]
+        return self.writers[key]
 
     def close(self) -> dict[str, Any]:
-        """Close every file; per table the files (relative to the attempt) and rows written."""
-        return {
-            "tables": {name: {"files": w.close(), "rows": w.rows} for name, w in self.writers.items()},
-            "repeats": self.repeats,
-        }
+        """Close every file; per table the files (relative to the attempt) and rows written, and
+        for ``pairs`` the same per oracle-written kind (``kinds``: the files the gate may move)."""
+        tables: dict[str, dict[str, Any]] = {}
+        for key, w in self.writers.items():
+            table, _, kind = key.partition("/")
+            files = w.close()
+            entry = tables.setdefault(table, {"files": [], "rows": 0, "kinds": {}})
+            entry["files"] = sorted(entry["files"] + files)
+            entry["rows"] += w.rows
+            if kind:
+                entry["kinds"][kind] = {"files": files, "rows": w.rows}
+        return {"tables": tables, "repeats": self.repeats}
 
 
 def start_sinks(count: int, attempt: Folder, storage_json: str, schemas: dict[str, pa.Schema],

@@ -131,7 +131,7 @@ class OracleWorkStage:
         served by ``fallback_servers`` (``OracleServer`` actors, one engine each); ``fallback``
         still names its backend and model."""
         cfg = AugmentConfig.model_validate_json(config_json)
-        self.settings = Settings(cfg.tasks, cfg.checks, cfg.leakage)
+        self.settings = Settings(cfg.run_tasks(), cfg.checks, cfg.leakage)
         # oracle_examples: the examples past the first N get their original pair and IQN tie only
         self.oracle_ids = None if oracle_ids is None else frozenset(oracle_ids)
         self.no_oracle = Settings(without_oracle(cfg.tasks), cfg.checks, cfg.leakage)

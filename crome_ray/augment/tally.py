@@ -23,12 +23,15 @@ from typing import Any
 from crome_ray.augment.leakage import Leakage, summarise
 
 LEAKAGE_SAMPLE = 20_000  # leakage values the driver keeps for the manifest's percentiles
-COUNTERS = ("kinds", "tables", "stats", "backends", "quarantine", "rejected", "controls")
+COUNTERS = ("kinds", "accepted", "tables", "stats", "backends", "quarantine", "rejected", "rejected_tasks",
+            "controls")  # fmt: skip
 
 
 class Tally:
     def __init__(self, sample: int | None = LEAKAGE_SAMPLE) -> None:
-        self.kinds: Counter = Counter()
+        self.kinds: Counter = Counter()  # pairs per kind
+        self.accepted: Counter = Counter()  # pairs and filtered rows per kind: what the gate counts
+        self.rejected_tasks: Counter = Counter()  # <task>:<stage>[:<check>]
         self.tables: Counter = Counter()
         self.stats: Counter = Counter()
         self.backends: Counter = Counter()
@@ -48,6 +51,7 @@ class Tally:
             self.examples += 1
             self.stats.update(row)
         elif table in ("pairs", "filtered"):
+            self.accepted[row["kind"]] += 1
             if table == "pairs":
                 self.kinds[row["kind"]] += 1
                 self.cost_usd += row.get("cost_usd") or 0.0
@@ -59,9 +63,13 @@ class Tally:
             self.quarantine[row["reason"]] += 1
         elif table == "rejected":
             self.rejected[f"{row['stage']}:{row['check'] or row['kind']}"] += 1
+            check = f":{row['check']}" if row["check"] else ""
+            self.rejected_tasks[f"{row['kind']}:{row['stage']}{check}"] += 1
         elif table == "controls":
-            passed = row["passed"]
-            self.controls["no_verdict" if passed is None else ("passed" if passed else "failed")] += 1
+            passed, verifier = row["passed"], row.get("verifier") or "causal"
+            self.controls[
+                f"{verifier}:{'no_verdict' if passed is None else ('passed' if passed else 'failed')}"
+            ] += 1
 
     def _leak(self, leak: Leakage) -> None:
         """Reservoir sampling (algorithm R) when ``sample`` is set; every value otherwise."""
@@ -88,14 +96,21 @@ class Tally:
         for leak in doc["leaks"]:
             self._leak(Leakage(**leak))
 
-    def counts(self, source_rows: int, examples: int) -> dict[str, Any]:
-        """The manifest's counts: rows per table, pairs per kind, the ratio to the source."""
+    def counts(
+        self, source_rows: int, examples: int, left_out: dict[str, int] | None = None
+    ) -> dict[str, Any]:
+        """The manifest's counts: rows per table, pairs per kind (the kinds the quality gate left
+        out counted in ``left_out``, not in ``pairs``), the ratio to the source."""
+        left_out = left_out or {}
+        pairs = self.tables["pairs"] - sum(left_out.values())
         return {
             "source_rows": source_rows,
             "examples": examples,
-            "pairs": self.tables["pairs"],
-            "ratio_to_source": round(self.tables["pairs"] / max(source_rows, 1), 3),
-            **{f"pairs_{k}": v for k, v in sorted(self.kinds.items())},
+            "pairs": pairs,
+            "ratio_to_source": round(pairs / max(source_rows, 1), 3),
+            **{f"pairs_{k}": v for k, v in sorted(self.kinds.items()) if k not in left_out},
+            "left_out": sum(left_out.values()),
+            **{f"left_out_{k}": v for k, v in sorted(left_out.items())},
             "rejected": self.tables["rejected"],
             "filtered": self.tables["filtered"],
             "quarantine": self.tables["quarantine"],
@@ -105,7 +120,7 @@ class Tally:
     def details(self, max_false_pass_rate: float | None) -> dict[str, Any]:
         """The manifest's details that the stream's records tell: what the pairs cost, who wrote
         them, each example's counters, why rewrites and rows were set aside, the control probes'
-        verdicts, the leakage of the kept rewrites."""
+        verdicts per verifier, the leakage of the kept rewrites."""
         return {
             "pairs_cost_usd": round(self.cost_usd, 6),
             "backends": dict(self.backends),
@@ -113,13 +128,20 @@ class Tally:
             "rejected_by": dict(sorted(self.rejected.items())),
             "quarantine_by": dict(sorted(self.quarantine.items())),
             "controls": {
-                **dict(self.controls),
-                "false_pass_rate": self.false_pass_rate(),
+                **{v: self.control_counts(v) for v in self.verifiers()},
                 "max_false_pass_rate": max_false_pass_rate,
             },
             "leakage": summarise(self.leaks),
         }
 
-    def false_pass_rate(self) -> float | None:
-        judged = self.controls["passed"] + self.controls["failed"]
-        return round(self.controls["passed"] / judged, 4) if judged else None
+    def verifiers(self) -> list[str]:
+        """The verifiers that got control probes (causal first)."""
+        return sorted({k.split(":", 1)[0] for k in self.controls}, key=lambda v: (v != "causal", v))
+
+    def control_counts(self, verifier: str) -> dict[str, Any]:
+        counts = {s: self.controls[f"{verifier}:{s}"] for s in ("passed", "failed", "no_verdict")}
+        return {**counts, "false_pass_rate": self.false_pass_rate(verifier)}
+
+    def false_pass_rate(self, verifier: str = "causal") -> float | None:
+        passed, failed = self.controls[f"{verifier}:passed"], self.controls[f"{verifier}:failed"]
+        return round(passed / (passed + failed), 4) if passed + failed else None

@@ -8,12 +8,14 @@ echoing nothing of its input. For the augmentation's schemas the simulator answe
 - causal elements quote phrases of ANSWER A and ANSWER B under the rubric's attribute names;
 - a degradation garbles every second sentence of the answer (words reversed, some swapped
   for their opposites); an upgrade adds a justification after every sentence; CAN
-  gives answer B answer A's sentences after B's opening words; a paraphrase reverses the
+  gives answer B answer A's sentences (paraphrased) after B's opening words; a paraphrase reverses the
   order of the sentences and swaps connectives. Each changes the text, so the code-level checks
   pass it, unless ``p_copy`` makes the simulator hand back the source unchanged, as small
   oracles do;
 - a verification passes a rewrite that differs from its source and fails an unchanged one,
-  unless ``p_false_pass`` makes it pass a control, so a run can measure its verifier.
+  unless ``p_false_pass`` makes it pass a control, so a run can measure its verifier; a
+  neutral verification (``same_content``) passes a rewrite that shares most of ANSWER A's
+  words and is not ANSWER B handed back, with the same ``p_false_pass``.
 
 The evaluation's rewrites (``{"text": ...}`` of one fenced TEXT) are answered too:
 
@@ -140,7 +142,7 @@ def _paraphrase(text: str) -> str:
 
 def _can(a: str, b: str) -> str:
     opening = " ".join(b.split()[:6])
-    return f"{opening} ... {a.strip()}"
+    return f"{opening} ... {_paraphrase(a)}"
 
 
 # a stand-in pivot language: common English words and their French, swapped both ways
@@ -242,6 +244,19 @@ def _verify(blocks: dict[str, str], prompt: str, rng: random.Random, p_false_pas
             "reason": "The target attribute changed and the rest is preserved."}  # fmt: skip
 
 
+def _verify_neutral(blocks: dict[str, str], rng: random.Random, p_false_pass: float) -> dict | None:
+    """A CAN or PARA rewrite passes when it carries A's words and is not B handed back."""
+    if "REWRITE" not in blocks:
+        return None
+    rewrite, a = blocks["REWRITE"].strip(), blocks.get("ANSWER A", "").strip()
+    differs = rewrite == blocks.get("ANSWER B", "").strip() or unigram_f1(a, rewrite) < 0.5
+    if differs and rng.random() >= p_false_pass:
+        return {"same_content": False, "same_quality": False, "verdict": "Fail",
+                "reason": "The rewrite does not say what answer A says."}  # fmt: skip
+    return {"same_content": True, "same_quality": True, "verdict": "Pass",
+            "reason": "The same content and quality as answer A, in other words."}  # fmt: skip
+
+
 def task_answer(
     schema: dict[str, Any] | None, prompt: str, rng: random.Random, *, p_copy: float = 0.0,
     p_false_pass: float = 0.0,
@@ -264,6 +279,8 @@ def task_answer(
         if value is not None and limit:
             value["rewrite"] = value["rewrite"][:limit]
         return value
+    if "same_content" in props:
+        return _verify_neutral(blocks, rng, p_false_pass)
     if "verdict" in props:
         return _verify(blocks, prompt, rng, p_false_pass)
     if "text" in props:
