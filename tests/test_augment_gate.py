@@ -62,3 +62,22 @@ def test_floors_are_the_configs_and_kinds_not_asked_for_are_not_reported():
     strict = QualityGate(min_accepted_share=0.9, min_answered=1)
     assert gate(stats={"served_para": 2}, accepted={"neutral_para": 1}, g=strict)["neutral_para"].left_out
     assert set(gate(on=["neutral_para"])) == {"neutral_para"}
+
+
+def test_a_neutral_verifier_that_passes_its_probes_stops_the_run_like_the_causal_one():
+    import pytest
+
+    from crome_ray.augment.config import AugmentConfig
+    from crome_ray.augment.errors import AugmentError
+    from crome_ray.augment.job import _check_controls
+    from crome_ray.augment.tally import Tally
+
+    cfg = AugmentConfig.model_validate({"controls": {"examples": 2, "max_false_pass_rate": 0.25}})
+    tally = Tally()
+    tally.controls.update({"causal:failed": 4, "neutral_para:passed": 3, "neutral_para:failed": 1})
+    tally.examples = 2
+    with pytest.raises(AugmentError, match=r"the neutral_para verifier passed 3 of 4 control probes"):
+        _check_controls(cfg, tally, 2)
+    tally.controls["neutral_para:passed"] = 0
+    assert _check_controls(cfg, tally, 2) is True
+    assert tally.as_doc()["controls"] and Tally().false_pass_rate("neutral_can") is None
