@@ -315,18 +315,22 @@ def verify(
     chars: int = 4000,
 ) -> OracleTask:
     """Did the rewrite of ANSWER ``which`` make ``attribute`` clearly ``direction``, and nothing else?"""
-    return _task(
-        "verify",
+    return _judgement(
         ex,
-        chars,
-        fenced("REWRITE", clip(rewrite, chars), rewrite_key(ex, rewrite))
-        + f"\n\nTask: the REWRITE above was meant to be ANSWER {which} made clearly {direction} in one "
+        rewrite,
+        f"the REWRITE above was meant to be ANSWER {which} made clearly {direction} in one "
         f"attribute, {attribute.name} ({attribute.description}), and the same in everything else. "
         "Did it change that attribute in that direction, and preserve everything else? Give Pass "
         "only if both hold.",
         VERIFY_SCHEMA,
-        max_output_tokens=160,
+        chars,
     )
+
+
+def _judgement(ex: Example, rewrite: str, question: str, schema: dict[str, Any], chars: int) -> OracleTask:
+    """A verifier task: the rewrite in a fence keyed on itself, then the question."""
+    body = fenced("REWRITE", clip(rewrite, chars), rewrite_key(ex, rewrite)) + f"\n\nTask: {question}"
+    return _task("verify", ex, chars, body, schema, max_output_tokens=160)
 
 
 NEUTRAL_VERIFY_SCHEMA = verdict_schema("same_content", "same_quality")
@@ -341,16 +345,14 @@ def verify_neutral(
     ex: Example, task: Literal["can", "para"], rewrite: str, *, chars: int = 4000
 ) -> OracleTask:
     """Does a CAN or PARA rewrite say what ANSWER A says, as well? (a tie with A only if so)"""
-    return _task(
-        "verify",
+    return _judgement(
         ex,
-        chars,
-        fenced("REWRITE", clip(rewrite, chars), rewrite_key(ex, rewrite))
-        + f"\n\nTask: the REWRITE above was meant to be {NEUTRAL_MEANT[task]}. Does it have the same "
+        rewrite,
+        f"the REWRITE above was meant to be {NEUTRAL_MEANT[task]}. Does it have the same "
         "content as ANSWER A (the same facts and claims, nothing missing, nothing added), and is it an "
         "answer of the same quality to the REQUEST, so that neither is better? Style and wording may "
         "differ. Give Pass only if both hold; a text that answers another request, or that is not an "
         "answer, fails.",
         NEUTRAL_VERIFY_SCHEMA,
-        max_output_tokens=160,
+        chars,
     )
