@@ -227,6 +227,18 @@ def test_a_rewrite_made_of_the_instructions_words_is_an_echo(rewrite):
     assert (rewrite_problem(source, rewrite, RewriteChecks(max_echo_share=None)) or ("",))[0] != "echo"
 
 
+def test_a_causal_rewrite_that_states_its_attribute_is_an_echo():
+    # Qwen2.5-Coder-0.5B, asked to make an answer worse in accuracy ("The answer is factually and
+    # logically correct."), answered with the attribute's description (bench/local_neutrals.py)
+    source = "The word 'standing' is the verb in this sentence, so the answer is 1."
+    rewrite = "The answer is factually and logically correct."
+    attribute = "accuracy The answer is factually and logically correct."
+    check, reason = rewrite_problem(source, rewrite, CHECKS, task_text=attribute)
+    assert check == "echo" and "correct" in reason
+    assert rewrite_problem(source, rewrite, CHECKS) is None  # without the attribute's words: let through
+    assert junk_reason("causal_degrade", source, rewrite, task_text=attribute) is not None
+
+
 def test_words_the_request_or_the_answers_use_are_no_echo():
     source = "A paraphrase says the same content in new words."
     rewrite = "A paraphrase gives the same content using new words."
@@ -284,3 +296,22 @@ def test_a_can_rewrite_that_hands_back_a_is_a_near_copy_of_a():
     check, reason = rewrite_problem(b, SKY + " ", CHECKS, neutral=True, a=SKY)
     assert check == "near_copy" and "a near copy of A, not B rewritten" in reason
     assert rewrite_problem(b, SKY_WRONG, CHECKS, neutral=True, a=SKY) is None
+
+
+def test_a_rewrite_that_loops_on_one_sentence_is_refused_and_a_repetitive_source_is_not():
+    # Qwen2.5-Coder-0.5B's PARA of a one-sentence answer (bench/local_neutrals.py)
+    source = "The passage does not provide a specific reason for the writer's Mom having a torn rotator cuff."
+    loop = " ".join([source] * 3)[:220]
+    check, reason = rewrite_problem(source, loop, CHECKS, neutral=True)
+    assert check == "repetition" and "repeat" in reason
+    assert (rewrite_problem(source, loop, RewriteChecks(max_repetition_gain=None), neutral=True) or ("",))[
+        0
+    ] != ("repetition")
+    # a list that repeats its own frame, rewritten faithfully, repeats no more than its source
+    listed = "\n".join(
+        f"- Step {i}: add the next ingredient to the bowl and stir it well." for i in range(1, 6)
+    )
+    faithful = "\n".join(
+        f"- Step {i}: put the next ingredient in the bowl and stir it well." for i in range(1, 6)
+    )
+    assert rewrite_problem(listed, faithful, CHECKS, neutral=True) is None

@@ -151,9 +151,9 @@ def test_control_probes_record_the_verifiers_verdicts_on_answers_it_must_fail(ex
 def test_leakage_limits_drop_rewrites_that_change_the_length_too_much(example):
     def long_para(t):
         if t.kind == "para":
-            return Answer(
-                {"rewrite": t.source + " " + t.source[: len(t.source) // 1]}, backend="g", model="m"
-            )
+            # A and as much again in other words (A twice over is a loop: the repetition check's)
+            more = " ".join(w[::-1] for w in t.source.split())
+            return Answer({"rewrite": t.source + " " + more}, backend="g", model="m")
         return None
 
     s = Settings(

@@ -34,7 +34,13 @@ def test_phase_2_rewrites_each_attribute_both_ways():
         ("upgrade", "harmlessness"),
     ]
     assert planned[1].source == EX.chosen and planned[2].source == EX.rejected
+    # the attribute's words are the task's own: a rewrite that only states them is an echo
+    assert planned[3].task_text == "harmlessness No harm done." and can_text(EX) == ""
     assert L.phase2(EX, ATTRS, AugmentTasks(causal=False))[0].kind == "elements"
+
+
+def can_text(ex):
+    return L.phase1(ex, AugmentTasks())[1].task_text
 
 
 def test_a_safety_example_gets_the_safety_degradation_for_every_attribute():

@@ -70,7 +70,7 @@ def test_every_junk_rewrite_is_refused_and_each_new_check_refuses_some(embedder,
     got = verdicts(junk, embedder if with_embedder else None)
     missed = [r["rewrite"][:60] for r, v in zip(junk, got, strict=True) if v is None]
     assert not missed
-    assert set(Counter(got)) >= {"length", "placeholder", "echo", "meaning"}
+    assert set(Counter(got)) >= {"length", "placeholder", "echo", "meaning", "repetition"}
 
 
 def test_good_rewrites_pass_with_the_embedder(embedder):

@@ -22,8 +22,11 @@ first, and a rejection names its check:
   near copy of A (not B rewritten) too;
 - ``echo``: ``max_echo_share`` or more of its content words are words of the rewrite
   instructions (``prompts.INSTRUCTIONS``: "rewrite", "paraphrase", "answer", "content", ...) or
-  words about rewriting ("revised", "rephrased", "repeats", ...) that neither the request,
-  A nor the source uses;
+  words about rewriting ("revised", "rephrased", "repeats", ...), or for a causal rewrite the
+  words of the attribute it was asked to change, that neither the request, A nor the source
+  uses;
+- ``repetition``: its share of repeated word 4-grams exceeds its source's by
+  ``max_repetition_gain`` (a small model looping on one sentence until its token limit);
 - ``language``: another writing system than the source's (Latin, Cyrillic, Han, ...), or
   an English source answered in something that is not English; code (fenced blocks and
   inline spans) is left out of both measures;
@@ -218,19 +221,49 @@ def placeholder_problem(rewrite: str, against: tuple[str, ...], checks: RewriteC
     return None
 
 
-def echo_problem(rewrite: str, context: tuple[str, ...], checks: RewriteChecks) -> str | None:
-    """The rewrite made of the instructions' words (or words about rewriting) that ``context``
-    (the request, A, the source) does not use."""
+def echo_problem(
+    rewrite: str, context: tuple[str, ...], checks: RewriteChecks, task_text: str = ""
+) -> str | None:
+    """The rewrite made of the instructions' words (or words about rewriting, or the words of
+    ``task_text``: the attribute a causal rewrite was asked to change, its name and description)
+    that ``context`` (the request, A, the source) does not use."""
     if checks.max_echo_share is None:
         return None
     content = [w for w in words(rewrite) if w not in ENGLISH]
     if not content:
         return None
     known = {w for text in context for w in words(text)}
-    echoed = [w for w in content if w not in known and (w in INSTRUCTION_WORDS or META_WORDS.match(w))]
+    task = INSTRUCTION_WORDS | (set(words(task_text)) - ENGLISH - GENERIC)
+    echoed = [w for w in content if w not in known and (w in task or META_WORDS.match(w))]
     share = len(echoed) / len(content)
     if share >= checks.max_echo_share:
         return f"{share:.0%} of its words are the task's own ({', '.join(sorted(set(echoed))[:6])})"
+    return None
+
+
+REPEAT_N = 4  # word n-grams the repetition check counts
+REPEAT_MIN_GRAMS = 8  # a text shorter than this many n-grams is not judged
+
+
+def repeated_share(text: str) -> tuple[float, int]:
+    """The share of ``text``'s word 4-grams that repeat an earlier one, and how many it has."""
+    w = words(text)
+    grams = [tuple(w[i : i + REPEAT_N]) for i in range(len(w) - REPEAT_N + 1)]
+    return (1 - len(set(grams)) / len(grams) if grams else 0.0), len(grams)
+
+
+def repetition_problem(source: str, rewrite: str, checks: RewriteChecks) -> str | None:
+    """The rewrite loops: its repeated 4-grams outnumber its source's by ``max_repetition_gain``."""
+    if checks.max_repetition_gain is None:
+        return None
+    share, n = repeated_share(rewrite)
+    if n < REPEAT_MIN_GRAMS:
+        return None
+    before, _ = repeated_share(source)
+    if share - before >= checks.max_repetition_gain:
+        return (
+            f"{share:.0%} of its word 4-grams repeat (its source: {before:.0%}): text written over and over"
+        )
     return None
 
 
@@ -257,11 +290,13 @@ def rewrite_problem(
     neutral: bool = False,
     a: str | None = None,
     request: str = "",
+    task_text: str = "",
 ) -> tuple[str, str] | None:
     """Why the rewrite must not reach the verifier, as ``(check, reason)``; None when it may.
     ``neutral``: a CAN or PARA rewrite (held to the lower similarity bound); ``a``: the answer
     whose content it must carry when that is not its source (CAN); ``request``: the example's
-    request (its words are no echo)."""
+    request (its words are no echo); ``task_text``: the attribute a causal rewrite changes (its
+    words are the task's own)."""
     if not rewrite.strip():
         return "empty", "the rewrite is empty"
     if problem := delimiter_problem(source, rewrite, fences):
@@ -280,8 +315,10 @@ def rewrite_problem(
     for other in others:  # CAN: A's content in B's style, not A handed back
         if normalised(other) == normalised(rewrite) or (sim := edit_similarity(other, rewrite)) >= limit:
             return "near_copy", f"a near copy of A, not B rewritten (similarity {sim:.3f} >= {limit:g})"
-    if problem := echo_problem(rewrite, (request, source, *others), checks):
+    if problem := echo_problem(rewrite, (request, source, *others), checks, task_text):
         return "echo", problem
+    if problem := repetition_problem(source, rewrite, checks):
+        return "repetition", problem
     if checks.language and (problem := language_problem(source, rewrite)):
         return "language", problem
     if checks.format and (problem := format_problem(source, rewrite, others)):
@@ -302,12 +339,14 @@ def length_problem(source: str, rewrite: str, checks: RewriteChecks) -> str | No
     )
 
 
-def junk_reason(kind: str, a: str, b: str, request: str = "") -> str | None:
+def junk_reason(kind: str, a: str, b: str, request: str = "", task_text: str = "") -> str | None:
     """The rule a committed pair of the augmentation must never meet: its rewritten side is a
     placeholder (at most two words) or made mostly of the task's words, while the other side
     is a sentence or more. ``causal_upgrade`` rewrites A; every other rewrite kind, B."""
     text, other = (a, b) if kind == "causal_upgrade" else (b, a)
     checks = RewriteChecks()
     return placeholder_problem(text, (other,), checks) or (
-        echo_problem(text, (request, other), checks) if len(words(other)) >= checks.sentence_words else None
+        echo_problem(text, (request, other), checks, task_text)
+        if len(words(other)) >= checks.sentence_words
+        else None
     )

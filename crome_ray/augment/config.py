@@ -59,6 +59,13 @@ class RewriteChecks(Frozen):
         description="Reject a rewrite when this share of its content words or more are the task's own "
         "(instruction words, words about rewriting) and not the request's or the answers'. Unset: off.",
     )
+    max_repetition_gain: float | None = Field(
+        0.25,
+        gt=0,
+        le=1,
+        description="Reject a rewrite whose share of repeated word 4-grams exceeds its source's by this "
+        "much or more (a small model looping: one sentence written over and over). Unset: off.",
+    )
     min_neutral_similarity: float | None = Field(
         0.4,
         ge=-1,

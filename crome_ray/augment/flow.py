@@ -416,6 +416,7 @@ def _rewrite_or_reject(
         neutral=kind.label == "tie",  # a tie's rewrite is held to the lower similarity bound
         a=ex.chosen if kind.carries_a else None,
         request=ex.question,
+        task_text=task.task_text,
     )
     if problem is not None:
         check, reason = problem

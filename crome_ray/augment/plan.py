@@ -60,6 +60,7 @@ class PlannedTask:
     task: P.OracleTask
     attribute: str | None = None
     source: str = ""  # the text a rewrite rewrites (the checks compare against it)
+    task_text: str = ""  # the attribute a causal rewrite changes, "name description" (no echo of it)
     probe_of: str = "causal"  # a control probe: the verifier it calibrates (causal, or a neutral kind)
 
     def row(self) -> dict:
@@ -114,6 +115,7 @@ def _rewrites(
                 suffix,
                 attribute=attribute.name if attribute else None,
                 source=kind.source(ex),
+                task_text=f"{attribute.name} {attribute.description}" if attribute else "",
             )
         )
     return out  # fmt: skip
