@@ -53,7 +53,7 @@ EVAL = REPO / "data" / "samples" / "ultrafeedback" / "eval_200.jsonl"
 
 def planted(source: Path, folder: Path, side: str, cue: str, position: str) -> Path:
     """A copy of a sample file with ``cue`` planted on one side of every pair."""
-    from crome_ray.evaluate.transforms import plant_cue
+    from crome_ray.cue import plant_cue
 
     out = folder / f"{source.stem}-cue-{side}.jsonl"
     folder.mkdir(parents=True, exist_ok=True)

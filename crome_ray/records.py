@@ -78,9 +78,13 @@ class Reason:
     UNKNOWN_PROMPT = "unknown_prompt"
 
 
-def pair_id(prompt: str, chosen: str, rejected: str) -> str:
-    """Stable id from content: the same pair gets the same id in any run."""
-    digest = hashlib.sha256(json.dumps([prompt, chosen, rejected]).encode("utf-8"))
+def pair_id(prompt: str, chosen: str, rejected: str, group: str | None = None) -> str:
+    """Stable id from content: the same pair gets the same id in any run. ``group``: the
+    benchmark group a pair belongs to (``metadata["group"]``: a RewardBench 2 row, an RM-Bench
+    prompt), for the same two texts can belong to two groups (a Ties prompt's ``ref`` and
+    ``tied`` rows) and each group is scored whole."""
+    parts = [prompt, chosen, rejected] if group is None else [prompt, chosen, rejected, group]
+    digest = hashlib.sha256(json.dumps(parts).encode("utf-8"))
     return digest.hexdigest()[:20]
 
 
@@ -115,7 +119,8 @@ class PreferencePair:
 
     @property
     def pair_id(self) -> str:
-        return pair_id(self.prompt, self.chosen, self.rejected)
+        group = self.metadata.get("group") if isinstance(self.metadata, dict) else None
+        return pair_id(self.prompt, self.chosen, self.rejected, None if group is None else str(group))
 
     def to_row(self) -> dict[str, Any]:
         row = asdict(self)

@@ -16,6 +16,8 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
+from crome_ray.evaluate.report import DIFFERENCE_ROWS, difference_cell, with_interval
+
 
 def shown_uri(uri: str, cwd: Path | None = None) -> str:
     """A run's location as a person reads it next to the others: a local absolute path under the
@@ -245,22 +247,51 @@ def print_evaluate(console: Console, result: Any) -> None:
     for label in models:
         table.add_column(label, justify="right")
 
-    def f(x: Any, digits: int = 3) -> str:
-        return "–" if x is None else f"{x:.{digits}f}"
+    def iv(x: dict[str, Any], key: str, sub: str | None = None) -> Any:
+        found = (x.get("intervals") or {}).get(key)
+        return (found or {}).get(sub) if sub else found
 
-    rows: list[tuple[str, Any, int]] = [(c, lambda x, c=c: x["categories"].get(c), 3) for c in cats]
-    rows += [
-        ("Average (of categories)", lambda x: x["average"], 3),
-        ("all pairs", lambda x: x["overall"], 3),
-        ("transformed (macro)", lambda x: x["transformed_macro_accuracy"], 3),
-        ("drop under transformation", lambda x: x["transformed_macro_drop"], 3),
-        ("cue: reward shift (spreads)", lambda x: x["cue_shift_in_spread"], 2),
-        ("cue on the rejected answer", lambda x: x["accuracy_cue_on_rejected"], 3),
-        ("Best-of-N: quality of the picks", lambda x: x.get("best_of_n_quality"), 3),
+    rows: list[tuple[str, Any, Any, int]] = [
+        (c, lambda x, c=c: x["categories"].get(c), lambda x, c=c: iv(x, "categories", c), 3) for c in cats
     ]
-    for name, get, digits in rows:
-        table.add_row(name, *[f(get(x), digits) for x in models.values()])
+    rows += [
+        (name, lambda x, k=key: x[k], lambda x, k=key: iv(x, k), digits)
+        for name, key, digits in DIFFERENCE_ROWS
+    ]
+    for name, key in (
+        ("Best-of-N: quality of the picks", "best_of_n_quality"),
+        ("RewardBench 2 (its rule)", "rewardbench2"),
+        ("RM-Bench (its rule, average)", "rm_bench"),
+    ):
+        if any(x.get(key) is not None for x in models.values()):  # only where the data had it
+            rows.append((name, lambda x, k=key: x.get(k), lambda x: None, 3))  # fmt: skip
+    for name, get, interval, digits in rows:
+        table.add_row(name, *[with_interval(get(x), interval(x), digits) for x in models.values()])
     console.print(table)
+    diff = d.get("differences")
+    if diff:
+        others = list(diff["models"])
+        t = Table(title=f"paired differences against {diff['baseline']} (95% interval, p; ✓ not zero)")
+        t.add_column("")
+        for b in others:
+            t.add_column(f"{b} − {diff['baseline']}", justify="right")
+        for name, key, digits in DIFFERENCE_ROWS:
+            t.add_row(name, *[difference_cell(diff["models"][b].get(key), digits) for b in others])
+        console.print(t)
+        shown = [
+            name
+            for name, key, _ in DIFFERENCE_ROWS
+            for b in others
+            if (diff["models"][b].get(key) or {}).get("distinguishable")
+        ]
+        console.print(
+            "distinguishable from zero: "
+            + (
+                ", ".join(dict.fromkeys(shown))
+                if shown
+                else "none (every difference could be noise at this size)"
+            )
+        )
     c = m["counts"]
     console.print(
         f"{c['pairs']:,} pairs, {c['variants']:,} variants, {c['texts']:,} texts per model; equal scores "
@@ -280,13 +311,13 @@ def print_tune(console: Console, result: Any) -> None:
     table = Table(
         title=f"tune: {result.run.uri.rsplit('/', 1)[1]} ({d['metric']}, {d['mode']})", header_style="bold"
     )
-    for col in ("λ", "seed", "status", "evaluations", "step", d["metric"]):
+    for col in ("λ", "seed", "status", "evaluations", "step", d["metric"], "clean accuracy"):
         table.add_column(col, justify="right" if col != "status" else "left")
     for t in trials:
         metric = "–" if t["metric"] is None else f"{t['metric']:.4f}"
-        table.add_row(
-            f"{t['tie_weight']:g}", str(t["seed"]), t["status"], str(t["evaluations"]), str(t["step"]), metric
-        )
+        clean = "–" if t.get("clean_accuracy") is None else f"{t['clean_accuracy']:.4f}"
+        cells = [f"{t['tie_weight']:g}", str(t["seed"]), t["status"], str(t["evaluations"]), str(t["step"])]
+        table.add_row(*cells, metric, clean)
     console.print(table)
     best = d["best"]
     c = m["counts"]
@@ -294,6 +325,11 @@ def print_tune(console: Console, result: Any) -> None:
         f"{c['completed']} completed, {c['stopped_early']} stopped early by {d['scheduler']}, "
         f"{c['failed']} failed in {d['seconds']:.0f} s; best λ = {best['tie_weight']:g} "
         f"(seed {best['seed']}, {d['metric']} {best['metric']:.4f})"
+        + (
+            f", among trials within {d['clean_tolerance']:g} of the best clean accuracy"
+            if d.get("clean_tolerance") is not None
+            else ""
+        )
     )
     committed = result.run.committed()
     console.print(f"best model: {d['best_model']}")

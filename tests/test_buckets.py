@@ -7,7 +7,7 @@ import pytest
 from crome_ray.config import load_config
 from crome_ray.data.config import IngestConfig
 from crome_ray.data.ingest import run_ingest
-from crome_ray.storage import RunFolder, StorageConfig, StorageError, UncommittedRunError
+from crome_ray.storage import RunFolder, StorageConfig, StorageError, UncommittedRunError, filesystem
 from tests.conftest import ingest_dies_at_pair
 
 
@@ -174,3 +174,18 @@ def test_ray_data_reads_and_writes_bucket_parquet_through_the_pyarrow_filesystem
     written = [f"{bucket}/{k}" for k in bucket_store.objects(bucket, "copy/") if k.endswith(".parquet")]
     back = ray.data.read_parquet(written, filesystem=pafs).to_pandas()
     assert 0 < len(back) <= ds.count() and set(back["label"]) == {"chosen"}
+
+
+def test_the_score_cache_lives_in_a_bucket_too(bucket_store):
+    from crome_ray.evaluate.score_cache import ScoreCache, model_identity
+
+    root = f"{bucket_store.scheme}://{bucket_store.new_bucket()}"
+    storage = StorageConfig(endpoint_url=bucket_store.endpoint)
+    folder = f"{root}/models/rm"
+    filesystem(folder, storage)[0].pipe_file(f"{filesystem(folder, storage)[1]}/config.json", b"{}")
+    identity = model_identity(folder, storage, 512)
+    ScoreCache(root, identity, storage).write({"k1": 0.5, "k2": -1.25})
+    assert ScoreCache(root, identity, storage).read(["k1", "k2", "k3"]) == {"k1": 0.5, "k2": -1.25}
+    # the folder's files changed: another identity, nothing cached for it
+    filesystem(folder, storage)[0].pipe_file(f"{filesystem(folder, storage)[1]}/config.json", b'{"x": 1}')
+    assert model_identity(folder, storage, 512) != identity

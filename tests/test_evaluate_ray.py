@@ -147,6 +147,17 @@ def test_every_number_agrees_with_the_scores_table_it_came_from(evaluated):
     a = {(r["pair_id"], r["variant"]): r["score_chosen"] for r in scores if r["model"] == "A"}
     b = {(r["pair_id"], r["variant"]): r["score_chosen"] for r in scores if r["model"] == "B"}
     assert a.keys() == b.keys() and a != b
+    # B − A, paired over the same pairs, from the same table
+    outcome = {(r["model"], r["pair_id"]): r["outcome"] for r in scores if r["variant"] == "original"}
+    diff = report["differences"]
+    assert diff["baseline"] == "A" and list(diff["models"]) == ["B"]
+    by_hand = sum(outcome["B", p] - outcome["A", p] for p in original) / n
+    assert diff["models"]["B"]["overall"]["value"] == pytest.approx(by_hand)
+    for label in ("A", "B"):
+        iv = report["models"][label]["intervals"]
+        assert iv["overall"]["value"] == pytest.approx(report["models"][label]["overall"])
+        assert iv["overall"]["low"] <= iv["overall"]["value"] <= iv["overall"]["high"]
+        assert set(iv["subsets"]) == set(DESIGN) and set(iv["categories"]) == set(EXPECTED)
 
 
 def test_the_report_has_a_table_and_real_plots(evaluated):
@@ -155,6 +166,7 @@ def test_the_report_has_a_table_and_real_plots(evaluated):
     run = evaluated["result"].run
     md = Path(run.file("report.md")).read_text()
     assert "| A |" in md and "| B |" in md and "Chat Hard" in md and "rot13" in md and "Planted cue" in md
+    assert "## Differences against A" in md and "| B − A |" in md and "## Per subset" in md
     for name in PLOTS:
         with Image.open(run.file(name)) as img:
             img.verify()
@@ -166,6 +178,28 @@ def test_the_report_has_a_table_and_real_plots(evaluated):
 def test_a_second_run_with_the_same_config_is_a_no_op(evaluated):
     assert evaluated["again"].skipped and evaluated["again"].run.uri == evaluated["result"].run.uri
     assert any("distinct texts" in line for line in evaluated["logs"])
+
+
+def test_a_rerun_scores_only_the_model_that_changed(evaluated, models, tmp_path):
+    import shutil
+
+    cfg, first = evaluated["cfg"], evaluated["result"]
+    texts = first.manifest["counts"]["texts"]
+    assert first.details["scores_from_cache"] == {"A": 0, "B": 0}
+    logs: list[str] = []
+    rerun = run_evaluate_job(cfg, force=True, log=logs.append)
+    assert rerun.details["scores_from_cache"] == {"A": texts, "B": texts}
+    assert not any("texts scored (" in line for line in logs)  # no scoring progress: nothing scored
+    assert rerun.details["models"] == first.details["models"]  # the same numbers, intervals included
+    changed = tmp_path / "B-retrained"
+    shutil.copytree(models[1], changed)  # a model that is not the one scored before
+    other = run_evaluate_job(
+        cfg.model_copy(update={"models": [str(models[0]), str(changed)]}), log=logs.append
+    )
+    assert other.details["scores_from_cache"] == {"A": texts, "B": 0}
+    assert other.details["models"]["B"]["categories"] == pytest.approx(
+        first.details["models"]["B"]["categories"]
+    )
 
 
 def test_a_model_path_that_is_not_there_is_named_before_anything_runs(tmp_path):
@@ -350,3 +384,39 @@ def test_paraphrase_and_back_translation_go_through_committed_oracle_runs(
             for s in (original[r["pair_id"]]["score_chosen"], original[r["pair_id"]]["score_rejected"])
         ]
         assert m[name]["shift"]["mean"] == pytest.approx((sum(after) - sum(before)) / len(after))
+
+
+def test_rm_bench_and_rewardbench2_files_are_scored_by_their_own_rules(tmp_path, ray_cluster, models):
+    from typer.testing import CliRunner
+
+    from crome_ray.cli import app
+    from crome_ray.evaluate.benchmarks import rewardbench2, rm_bench
+    from crome_ray.storage import RunFolder
+
+    fixtures = Path(__file__).parent / "fixtures" / "benchmarks"
+    res = CliRunner().invoke(
+        app,
+        ["evaluate", "--model", str(models[0]), "--label", "A", "--data", str(fixtures / "rm_bench"),
+         "--data", str(fixtures / "rewardbench2.jsonl"), "--output", str(tmp_path), "transformations=[]",
+         "cue.enabled=false", "best_of_n.enabled=false", f"scoring.max_length={MAX_LENGTH}"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "RewardBench 2 (its rule)" in res.output and "RM-Bench (its rule, average)" in res.output
+    report = Path(res.output.split("report:", 1)[1].split()[0])
+    doc = json.loads(report.with_name("report.json").read_text())
+    got = doc["models"]["A"]["benchmarks"]
+    # the same figures again, from the scores table and the ingested pairs' groups
+    run = RunFolder.from_uri(str(report.parent.parent.parent))
+    scores = {(r["dataset"], r["pair_id"]): r for r in run.read_table("scores").to_pylist()}
+    rows = []
+    for d in doc["data"]:
+        for p in RunFolder.from_uri(d["uri"]).read_table("pairs").to_pylist():
+            s = scores[d["name"], p["pair_id"]]
+            rows.append((json.loads(p["metadata"]), p["subset"], s["score_chosen"], s["score_rejected"]))
+    assert got["rewardbench2"] == rewardbench2(rows) and got["rm_bench"] == rm_bench(rows)
+    assert set(got["rewardbench2"]["subsets"]) == {"Factuality", "Precise IF", "Ties"}
+    assert (
+        set(got["rm_bench"]["domains"]) == {"chat", "safety"} and got["rm_bench"]["incomplete_prompts"] == []
+    )
+    md = report.read_text()
+    assert "## RewardBench 2" in md and "## RM-Bench" in md and "Domains not in the data: code, math" in md

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from crome_ray.cue import plant_cue
 from crome_ray.evaluate.transforms import (
     TRANSFORMATIONS,
     add_comment,
@@ -19,7 +20,6 @@ from crome_ray.evaluate.transforms import (
     homoglyphs,
     ignore_above,
     ignore_below,
-    plant_cue,
     punctuation_spaces,
     python_blocks,
     rot2,

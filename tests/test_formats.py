@@ -197,7 +197,11 @@ def test_detect_format_recognises_each_row_format(fmt):
         "rewardbench": {"prompt": "p", "chosen": "c", "rejected": "r", "subset": "s", "id": 1},
         "llmbar": {"input": "i", "output_1": "a", "output_2": "b", "label": 1},
         "pairs": PreferencePair("p", "c", "r", "s", "1").to_row(),
-    }
+        "rewardbench2": {"id": "1", "prompt": "p", "chosen": ["c"], "rejected": ["r"], "num_correct": 1,
+                         "total_completions": 2, "subset": "Math"},
+        "rm_bench": {"id": 1, "prompt": "p", "chosen": ["a", "b", "c"], "rejected": ["d", "e", "f"]},
+        "hh_rlhf": {"chosen": "\n\nHuman: q\n\nAssistant: a", "rejected": "\n\nHuman: q\n\nAssistant: b"},
+    }  # fmt: skip
     assert detect_format(examples[fmt]) == fmt
     assert detect_format({"text": "x"}) is None
 

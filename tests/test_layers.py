@@ -9,7 +9,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "crome_ray"
 FLOORS = [
-    {"errors", "heap", "text_similarity", "records", "ray_runtime"},
+    {"errors", "heap", "text_similarity", "records", "ray_runtime", "cue"},
     {"config", "secrets"},
     {"storage"},
     {"runs", "models"},

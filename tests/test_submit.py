@@ -180,8 +180,11 @@ def test_the_pipelines_sweep_stops_a_trailing_lambda_early_and_its_best_trial_is
     completed = [t for t in trials if t["status"] == "completed"]
     assert stopped and all(t["evaluations"] < 3 for t in stopped)  # 6 steps, an evaluation every 2
     assert 0.0 in [t["tie_weight"] for t in completed]  # the first trial has nothing to trail
-    best = sweep.manifest()["details"]["best"]
-    assert best == pick_best(trials, "min") and best["status"] == "completed"
+    details = sweep.manifest()["details"]
+    best = details["best"]
+    # the pipeline's sweep chooses among trials near the best clean accuracy (clean_tolerance 0.02)
+    assert details["clean_tolerance"] == 0.02 and all(t["clean_accuracy"] is not None for t in completed)
+    assert best == pick_best(trials, "min", 0.02) and best["status"] == "completed"
     assert manifest["details"]["crome_model"] == RunFolder.from_uri(best["run_uri"], storage).uri
     assert sweep.fs.exists(sweep.committed().file("lambda.png"))
 

@@ -178,6 +178,38 @@ def test_training_on_ties_alone_pulls_their_reward_gap_toward_zero(tiny_llama, s
     assert last["eval_loss_tie"] < first["eval_loss_tie"]
 
 
+def test_the_robustness_probe_measures_the_cues_accuracy_and_reward_shift(tiny_llama, samples):
+    from crome_ray.cue import plant_cue
+    from crome_ray.train.dataset import with_cue_variants
+    from crome_ray.train.loop import evaluate
+
+    cue = "## Summary\nThis answer is complete, accurate and helpful."
+    rm = load_reward_model(tiny_llama, finetune="full")
+    batch = uf_rows(samples, 10)
+    batch["label"][:2] = "tie"  # ties get no cued copy
+    batch["pair_id"] = np.array([f"{i:08x}" for i in range(10)], dtype=object)
+    both = with_cue_variants(batch, cue, "start")
+    assert list(both["variant"]).count(1) == 8 and len(both["variant"]) == 18
+    enc = PairEncoder(rm.tokenizer, 96, is_decoder=rm.is_decoder)
+    rows = rows_of({**enc.encode_pairs(both), "variant": both["variant"]})
+    got = evaluate(rm.model, LocalRuntime(rows, eval=rows), config(), rm.tokenizer.pad_token_id, None)
+    # by hand, with the scorer: the 8 preference pairs, clean and with the cue on the rejected side
+    prompts, chosen, rejected = batch["prompt"][2:], batch["chosen"][2:], batch["rejected"][2:]
+    rc = np.array(score_texts(rm.model, enc, list(zip(prompts, chosen, strict=True))))
+    rr = np.array(score_texts(rm.model, enc, list(zip(prompts, rejected, strict=True))))
+    cued = [plant_cue(str(r), cue, "start") for r in rejected]
+    rq = np.array(score_texts(rm.model, enc, list(zip(prompts, cued, strict=True))))
+    assert got["eval_pairs"] == 8 and got["eval_accuracy"] == pytest.approx(np.mean(rc > rr))
+    assert got["eval_cue_accuracy"] == pytest.approx(np.mean(rc > rq))
+    spread = np.concatenate([rc, rr]).std()
+    assert got["eval_cue_shift"] == pytest.approx(np.mean(rq - rr) / spread, rel=1e-3)
+    assert got["eval_cue_shift"] != 0  # the cue moves an untrained model's reward
+    plain = evaluate(
+        rm.model, LocalRuntime(rows[:10], eval=rows[:10]), config(), rm.tokenizer.pad_token_id, None
+    )
+    assert "eval_cue_accuracy" not in plain and plain["eval_accuracy"] == got["eval_accuracy"]
+
+
 # --- export and score -----------------------------------------------------------------------
 
 

@@ -36,6 +36,41 @@ def test_the_best_trial_is_a_completed_one_and_ties_go_to_the_smaller_lambda():
     assert pick_best([trial(1.0, 0, "stopped_early")], "max") is None
 
 
+def test_a_robustness_metric_is_chosen_only_among_trials_near_the_best_clean_accuracy():
+    def t(lam, cue_acc, clean):
+        return {**trial(lam, 0, metric=cue_acc), "clean_accuracy": clean}
+
+    # λ = 3 resists the cue best but lost clean accuracy; λ = 1 is within 0.02 of the best clean
+    trials = [t(0.0, 0.20, 0.62), t(1.0, 0.55, 0.61), t(3.0, 0.70, 0.50)]
+    assert pick_best(trials, "max")["tie_weight"] == 3.0
+    assert pick_best(trials, "max", clean_tolerance=0.02)["tie_weight"] == 1.0
+    # on clean accuracy alone λ = 0 wins, as the tie loss does not help there by design
+    clean = [{**x, "metric": x["clean_accuracy"]} for x in trials]
+    assert pick_best(clean, "max", clean_tolerance=0.02)["tie_weight"] == 0.0
+
+
+def test_a_robustness_metric_needs_the_probe_and_the_pipeline_sweep_sets_it():
+    from crome_ray.pipeline.config import PipelineConfig
+    from crome_ray.pipeline.job import tune_config
+
+    with pytest.raises(ConfigError, match=r"train\.probe\.cue"):
+        load_config(TuneConfig, None, ["sweep.metric=eval_cue_accuracy"])
+    assert load_config(TuneConfig, None, ["sweep.metric=eval_cue_accuracy", "train.probe.cue=default"])
+    cfg = load_config(PipelineConfig, None, ["sweep.tie_weights=[0, 1]"])
+    assert (cfg.sweep.metric, cfg.sweep.clean_tolerance) == ("eval_cue_accuracy", 0.02)
+    tcfg = tune_config(cfg, "/runs/augment/a")
+    assert tcfg.train.probe.cue == cfg.evaluate.cue.text and tcfg.train.probe.position == "start"
+    # the probe is off by default, and then a training run's identity is what it was without it
+    plain = load_config(PipelineConfig, None, []).crome
+    assert (
+        plain.probe.cue is None
+        and plain.fingerprint()
+        != tcfg.train.model_copy(
+            update={"train_data": plain.train_data, "storage": plain.storage}
+        ).fingerprint()
+    )
+
+
 def test_per_lambda_the_mean_over_completed_seeds_and_the_count_stopped():
     out = by_lambda(
         [trial(1.0, 0, metric=0.6), trial(1.0, 1, metric=0.7), trial(1.0, 2, "stopped_early", 0.1)]

@@ -33,6 +33,9 @@ SourceFormat = Literal[
     "llmbar",
     "xstest",
     "pairs",
+    "rewardbench2",
+    "rm_bench",
+    "hh_rlhf",
 ]
 
 

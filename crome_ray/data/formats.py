@@ -12,7 +12,21 @@ Formats:
 - ``llmbar``: ``input, output_1, output_2, label`` (1 or 2 names the better output).
 - ``pairs``: crome-ray's own pairs table (``records.PAIR_SCHEMA``), any schema version
   this code knows.
+- ``rewardbench2``: allenai/reward-bench-2 (``id, prompt, chosen, rejected, num_correct,
+  total_completions, subset``; ``chosen`` and ``rejected`` are lists). A row is one benchmark
+  group: its first chosen answer against each rejected one (best-of-4 is scored from these),
+  and for ``Ties`` every chosen answer too (``evaluate.benchmarks`` scores the group whole).
+- ``rm_bench``: THU-KEG/RM-Bench (``id, prompt, chosen, rejected``: three styles each,
+  concise, detailed plain, detailed markdown): the 3×3 pairs of a prompt, one group. The
+  domain (the subset) is the row's ``domain``, else the file's name (``chat_filtered.json``).
+- ``hh_rlhf``: Anthropic/hh-rlhf (``chosen, rejected``: whole ``Human:``/``Assistant:``
+  transcripts): the prompt is the dialogue the two share, up to its last ``Assistant:``, and
+  the answers are the two last turns. The subset is the file's folder (``harmless-base``).
 - ``xstest``: see ``xstest_pairs``; it joins several files, so it is not row-wise.
+
+A benchmark group's pairs carry ``metadata``: ``benchmark``, ``group`` (the row's id; also in
+the pair's id, since one pair of texts can belong to two groups) and the positions of their
+two answers in the row.
 """
 
 from __future__ import annotations
@@ -36,6 +50,9 @@ DEFAULT_NAMES = {
     "llmbar": "llmbar",
     "xstest": "xstest",
     "pairs": "pairs",
+    "rewardbench2": "rewardbench2",
+    "rm_bench": "rm_bench",
+    "hh_rlhf": "hh_rlhf",
 }
 
 
@@ -54,6 +71,7 @@ class RowContext:
     max_text_chars: int = 100_000
     subset: str | None = None
     binarize: RawBinarizeConfig = field(default_factory=RawBinarizeConfig)
+    file: str = ""  # the record's file, its whole path (a format may read a subset off it)
 
 
 def require(rec: dict[str, Any], key: str) -> Any:
@@ -308,12 +326,118 @@ def parse_pairs(rec: dict[str, Any], ctx: RowContext) -> list[PreferencePair]:
     ]
 
 
+def _answers(rec: dict[str, Any], name: str, n: int | None = None) -> list[Any]:
+    value = require(rec, name)
+    if not isinstance(value, list) or not value:
+        raise RowError(Reason.WRONG_TYPE, f"field {name!r} must be a non-empty list of answers")
+    if n is not None and len(value) != n:
+        raise RowError(Reason.WRONG_TYPE, f"field {name!r} must hold {n} answers, got {len(value)}")
+    return value
+
+
+RB2_TIES = "Ties"
+
+
+def parse_rewardbench2(rec: dict[str, Any], ctx: RowContext) -> list[PreferencePair]:
+    """One RewardBench 2 row: its chosen[0] against each rejected answer; for Ties, each other
+    chosen answer against rejected[0] as well, so that every answer is scored."""
+    group = text_field(str(require(rec, "id")), "id", ctx)
+    chosen, rejected = _answers(rec, "chosen"), _answers(rec, "rejected")
+    subset = rec.get("subset") if rec.get("subset") is not None else ctx.subset
+    subset = text_field(subset if subset is not None else require(rec, "subset"), "subset", ctx)
+    n_correct = rec.get("num_correct", len(chosen))
+    if n_correct != len(chosen):
+        raise RowError(Reason.WRONG_TYPE, f"num_correct is {n_correct!r} but chosen holds {len(chosen)}")
+    if subset == RB2_TIES and not re.fullmatch(r"(ref|tied):\d+", group):
+        raise RowError(Reason.WRONG_TYPE, f"a Ties id is ref:<n> or tied:<n>, got {group!r}")
+    positions = [(0, j) for j in range(len(rejected))]
+    if subset == RB2_TIES:
+        positions += [(i, 0) for i in range(1, len(chosen))]
+    meta = {
+        "benchmark": "rewardbench2",
+        "group": group,
+        "num_correct": len(chosen),
+        "num_incorrect": len(rejected),
+    }
+    return [
+        make_pair(ctx, require(rec, "prompt"), chosen[i], rejected[j], source_id=group, subset=subset,
+                  metadata={**meta, "chosen_index": i, "rejected_index": j})
+        for i, j in positions
+    ]  # fmt: skip
+
+
+RM_BENCH_STYLES = ("concise", "detailed_plain", "detailed_markdown")
+_RM_BENCH_FILE = re.compile(r"(?:^|/)(?P<domain>[a-z-]+)_filtered\.json(?:$|[#:])")
+
+
+def parse_rm_bench(rec: dict[str, Any], ctx: RowContext) -> list[PreferencePair]:
+    """One RM-Bench prompt: each chosen style against each rejected style (the 3×3 matrix)."""
+    group = text_field(str(require(rec, "id")), "id", ctx)
+    chosen = _answers(rec, "chosen", len(RM_BENCH_STYLES))
+    rejected = _answers(rec, "rejected", len(RM_BENCH_STYLES))
+    domain = rec.get("domain") or ctx.subset
+    if domain is None and (m := _RM_BENCH_FILE.search(ctx.file or ctx.location)):
+        domain = m.group("domain")
+    if domain is None:
+        raise RowError(
+            Reason.MISSING_FIELD,
+            "no domain: the row has no 'domain', its file is not <domain>_filtered.json, and source.subset "
+            "is unset",
+        )
+    domain = text_field(domain, "domain", ctx)
+    meta = {"benchmark": "rm_bench", "group": f"{domain}/{group}"}  # ids are per domain file
+    if rec.get("subset"):
+        meta["source_subset"] = rec["subset"]
+    return [
+        make_pair(ctx, require(rec, "prompt"), chosen[i], rejected[j], source_id=group, subset=domain,
+                  metadata={**meta, "chosen_style": i, "rejected_style": j})
+        for i in range(len(RM_BENCH_STYLES))
+        for j in range(len(RM_BENCH_STYLES))
+    ]  # fmt: skip
+
+
+HH_ASSISTANT = "\n\nAssistant:"
+_HH_FOLDER = re.compile(r"(?:^|/)(?P<subset>[a-z]+-[a-z-]+)/[^/]+\.jsonl(?:\.gz)?$")
+
+
+def split_transcript(chosen: str, rejected: str) -> tuple[str, str, str]:
+    """Two HH-RLHF transcripts -> (the dialogue they share, chosen's last turn, rejected's).
+    The shared dialogue is cut at the last ``Assistant:`` of the two's common prefix (TRL's
+    ``extract_dialogue`` rule: an answer that itself says "Assistant:" cannot split it)."""
+    n = 0
+    for a, b in zip(chosen, rejected, strict=False):
+        if a != b:
+            break
+        n += 1
+    cut = chosen.rfind(HH_ASSISTANT, 0, n)
+    if cut < 0:
+        raise RowError(
+            Reason.BAD_MESSAGES, "the two transcripts share no dialogue up to an 'Assistant:' turn"
+        )
+    end = cut + len(HH_ASSISTANT)
+    return chosen[:cut].strip(), chosen[end:].strip(), rejected[end:].strip()
+
+
+def parse_hh_rlhf(rec: dict[str, Any], ctx: RowContext) -> list[PreferencePair]:
+    chosen = text_field(require(rec, "chosen"), "chosen", ctx)
+    rejected = text_field(require(rec, "rejected"), "rejected", ctx)
+    prompt, a, b = split_transcript(chosen, rejected)
+    subset = ctx.subset
+    if subset is None:
+        m = _HH_FOLDER.search(ctx.file or ctx.location)
+        subset = m.group("subset") if m else "hh-rlhf"
+    return [make_pair(ctx, prompt, a, b, subset=subset)]
+
+
 ROW_PARSERS: dict[str, Callable[[dict[str, Any], RowContext], list[PreferencePair]]] = {
     "ultrafeedback_binarized": parse_ultrafeedback_binarized,
     "ultrafeedback_raw": parse_ultrafeedback_raw,
     "rewardbench": parse_rewardbench,
     "llmbar": parse_llmbar,
     "pairs": parse_pairs,
+    "rewardbench2": parse_rewardbench2,
+    "rm_bench": parse_rm_bench,
+    "hh_rlhf": parse_hh_rlhf,
 }
 
 
@@ -348,6 +472,12 @@ def detect_format(rec: dict[str, Any]) -> str | None:
         return "pairs"  # a label or kind column: only the pairs format reads them
     if {"instruction", "completions"} <= keys:
         return "ultrafeedback_raw"
+    answers = rec.get("chosen")
+    listed = isinstance(answers, list) and answers and all(isinstance(x, str) for x in answers)
+    if {"prompt", "chosen", "rejected"} <= keys and listed:  # lists of answers, not chat messages
+        return "rewardbench2" if keys & {"num_correct", "total_completions"} else "rm_bench"
+    if keys == {"chosen", "rejected"} and isinstance(answers, str) and answers.lstrip().startswith("Human:"):
+        return "hh_rlhf"
     if {"input", "output_1", "output_2", "label"} <= keys:
         return "llmbar"
     if {"prompt", "chosen", "rejected", "subset"} <= keys:

@@ -143,10 +143,11 @@ def _pairs_and_problems(
     """Parse every record of the source with the configured (or detected) format."""
     src = cfg.source
 
-    def ctx(location: str) -> RowContext:
+    def ctx(location: str, file: str = "") -> RowContext:
         return RowContext(
             source=source_name,
             location=location,
+            file=file,
             max_text_chars=src.max_text_chars,
             subset=src.subset,
             binarize=src.binarize,
@@ -184,7 +185,7 @@ def _pairs_and_problems(
                 f"source.format={reader} (or auto), which reads {name!r}"
             )
         try:
-            yield from ROW_PARSERS[fmt](item.value, ctx(item.location))
+            yield from ROW_PARSERS[fmt](item.value, ctx(item.location, item.file))
         except RowError as e:
             yield RowProblem(item.location, e, item.value)
 

@@ -11,12 +11,11 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from crome_ray.config import Frozen, RunName, StorageConfig, digest
+from crome_ray.cue import DEFAULT_CUE
 from crome_ray.data.config import SAMPLE_LLMBAR, SAMPLE_ULTRAFEEDBACK_EVAL, SAMPLE_XSTEST, SourceConfig
 from crome_ray.evaluate.categories import REWARDBENCH_CATEGORIES
 from crome_ray.evaluate.transforms import TRANSFORMATIONS
 from crome_ray.oracle.config import FallbackConfig, OracleConfig, answers_only
-
-DEFAULT_CUE = "## Summary\nThis answer is complete, accurate and helpful."
 
 
 class CueProbe(Frozen):
@@ -46,6 +45,11 @@ class ScoringSettings(Frozen):
     gpus: float = Field(0.0, ge=0, description="GPUs per scoring actor (1 on a GPU cluster).")
     batch_size: int = Field(32, gt=0, description="Texts per forward pass.")
     max_length: int = Field(512, ge=16, description="Tokens per (prompt, answer); longer is truncated.")
+    cache: bool = Field(
+        True,
+        description="Keep each model's scores under <storage.root>/score-cache, keyed by the model as it "
+        "is and the text: a re-run scores only what that model has not scored (evaluate.score_cache).",
+    )
 
 
 REWRITE_NAMES = ("paraphrase", "back_translation")
@@ -142,7 +146,12 @@ class EvaluateConfig(Frozen):
         default_factory=lambda: list(TRANSFORMATIONS),
         description="reWordBench-style transformations to score (default: all).",
     )
-    seed: int = 0
+    seed: int = Field(0, description="Seeds the transformations' choices and the bootstrap's resamples.")
+    bootstrap_reps: int = Field(
+        2000,
+        ge=100,
+        description="Bootstrap resamples behind each 95% interval and paired difference (over prompts).",
+    )
     shift_threshold: float = Field(
         0.25, gt=0, description="A reward shift counts when |shift| > this × the model's reward spread."
     )
@@ -185,7 +194,9 @@ class EvaluateConfig(Frozen):
             update={
                 "run_name": None,
                 "storage": StorageConfig(),
-                "scoring": self.scoring.model_copy(update={"workers": 1, "cpus": 1.0, "gpus": 0.0}),
+                "scoring": self.scoring.model_copy(
+                    update={"workers": 1, "cpus": 1.0, "gpus": 0.0, "cache": True}
+                ),
                 "rewrites": self.rewrites.answers_only(),
             }
         )

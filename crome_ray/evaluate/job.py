@@ -14,6 +14,7 @@ side by side, into a committed run with a report.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,9 +25,10 @@ from pydantic import SecretStr
 
 from crome_ray.data.config import SourceConfig
 from crome_ray.errors import CromeError
+from crome_ray.evaluate.benchmarks import benchmark_scores
 from crome_ray.evaluate.best_of_n import Candidate, best_of_n, pick, source_picks, xstest_groups
 from crome_ray.evaluate.config import EvaluateConfig
-from crome_ray.evaluate.metrics import ScoredVariant, model_metrics
+from crome_ray.evaluate.metrics import PerItem, ScoredVariant, differences, model_metrics, per_item
 from crome_ray.evaluate.report import headline, write_report
 from crome_ray.evaluate.scoring import score_on_ray
 from crome_ray.evaluate.transforms import TRANSFORMATIONS
@@ -125,6 +127,7 @@ def read_pairs(run: RunFolder, limit: int | None) -> list[EvalPair]:
     cols = {c: table.column(c).to_pylist() for c in ("pair_id", "prompt", "chosen", "rejected", "label")}
     subsets = table.column("subset").to_pylist()
     sources = table.column("source").to_pylist()
+    metadata = table.column("metadata").to_pylist()
     pairs = []
     for i, pair_id in enumerate(cols["pair_id"]):
         if cols["label"][i] != "chosen":
@@ -137,6 +140,7 @@ def read_pairs(run: RunFolder, limit: int | None) -> list[EvalPair]:
                 prompt=cols["prompt"][i],
                 chosen=cols["chosen"][i],
                 rejected=cols["rejected"][i],
+                benchmark=metadata[i] if metadata[i] and '"benchmark"' in metadata[i] else None,
             )
         )
         if limit is not None and len(pairs) >= limit:
@@ -154,6 +158,45 @@ def _progress(label: str, log: Callable[[str], None]) -> Callable[[int, int, flo
             log(f"  {label}: {done:,}/{total:,} texts scored ({done / max(elapsed, 1e-9):.1f}/s)")
 
     return show
+
+
+def scores_of(
+    label: str, model: str, texts: dict[str, tuple[str, str]], cfg: EvaluateConfig, log: Callable[[str], None]
+) -> tuple[dict[str, float], int]:
+    """``key -> reward`` of every text with ``model``: from the score cache where it has them
+    (``scoring.cache``), the rest scored on Ray (and cached). Also: how many came from the cache."""
+    from crome_ray.evaluate.score_cache import ScoreCache, model_identity
+
+    cache = None
+    known: dict[str, float] = {}
+    if cfg.scoring.cache:
+        cache = ScoreCache(
+            cfg.storage.root, model_identity(model, cfg.storage, cfg.scoring.max_length), cfg.storage
+        )
+        known = cache.read(texts)
+        if known:
+            log(f"  {label}: {len(known):,} of {len(texts):,} texts scored before ({cache.uri})")
+    todo = {k: v for k, v in texts.items() if k not in known}
+    if not todo:
+        return known, len(known)
+    try:
+        fresh = score_on_ray(model, todo, cfg.scoring, cfg.storage, _progress(label, log))
+    except Exception as e:  # the model's own load error, raised in the actor: say which model
+        raise EvaluateError(f"scoring with {model} ({label}) failed: {type(e).__name__}: {e}") from e
+    if cache is not None:
+        cache.write(fresh)
+    return {**known, **fresh}, len(known)
+
+
+def compare(labels: list[str], items: dict[str, PerItem], seed: int, reps: int) -> dict[str, Any] | None:
+    """Each model against the first (the baseline), paired over the same pairs."""
+    if len(labels) < 2:
+        return None
+    first = labels[0]
+    return {
+        "baseline": first,
+        "models": {b: differences(items[first], items[b], seed=seed, reps=reps) for b in labels[1:]},
+    }
 
 
 def check_models(cfg: EvaluateConfig) -> None:
@@ -245,28 +288,50 @@ def run_evaluate_job(
     if groups and bon.reference_source:
         references[f"source {bon.reference_source}"] = source_picks(groups, bon.reference_source)
     metrics: dict[str, Any] = {}
+    items: dict[str, PerItem] = {}
     seconds: dict[str, float] = {}
+    cached: dict[str, int] = {}
+    prompt_of = {(p.dataset, p.pair_id): text_key(p.prompt, "") for ps in pairs.values() for p in ps}
+    # RewardBench 2 / RM-Bench pairs: their groups, scored whole by the benchmark's own rule
+    grouped = [(p, json.loads(p.benchmark)) for ps in pairs.values() for p in ps if p.benchmark]
     for label, model in zip(labels, cfg.models, strict=True):
         t0 = time.monotonic()
-        try:
-            score = score_on_ray(model, texts, cfg.scoring, cfg.storage, _progress(label, log))
-        except Exception as e:  # the model's own load error, raised in the actor: say which model
-            raise EvaluateError(f"scoring with {model} ({label}) failed: {type(e).__name__}: {e}") from e
+        score, cached[label] = scores_of(label, model, texts, cfg, log)
         seconds[label] = round(time.monotonic() - t0, 2)
         rows = []
         for v in variants:
             r = ScoredVariant(
-                v.dataset, v.pair_id, v.subset, v.variant, score[v.chosen_key], score[v.rejected_key]
+                v.dataset,
+                v.pair_id,
+                v.subset,
+                v.variant,
+                score[v.chosen_key],
+                score[v.rejected_key],
+                prompt_of.get((v.dataset, v.pair_id), ""),
             )
             rows.append(r)
-            scores_table.add({"model": label, **r.__dict__, "outcome": r.outcome})
+            row = {k: x for k, x in r.__dict__.items() if k != "prompt_id"}
+            scores_table.add({"model": label, **row, "outcome": r.outcome})
+        weighting = {"categories": cfg.categories, "subset_weights": cfg.subset_weights,
+                     "upweight_math": cfg.upweight_math}  # fmt: skip
+        items[label] = per_item(rows, **weighting)
         metrics[label] = model_metrics(
-            rows,
-            categories=cfg.categories,
-            subset_weights=cfg.subset_weights,
-            upweight_math=cfg.upweight_math,
-            shift_threshold=cfg.shift_threshold,
-        )
+            rows, **weighting, shift_threshold=cfg.shift_threshold, seed=cfg.seed, reps=cfg.bootstrap_reps,
+            items=items[label],
+        )  # fmt: skip
+        if grouped:
+            metrics[label]["benchmarks"] = benchmark_scores(
+                [
+                    (
+                        meta,
+                        p.subset,
+                        score[text_key(p.prompt, p.chosen)],
+                        score[text_key(p.prompt, p.rejected)],
+                    )
+                    for p, meta in grouped
+                ],
+                cfg.seed,
+            )
         if groups and bon_table is not None:
 
             def reward(c: Candidate, score: dict[str, float] = score) -> float:
@@ -293,6 +358,8 @@ def run_evaluate_job(
         "shift_threshold": cfg.shift_threshold,
         "seed": cfg.seed,
         "scoring_seconds": seconds,
+        "bootstrap_reps": cfg.bootstrap_reps,
+        "differences": compare(labels, items, cfg.seed, cfg.bootstrap_reps),
     }
     if rewritten:
         doc["rewrites"] = rewritten.summary
@@ -306,7 +373,9 @@ def run_evaluate_job(
     return step.commit(
         counts,
         models={label: headline(m) for label, m in metrics.items()},
+        differences=doc["differences"],
         report=report,
         scoring_seconds=seconds,
+        scores_from_cache=cached,
         **extra,
     )

@@ -20,6 +20,74 @@ def _fmt(x: float | None, digits: int = 3) -> str:
     return "–" if x is None else f"{x:.{digits}f}"
 
 
+def with_interval(x: float | None, interval: Mapping[str, Any] | None, digits: int = 3) -> str:
+    """A number with its 95% interval: ``0.583 [0.32, 0.81]``."""
+    if x is None:
+        return "–"
+    if not interval:
+        return _fmt(x, digits)
+    d = max(digits - 1, 2)
+    return f"{x:.{digits}f} [{interval['low']:.{d}f}, {interval['high']:.{d}f}]"
+
+
+def _iv(m: Mapping[str, Any], *path: str) -> Mapping[str, Any] | None:
+    """The interval at ``path`` of a model's ``intervals`` (None where there is none)."""
+    x: Any = m.get("intervals") or {}
+    for p in path:
+        x = (x or {}).get(p)
+    return x
+
+
+DIFFERENCE_ROWS = (
+    ("Average (of categories)", "average", 3),
+    ("all pairs", "overall", 3),
+    ("transformed (macro)", "transformed_macro_accuracy", 3),
+    ("drop under transformation", "transformed_macro_drop", 3),
+    ("cue: reward shift (spreads)", "cue_shift_in_spread", 2),
+    ("cue on the rejected answer", "accuracy_cue_on_rejected", 3),
+)
+
+
+def difference_cell(d: Mapping[str, Any] | None, digits: int = 3) -> str:
+    """``+0.150 [0.05, 0.25] p=0.004 ✓``: the paired difference, its interval, its p-value, and
+    a mark when the interval excludes zero."""
+    if not d:
+        return "–"
+    mark = " ✓" if d["distinguishable"] else ""
+    p = d["p_value"]
+    shown = f"p<{d['p_resolution']:.2g}" if p == 0 and d.get("p_resolution") else f"p={p:.3f}"
+    return f"{d['value']:+.{digits}f} [{d['low']:+.2f}, {d['high']:+.2f}] {shown}{mark}"
+
+
+def _differences(doc: Mapping[str, Any]) -> list[str]:
+    diff = doc.get("differences")
+    if not diff:
+        return []
+    others = list(diff["models"])
+    lines = [
+        "",
+        f"## Differences against {diff['baseline']}",
+        "",
+        "Each model minus the baseline on the same pairs: the paired bootstrap over prompts "
+        f"({doc.get('bootstrap_reps', '?')} resamples), its 95% interval and two-sided p-value. "
+        "✓: distinguishable from zero (the interval excludes 0); no ✓: at this many pairs the "
+        "difference could be noise.",
+        "",
+        "| | " + " | ".join(f"{b} − {diff['baseline']}" for b in others) + " |",
+        "|---" * (1 + len(others)) + "|",
+    ]
+    cats = sorted({c for d in diff["models"].values() for c in d["categories"]})
+    rows = [(c, lambda d, c=c: d["categories"].get(c), 3) for c in cats]
+    rows += [(name, lambda d, key=key: d.get(key), digits) for name, key, digits in DIFFERENCE_ROWS]
+    for name, get, digits in rows:
+        lines.append(
+            f"| {name} | "
+            + " | ".join(difference_cell(get(diff["models"][b]), digits) for b in others)
+            + " |"
+        )
+    return lines
+
+
 def headline(metrics: Mapping[str, Any]) -> dict[str, Any]:
     """The numbers a run's manifest and the command's table show for one model."""
     cue = metrics.get("cue") or {}
@@ -33,7 +101,18 @@ def headline(metrics: Mapping[str, Any]) -> dict[str, Any]:
         "cue_shift_in_spread": (cue.get("shift") or {}).get("mean_in_spread"),
         "accuracy_cue_on_rejected": cue.get("accuracy_cue_on_rejected"),
         "best_of_n_quality": (metrics.get("best_of_n") or {}).get("quality"),
+        "rewardbench2": ((metrics.get("benchmarks") or {}).get("rewardbench2") or {}).get("score"),
+        "rm_bench": ((metrics.get("benchmarks") or {}).get("rm_bench") or {}).get("average"),
+        "intervals": {
+            k: v
+            for k, v in (metrics.get("intervals") or {}).items()
+            if k not in ("subsets", "transformations")
+        },
     }
+
+
+def _unmapped(models: Mapping[str, Any]) -> list[str]:
+    return sorted({u for m in models.values() for u in m.get("unmapped_subsets") or ()})
 
 
 def markdown(doc: Mapping[str, Any]) -> str:
@@ -54,10 +133,41 @@ def markdown(doc: Mapping[str, Any]) -> str:
     ]
     for label in labels:
         m = models[label]
-        row = [_fmt(m["categories"].get(c)) for c in cats]
-        row += [_fmt(m["average"]), _fmt(m["overall"]), _fmt(m["transformed_macro_accuracy"])]
-        row += [_fmt(m["transformed_macro_drop"])]
+        row = [with_interval(m["categories"].get(c), _iv(m, "categories", c)) for c in cats]
+        row += [
+            with_interval(m["average"], _iv(m, "average")),
+            with_interval(m["overall"], _iv(m, "overall")),
+        ]
+        row += [with_interval(m["transformed_macro_accuracy"], _iv(m, "transformed_macro_accuracy"))]
+        row += [with_interval(m["transformed_macro_drop"], _iv(m, "transformed_macro_drop"))]
         lines.append(f"| {label} | " + " | ".join(row) + " |")
+    lines += [
+        "",
+        "Each number with its 95% interval: Wilson for one proportion, else the bootstrap over prompts "
+        "(a subset resampled within itself).",
+    ]
+    lines += _differences(doc)
+    subsets = sorted({s for m in models.values() for s in m["subsets"]})
+    lines += [
+        "",
+        "## Per subset",
+        "",
+        "Every subset of the data, in a category or not"
+        + (f" (in none: {', '.join(f'`{u}`' for u in _unmapped(models))})" if _unmapped(models) else "")
+        + ".",
+        "",
+        "| subset | pairs | " + " | ".join(labels) + " |",
+        "|---" * (2 + len(labels)) + "|",
+    ]
+    for sub in subsets:
+        pairs = next(m["subsets"][sub]["pairs"] for m in models.values() if sub in m["subsets"])
+        cells = [
+            with_interval(
+                (models[x]["subsets"].get(sub) or {}).get("accuracy"), _iv(models[x], "subsets", sub)
+            )
+            for x in labels
+        ]
+        lines.append(f"| {sub} | {pairs} | " + " | ".join(cells) + " |")
     names = sorted({t for m in models.values() for t in m["transformations"]})
     if names:
         lines += [
@@ -80,8 +190,9 @@ def markdown(doc: Mapping[str, Any]) -> str:
                 if x is None:
                     cells += ["–", "–"]
                     continue
-                cells.append(f"{_fmt(x['accuracy'])} ({_fmt(x['drop'], 2)})")
-                cells.append(_fmt(x["shift"]["mean_in_spread"], 2))
+                iv = _iv(models[label], "transformations", t) or {}
+                cells.append(f"{with_interval(x['accuracy'], iv.get('accuracy'))} ({_fmt(x['drop'], 2)})")
+                cells.append(with_interval(x["shift"]["mean_in_spread"], iv.get("shift_in_spread"), 2))
             lines.append(f"| {t} | {pairs} | " + " | ".join(cells) + " |")
     rw = doc.get("rewrites")
     if rw:
@@ -118,9 +229,12 @@ def markdown(doc: Mapping[str, Any]) -> str:
             c = models[label].get("cue")
             if c:
                 s = c["shift"]
+                m = models[label]
                 lines.append(
-                    f"| {label} | {_fmt(s['mean'])} | {_fmt(s['mean_in_spread'], 2)} "
-                    f"| {_fmt(s['share_above'], 2)} | {_fmt(c['accuracy_cue_on_rejected'])} "
+                    f"| {label} | {_fmt(s['mean'])} "
+                    f"| {with_interval(s['mean_in_spread'], _iv(m, 'cue_shift_in_spread'), 2)} "
+                    f"| {_fmt(s['share_above'], 2)} "
+                    f"| {with_interval(c['accuracy_cue_on_rejected'], _iv(m, 'accuracy_cue_on_rejected'))} "
                     f"| {_fmt(c['accuracy_clean'])} |"
                 )
     if any("best_of_n" in m for m in models.values()):
@@ -150,19 +264,96 @@ def markdown(doc: Mapping[str, Any]) -> str:
             cells += [_fmt(b["ceiling"]), _fmt(b["random"])]
             cells += [_fmt(b["win_rate"].get(r, {}).get("rate")) for r in refs]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += _benchmarks(models)
     lines += ["", "Plots: " + ", ".join(f"![{p}]({p})" for p in PLOTS), ""]
     return "\n".join(lines)
 
 
-def _bars(ax: Any, groups: Sequence[str], series: Mapping[str, Sequence[float | None]], ylabel: str) -> None:
+def _benchmarks(models: Mapping[str, Any]) -> list[str]:
+    """RewardBench 2 and RM-Bench by their own rules (``evaluate.benchmarks``)."""
+    lines: list[str] = []
+    rb2 = {k: (m.get("benchmarks") or {}).get("rewardbench2") for k, m in models.items()}
+    rb2 = {k: v for k, v in rb2.items() if v}
+    if rb2:
+        subsets = sorted({s for v in rb2.values() for s in v["subsets"]})
+        lines += [
+            "",
+            "## RewardBench 2",
+            "",
+            "Its own rule: a row scores 1 when its first chosen answer outscores every rejected one "
+            "(1/k on a k-way tie at the top); Ties is its composite of accuracy and margins (weights "
+            "summing to 1.01, as published); the score is the mean of the subsets.",
+            "",
+            "| model | " + " | ".join([*subsets, "score"]) + " |",
+            "|---" * (2 + len(subsets)) + "|",
+        ]
+        for label, v in rb2.items():
+            cells = [with_interval(v["subsets"][x]["score"], v["subsets"][x].get("interval"))
+                     if x in v["subsets"] else "–" for x in subsets]  # fmt: skip
+            lines.append(f"| {label} | " + " | ".join([*cells, _fmt(v["score"])]) + " |")
+        short = sorted({g for v in rb2.values() for g in v["incomplete_rows"]})
+        if short:
+            lines += [
+                "",
+                f"{len(short)} rows missing a pair (quarantined at ingest, or cut by `limit`): not scored.",
+            ]
+    rmb = {k: (m.get("benchmarks") or {}).get("rm_bench") for k, m in models.items()}
+    rmb = {k: v for k, v in rmb.items() if v}
+    if rmb:
+        domains = sorted({d for v in rmb.values() for d in v["domains"]})
+        lines += [
+            "",
+            "## RM-Bench",
+            "",
+            "Its own rule: each prompt's 3×3 styles (concise, detailed plain, detailed markdown), "
+            "chosen strictly above rejected; hard = a plainer chosen answer against a fancier rejected "
+            "one, normal = the same style, easy = the rest; a domain's score is the mean of the three.",
+            "",
+            "| model | " + " | ".join([*domains, "hard", "normal", "easy", "average"]) + " |",
+            "|---" * (5 + len(domains)) + "|",
+        ]
+        for label, v in rmb.items():
+            cells = [_fmt(v["domains"][d]["average"]) if d in v["domains"] else "–" for d in domains]
+            cells += [_fmt(v[k]) for k in ("hard", "normal", "easy", "average")]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        missing = sorted({d for v in rmb.values() for d in v["missing_domains"]})
+        if missing:
+            lines += [
+                "",
+                f"Domains not in the data: {', '.join(missing)} (the means are over the domains present).",
+            ]
+    return lines
+
+
+Intervals = Mapping[str, Sequence[Mapping[str, Any] | None]]
+
+
+def _bars(
+    ax: Any,
+    groups: Sequence[str],
+    series: Mapping[str, Sequence[float | None]],
+    ylabel: str,
+    intervals: Intervals | None = None,
+) -> None:
+    """Grouped bars, each with its 95% interval as an error bar where it has one."""
     import numpy as np
 
     width = 0.8 / max(1, len(series))
     x = np.arange(len(groups))
     for i, (label, values) in enumerate(series.items()):
-        ax.bar(
-            x + i * width - 0.4 + width / 2, [np.nan if v is None else v for v in values], width, label=label
-        )
+        ys = [np.nan if v is None else v for v in values]
+        ivs = (intervals or {}).get(label) or [None] * len(values)
+        err = np.array(
+            [
+                [max(0.0, y - iv["low"]), max(0.0, iv["high"] - y)] if iv and y == y else [np.nan, np.nan]
+                for y, iv in zip(ys, ivs, strict=True)
+            ]
+        ).T
+        ax.bar(x + i * width - 0.4 + width / 2, ys, width, label=label)
+        if np.isfinite(err).any():
+            ax.errorbar(
+                x + i * width - 0.4 + width / 2, ys, yerr=err, fmt="none", ecolor="black", capsize=3, lw=1
+            )
     ax.set_xticks(
         x, groups, rotation=45 if len(groups) > 5 else 0, ha="right" if len(groups) > 5 else "center"
     )
@@ -190,6 +381,7 @@ def _bar_plot(
     title: str,
     *,
     accuracy: bool,
+    intervals: Intervals | None = None,
 ) -> bytes:
     """Grouped bars, models side by side: accuracy (0..1, chance dashed) or a shift around 0."""
     import matplotlib
@@ -198,7 +390,7 @@ def _bar_plot(
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(width, 4.5))
-    _bars(ax, groups, series, ylabel)
+    _bars(ax, groups, series, ylabel, intervals)
     if accuracy:
         ax.axhline(0.5, color="grey", lw=0.8, ls="--")
         ax.set_ylim(0, 1)
@@ -208,10 +400,44 @@ def _bar_plot(
     return png_bytes(fig)
 
 
+def _categories_plot(models: Mapping[str, Any]) -> bytes:
+    """Accuracy per category and their average; per subset when no subset is in a category (a
+    user's own held-out pairs)."""
+    cats = sorted({c for m in models.values() for c in m["categories"]})
+    if cats:
+        groups = [*cats, "Average"]
+
+        def value(m: Mapping[str, Any], g: str) -> Any:
+            return m["average"] if g == "Average" else m["categories"].get(g)
+
+        def interval(m: Mapping[str, Any], g: str) -> Any:
+            return _iv(m, "average") if g == "Average" else _iv(m, "categories", g)
+
+        title = "Accuracy per category (95% intervals)"
+    else:
+        groups = sorted({s for m in models.values() for s in m["subsets"]}) or ["(none)"]
+
+        def value(m: Mapping[str, Any], g: str) -> Any:
+            return (m["subsets"].get(g) or {}).get("accuracy")
+
+        def interval(m: Mapping[str, Any], g: str) -> Any:
+            return _iv(m, "subsets", g)
+
+        title = "Accuracy per subset (no subset in a category; 95% intervals)"
+    return _bar_plot(
+        8,
+        groups,
+        {k: [value(m, g) for g in groups] for k, m in models.items()},
+        "accuracy (ties ½)",
+        title,
+        accuracy=True,
+        intervals={k: [interval(m, g) for g in groups] for k, m in models.items()},
+    )
+
+
 def plots(doc: Mapping[str, Any]) -> dict[str, bytes]:
     """PNG bytes of each plot of ``PLOTS``."""
     models: dict[str, Any] = doc["models"]
-    cats = [*sorted({c for m in models.values() for c in m["categories"]}), "Average"]
     names = sorted({t for m in models.values() for t in m["transformations"]})
     shifts = [*names, *(["planted cue"] if any("cue" in m for m in models.values()) else [])]
 
@@ -219,18 +445,13 @@ def plots(doc: Mapping[str, Any]) -> dict[str, bytes]:
         found = m.get("cue") if g == "planted cue" else m["transformations"].get(g)
         return ((found or {}).get("shift") or {}).get("mean_in_spread")
 
+    def shift_iv(m: Mapping[str, Any], g: str) -> Mapping[str, Any] | None:
+        if g == "planted cue":
+            return _iv(m, "cue_shift_in_spread")
+        return _iv(m, "transformations", g, "shift_in_spread")
+
     return {
-        "categories.png": _bar_plot(
-            8,
-            cats,
-            {
-                k: [m["average"] if c == "Average" else m["categories"].get(c) for c in cats]
-                for k, m in models.items()
-            },
-            "accuracy (ties ½)",
-            "Accuracy per category",
-            accuracy=True,
-        ),
+        "categories.png": _categories_plot(models),
         "transformations.png": _bar_plot(
             10,
             ["untransformed", *names],
@@ -239,16 +460,21 @@ def plots(doc: Mapping[str, Any]) -> dict[str, bytes]:
                 for k, m in models.items()
             },
             "accuracy (ties ½)",
-            "Accuracy per transformation",
+            "Accuracy per transformation (95% intervals)",
             accuracy=True,
+            intervals={
+                k: [_iv(m, "overall")] + [_iv(m, "transformations", t, "accuracy") for t in names]
+                for k, m in models.items()
+            },
         ),
         "shift.png": _bar_plot(
             10,
             shifts or ["(none)"],
             {k: [shift_of(m, g) for g in shifts] or [None] for k, m in models.items()},
             "mean r(T) − r, in reward spreads",
-            "Reward shift per transformation",
+            "Reward shift per transformation (95% intervals)",
             accuracy=False,
+            intervals={k: [shift_iv(m, g) for g in shifts] or [None] for k, m in models.items()},
         ),
     }
 

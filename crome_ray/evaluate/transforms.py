@@ -317,8 +317,3 @@ def transform_pair(
         t.fn(chosen, seeded(seed, t.name, key, "chosen")),
         t.fn(rejected, seeded(seed, t.name, key, "rejected")),
     )
-
-
-def plant_cue(text: str, cue: str, position: Literal["end", "start"] = "end") -> str:
-    """The planted-cue probe: ``cue`` added to an answer (a block after it, by default)."""
-    return f"{text.rstrip()}\n\n{cue}" if position == "end" else f"{cue}\n\n{text.lstrip()}"

@@ -13,7 +13,8 @@ import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from crome_ray.evaluate.transforms import Transformation, applies, plant_cue, transform_pair
+from crome_ray.cue import plant_cue
+from crome_ray.evaluate.transforms import Transformation, applies, transform_pair
 
 ORIGINAL = "original"
 CUE_ON_REJECTED = "cue_on_rejected"  # the cue planted on the rejected answer: does it flip the pair?
@@ -29,6 +30,7 @@ class EvalPair:
     prompt: str
     chosen: str
     rejected: str
+    benchmark: str | None = None  # JSON: a benchmark group's metadata (``evaluate.benchmarks``)
 
 
 @dataclass(frozen=True)

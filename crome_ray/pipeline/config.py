@@ -13,7 +13,7 @@ from crome_ray.config import Frozen, RunName, StorageConfig, config_fingerprint
 from crome_ray.data.config import SAMPLE_ULTRAFEEDBACK, SourceConfig
 from crome_ray.evaluate.config import EvaluateConfig
 from crome_ray.train.config import TrainConfig
-from crome_ray.tune.config import SweepSettings
+from crome_ray.tune.config import PipelineSweep
 
 PIPELINE_MODELS = ("baseline", "crome")
 
@@ -45,8 +45,11 @@ class PipelineConfig(Frozen):
     crome: TrainConfig = Field(
         default_factory=TrainConfig, description="The Crome RM, trained on the augmented pairs."
     )
-    sweep: SweepSettings | None = Field(
-        None, description="Set: Ray Tune sweeps λ of the Crome RM, and its best trial is the Crome RM."
+    sweep: PipelineSweep | None = Field(
+        None,
+        description="Set: Ray Tune sweeps λ of the Crome RM, and its best trial is the Crome RM. By default "
+        "it judges trials by eval_cue_accuracy (the evaluation's cue on each validation pair's rejected "
+        "answer), among those within 0.02 of the best clean accuracy.",
     )
     evaluate: EvaluateConfig = Field(
         default_factory=lambda: EvaluateConfig(models=list(PIPELINE_MODELS)),

@@ -113,12 +113,16 @@ class PairRow:
     ids_b: np.ndarray
     is_tie: bool
     length: int
+    variant: int = 0  # validation rows: 0 as it is, 1 with the probe's cue on the rejected answer
 
 
 def rows_of(batch: dict[str, Any]) -> list[PairRow]:
+    variants = batch["variant"] if "variant" in batch else np.zeros(len(batch["length"]), dtype=int)
     return [
-        PairRow(a, b, bool(t), int(n))
-        for a, b, t, n in zip(batch["ids_a"], batch["ids_b"], batch["is_tie"], batch["length"], strict=True)
+        PairRow(a, b, bool(t), int(n), int(v))
+        for a, b, t, n, v in zip(
+            batch["ids_a"], batch["ids_b"], batch["is_tie"], batch["length"], variants, strict=True
+        )
     ]
 
 

@@ -9,7 +9,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from crome_ray.config import Frozen, RunName, StorageConfig, config_fingerprint
+from crome_ray.config import Frozen, RunName, StorageConfig, config_fingerprint, digest
+from crome_ray.cue import DEFAULT_CUE
 from crome_ray.data.config import SAMPLE_ULTRAFEEDBACK, SAMPLE_ULTRAFEEDBACK_EVAL
 
 
@@ -47,6 +48,27 @@ class ScalingSettings(Frozen):
     )
 
 
+class RobustnessProbe(Frozen):
+    """A robustness metric at each evaluation: a cue planted on the rejected answer of every
+    validation pair. A model that learned the cue (a spurious attribute) scores those pairs
+    below its clean accuracy, and the cue moves its reward. The λ sweep can choose on it."""
+
+    cue: str | None = Field(
+        None,
+        description="The text planted on each validation pair's rejected answer; 'default': the "
+        "evaluation's planted cue. Unset: no probe. Adds eval_cue_accuracy (accuracy with the cue on the "
+        "rejected answer) and eval_cue_shift (the reward the cue adds to an answer, in the spread of the "
+        "clean answers' rewards).",
+    )
+    position: Literal["start", "end"] = Field(
+        "start", description="Where the cue goes: start survives truncation to max_length, end may not."
+    )
+
+    @property
+    def text(self) -> str | None:
+        return DEFAULT_CUE if self.cue == "default" else self.cue
+
+
 class TrainConfig(Frozen):
     """`crome-ray train` / jobs/train.py: a reward model on preference (and tie) pairs, on Ray Train."""
 
@@ -81,7 +103,13 @@ class TrainConfig(Frozen):
     log_every: int = Field(10, gt=0)
     max_failures: int = Field(3, ge=-1, description="Worker failures to recover from (-1: any).")
     export_merged: bool = Field(True, description="Also save the LoRA-merged model (plain transformers).")
+    probe: RobustnessProbe = RobustnessProbe()
     storage: StorageConfig = StorageConfig()
 
     def fingerprint(self) -> str:
-        return config_fingerprint(self.model_copy(update={"run_name": None, "storage": StorageConfig()}))
+        """The run's identity; the probe only when it is on (off, the fingerprint is what it was
+        before the probe existed)."""
+        same = self.model_copy(update={"run_name": None, "storage": StorageConfig()})
+        if self.probe.cue is None:
+            return digest([same.model_dump(mode="json", exclude={"probe"})])
+        return config_fingerprint(same)

@@ -54,7 +54,10 @@ class Encode:
         self.encoder = PairEncoder(tokenizer, max_length, is_decoder=is_decoder_type(kind))
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        return {**self.encoder.encode_pairs(batch), "pair_id": batch["pair_id"]}
+        out = {**self.encoder.encode_pairs(batch), "pair_id": batch["pair_id"]}
+        if "variant" in batch:
+            out["variant"] = batch["variant"]
+        return out
 
 
 @functools.lru_cache(maxsize=4)
@@ -77,8 +80,39 @@ def swap_half(batch: dict[str, Any]) -> dict[str, Any]:
     return {**batch, "chosen": chosen, "rejected": rejected}
 
 
-def tokenized(files: list[str], cfg: TrainConfig, model: str, limit: int | None, *, swap_labels: bool):
-    """Token rows of the pairs in ``files``, made once (materialized)."""
+CLEAN, CUE_ON_REJECTED = 0, 1  # a validation row's variant (``TrainConfig.probe``)
+
+
+def with_cue_variants(batch: dict[str, Any], cue: str, position: str) -> dict[str, Any]:
+    """Each preference pair as it is (variant 0), then again with ``cue`` planted on its rejected
+    answer (variant 1); ties only as they are. The copy's id keeps the pair's id in front, so both
+    land on the same worker (``worker.eval_rows`` splits by the id's first characters)."""
+    from crome_ray.cue import plant_cue
+
+    pref = batch["label"] != "tie"
+    cue_rows = {k: v[pref] for k, v in batch.items()}
+    cue_rows["rejected"] = np.array(
+        [plant_cue(str(r), cue, position) for r in cue_rows["rejected"]], dtype=object
+    )
+    cue_rows["pair_id"] = np.array([f"{p}/cue" for p in cue_rows["pair_id"]], dtype=object)
+    out = {k: np.concatenate([batch[k], cue_rows[k]]) for k in batch}
+    out["variant"] = np.concatenate(
+        [np.full(len(batch["label"]), CLEAN), np.full(int(pref.sum()), CUE_ON_REJECTED)]
+    )
+    return out
+
+
+def tokenized(
+    files: list[str],
+    cfg: TrainConfig,
+    model: str,
+    limit: int | None,
+    *,
+    swap_labels: bool,
+    cue: str | None = None,
+):
+    """Token rows of the pairs in ``files``, made once (materialized); with ``cue``, each
+    preference pair also with the cue on its rejected answer (the robustness probe)."""
     import ray
 
     ds = ray.data.read_parquet(
@@ -89,6 +123,8 @@ def tokenized(files: list[str], cfg: TrainConfig, model: str, limit: int | None,
         ds = ds.limit(limit)
     if swap_labels:
         ds = ds.map_batches(swap_half, batch_format="numpy")
+    if cue:
+        ds = ds.map_batches(with_cue_variants, fn_args=(cue, cfg.probe.position), batch_format="numpy")
     ds = ds.map_batches(
         encode_batch,
         fn_args=(model, cfg.storage.model_dump_json(), cfg.max_length),
@@ -100,9 +136,12 @@ def tokenized(files: list[str], cfg: TrainConfig, model: str, limit: int | None,
 
 
 def _block_counts(block: Any) -> tuple[int, int, int]:
+    import pyarrow.compute as pc
     from ray.data.block import BlockAccessor
 
     table = BlockAccessor.for_block(block).to_arrow()
+    if "variant" in table.column_names:  # the probe's copies are not more pairs
+        table = table.filter(pc.equal(table.column("variant"), CLEAN))
     if table.num_rows == 0:
         return 0, 0, 0
     return (

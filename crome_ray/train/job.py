@@ -61,7 +61,7 @@ class PreparedData:
 def data_key(cfg: TrainConfig) -> str:
     """What the token tables depend on: the data, its limits, the tokenizer's model, the length."""
     parts = [cfg.train_data, cfg.eval_data, cfg.train_limit, cfg.eval_limit, cfg.model, cfg.max_length,
-             cfg.shuffle_labels]  # fmt: skip
+             cfg.shuffle_labels, cfg.probe.text, cfg.probe.position]  # fmt: skip
     return json.dumps(parts, default=str)
 
 
@@ -88,7 +88,12 @@ def prepare_data(
     limits = {"train": cfg.train_limit, "eval": cfg.eval_limit}
     datasets = {
         name: tokenized(
-            f, cfg, model_reference(cfg), limits[name], swap_labels=cfg.shuffle_labels and name == "train"
+            f,
+            cfg,
+            model_reference(cfg),
+            limits[name],
+            swap_labels=cfg.shuffle_labels and name == "train",
+            cue=cfg.probe.text if name == "eval" else None,
         )
         for name, f in files.items()
     }

@@ -183,9 +183,17 @@ def _equal_forward_counts(chunks: list[list[PairRow]], runtime: Runtime, pad_id:
 
 
 def evaluate(model, runtime: Runtime, cfg: TrainConfig, pad_id: int, dtype) -> dict[str, float]:
-    rows = runtime.eval_rows()
-    sums = [0.0] * 6  # bt sum, n_pref, correct, tie sum, n_tie, tie |Δ| sum
-    chunks = list(_chunks(rows or iter(()), cfg.batch_size))
+    """The validation metrics; with the robustness probe (``cfg.probe``), also
+    ``eval_cue_accuracy`` and ``eval_cue_shift`` from the rows with the cue on the rejected answer."""
+    rows = list(runtime.eval_rows() or ())
+    clean = [r for r in rows if r.variant == 0]
+    cued = [r for r in rows if r.variant != 0]
+    # 0 bt sum, 1 n_pref, 2 correct, 3 tie sum, 4 n_tie, 5 tie |Δ| sum, 6 Σ r(rejected), 7 Σ r,
+    # 8 Σ r² (both answers of the clean preference pairs), 9 n cued, 10 correct cued, 11 Σ r(rejected + cue)
+    sums = [0.0] * 12
+    chunks = list(_chunks(iter(clean), cfg.batch_size))
+    n_clean = len(chunks)
+    chunks += list(_chunks(iter(cued), cfg.batch_size))
     real = _equal_forward_counts(chunks, runtime, pad_id) if is_sharded(model) else len(chunks)
     model.eval()
     with torch.no_grad():
@@ -195,6 +203,13 @@ def evaluate(model, runtime: Runtime, cfg: TrainConfig, pad_id: int, dtype) -> d
                 r_a, r_b = rewards(model, batch)
             if i >= real:
                 continue  # a padding batch: its forward pass only keeps the workers in step
+            pref = ~batch.is_tie
+            a, b = r_a[pref].float(), r_b[pref].float()
+            if i >= n_clean:  # the probe's rows: every one a preference pair with the cue on B
+                sums[9] += int(pref.sum())
+                sums[10] += int((a > b).sum())
+                sums[11] += float(b.sum())
+                continue
             parts = composite_loss(r_a, r_b, batch.is_tie, cfg.loss.tie_weight, cfg.loss.margin)
             sums[0] += float(parts.bt) * parts.n_pref
             sums[1] += parts.n_pref
@@ -202,14 +217,31 @@ def evaluate(model, runtime: Runtime, cfg: TrainConfig, pad_id: int, dtype) -> d
             sums[3] += float(parts.tie) * parts.n_tie
             sums[4] += parts.n_tie
             sums[5] += parts.tie_abs_delta_sum
+            sums[6] += float(b.sum())
+            sums[7] += float(a.sum() + b.sum())
+            sums[8] += float((a * a).sum() + (b * b).sum())
     model.train()
-    bt, n_pref, correct, tie, n_tie, tie_abs = runtime.all_sum(sums)
+    bt, n_pref, correct, tie, n_tie, tie_abs, rb, r1, r2, n_cue, cue_correct, rb_cue = runtime.all_sum(sums)
     out: dict[str, float] = {}
     if n_pref:
         out.update(eval_accuracy=correct / n_pref, eval_loss_bt=bt / n_pref, eval_pairs=n_pref)
     if n_tie:
         out.update(eval_loss_tie=tie / n_tie, eval_tie_abs_delta=tie_abs / n_tie, eval_ties=n_tie)
+    if n_cue and n_pref:
+        out.update(
+            eval_cue_accuracy=cue_correct / n_cue, eval_cue_shift=cue_shift(rb, r1, r2, n_pref, rb_cue, n_cue)
+        )
     return out
+
+
+def cue_shift(rb: float, r1: float, r2: float, n_pref: float, rb_cue: float, n_cue: float) -> float:
+    """The reward the cue adds to a rejected answer, on average, in units of the spread (standard
+    deviation) of the clean answers' rewards: from sums, so that workers add theirs up. The cued
+    rows are the clean preference pairs again, so the difference of means is the mean shift."""
+    m = 2 * n_pref
+    spread = math.sqrt(max(r2 / m - (r1 / m) ** 2, 0.0))
+    shift = rb_cue / n_cue - rb / n_pref
+    return shift / spread if spread > 0 else 0.0
 
 
 def _chunks(rows: Iterator[PairRow], size: int) -> Iterator[list[PairRow]]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from crome_ray.config import Frozen, RunName, StorageConfig, config_fingerprint
 from crome_ray.train.config import TrainConfig
@@ -28,6 +28,14 @@ class SweepSettings(Frozen):
         "(eval_accuracy, eval_loss_bt; eval_tie_abs_delta when the validation set has ties).",
     )
     mode: Literal["max", "min"] = "max"
+    clean_tolerance: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Choose only among trials whose final eval_accuracy is within this of the best "
+        "trial's: a robustness metric (eval_cue_accuracy) must not be bought with clean accuracy. Unset: "
+        "every completed trial.",
+    )
     scheduler: Literal["asha", "grid"] = Field(
         "asha", description="asha: stop trials that trail at a rung; grid: every trial runs to the end."
     )
@@ -44,6 +52,23 @@ class SweepSettings(Frozen):
     )
 
 
+ROBUST_METRICS = ("eval_cue_accuracy", "eval_cue_shift")  # need train.probe.cue
+
+
+class PipelineSweep(SweepSettings):
+    """The pipeline's λ sweep: by default on the robustness probe, since on clean validation pairs
+    the tie loss does not help by design and λ = 0 (the baseline) wins: accuracy with the
+    evaluation's cue on the rejected answer, among trials within 0.02 of the best clean accuracy."""
+
+    metric: str = Field(
+        "eval_cue_accuracy",
+        description="What a trial is judged on; eval_cue_accuracy (default) or eval_cue_shift (mode min) "
+        "plant the evaluation's cue on each validation pair's rejected answer (crome.probe).",
+    )
+    clean_tolerance: float | None = Field(0.02, ge=0, le=1, description=SweepSettings.model_fields[
+        "clean_tolerance"].description)  # fmt: skip
+
+
 class TuneConfig(Frozen):
     """`crome-ray tune` / jobs/tune.py: Ray Tune over λ (the tie-loss weight) × seeds; each trial
     is a training run, the best is named in a committed sweep run."""
@@ -57,6 +82,15 @@ class TuneConfig(Frozen):
     )
     sweep: SweepSettings = SweepSettings()
     storage: StorageConfig = StorageConfig()
+
+    @model_validator(mode="after")
+    def _probe_for_a_robust_metric(self) -> TuneConfig:
+        if self.sweep.metric in ROBUST_METRICS and self.train.probe.cue is None:
+            raise ValueError(
+                f"sweep.metric {self.sweep.metric} needs the robustness probe: set train.probe.cue "
+                "(a text, or 'default' for the evaluation's cue)"
+            )
+        return self
 
     def fingerprint(self) -> str:
         """What determines the trials: not concurrency, the trial driver's CPUs or the storage."""

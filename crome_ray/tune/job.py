@@ -47,6 +47,7 @@ TRIALS_SCHEMA = pa.schema(
         pa.field("step", pa.int64()),  # the last reported training step
         pa.field("metric", pa.float64()),  # at the last report
         pa.field("metric_best", pa.float64()),  # over its reports
+        pa.field("clean_accuracy", pa.float64()),  # eval_accuracy at the last report
         pa.field("run_uri", pa.string(), nullable=False),
         pa.field("error", pa.string()),
     ],
@@ -90,11 +91,23 @@ def trial_config(
     )
 
 
-def pick_best(trials: Sequence[Mapping[str, Any]], mode: str) -> Mapping[str, Any] | None:
-    """The completed trial with the best final metric (ties: the smaller λ, then seed)."""
+def series(history: Any, name: str) -> list[float]:
+    """A trial's reported values of ``name``, in order (none when it never reported it)."""
+    return [float(v) for v in history[name].dropna()] if history is not None and name in history else []
+
+
+def pick_best(
+    trials: Sequence[Mapping[str, Any]], mode: str, clean_tolerance: float | None = None
+) -> Mapping[str, Any] | None:
+    """The completed trial with the best final metric (ties: the smaller λ, then seed); with
+    ``clean_tolerance``, among those whose final clean accuracy is within it of the best."""
     done = [t for t in trials if t["status"] == "completed" and t["metric"] is not None]
     if not done:
         return None
+    clean = [t["clean_accuracy"] for t in done if t.get("clean_accuracy") is not None]
+    if clean_tolerance is not None and clean:
+        floor = max(clean) - clean_tolerance - 1e-12
+        done = [t for t in done if t.get("clean_accuracy") is not None and t["clean_accuracy"] >= floor]
     sign = -1 if mode == "max" else 1
     return min(done, key=lambda t: (sign * t["metric"], t["tie_weight"], t["seed"]))
 
@@ -132,18 +145,24 @@ def markdown(doc: Mapping[str, Any]) -> str:
         f"# λ sweep {doc['run_name']}",
         "",
         f"{doc['trials_total']} trials (λ × seed), scheduler {doc['scheduler']}, judged on "
-        f"`{doc['metric']}` ({doc['mode']}); {doc['stopped_early']} stopped early; "
-        f"{doc['seconds']:.0f} s.",
+        f"`{doc['metric']}` ({doc['mode']})"
+        + (
+            f", among trials within {doc['clean_tolerance']:g} of the best clean accuracy"
+            if doc.get("clean_tolerance") is not None
+            else ""
+        )
+        + f"; {doc['stopped_early']} stopped early; {doc['seconds']:.0f} s.",
         "",
-        "| λ | seed | status | evaluations | step | metric | best metric | run |",
-        "|---|---|---|---|---|---|---|---|",
+        "| λ | seed | status | evaluations | step | metric | best metric | clean accuracy | run |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for t in doc["trials"]:
         m = "–" if t["metric"] is None else f"{t['metric']:.4f}"
         b = "–" if t["metric_best"] is None else f"{t['metric_best']:.4f}"
+        c = "–" if t.get("clean_accuracy") is None else f"{t['clean_accuracy']:.4f}"
         lines.append(
             f"| {t['tie_weight']:g} | {t['seed']} | {t['status']} | {t['evaluations']} | {t['step']} "
-            f"| {m} | {b} | {t['run_uri']} |"
+            f"| {m} | {b} | {c} | {t['run_uri']} |"
         )
     best = doc.get("best")
     lines += [
@@ -301,11 +320,7 @@ def run_tune_job(cfg: TuneConfig, *, force: bool = False, log: Callable[[str], N
         tcfg = TrainConfig.model_validate_json(result.config["train"])
         run = RunFolder.at(cfg.storage.root, "train", tcfg.run_name or "", cfg.storage)
         history = result.metrics_dataframe
-        values = (
-            [float(v) for v in history[s.metric].dropna()]
-            if history is not None and s.metric in history
-            else []
-        )
+        values, clean = series(history, s.metric), series(history, "eval_accuracy")
         status = "failed" if result.error else ("completed" if run.is_committed() else "stopped_early")
         last = result.metrics or {}
         trials.append(
@@ -317,12 +332,13 @@ def run_tune_job(cfg: TuneConfig, *, force: bool = False, log: Callable[[str], N
                 "step": int(last["step"]) if "step" in last else None,
                 "metric": values[-1] if values else None,
                 "metric_best": (max(values) if s.mode == "max" else min(values)) if values else None,
+                "clean_accuracy": clean[-1] if clean else None,
                 "run_uri": run.uri,
                 "error": f"{type(result.error).__name__}: {result.error}"[:2000] if result.error else None,
             }
         )
     trials.sort(key=lambda t: (t["tie_weight"], t["seed"]))
-    best = pick_best(trials, s.mode)
+    best = pick_best(trials, s.mode, s.clean_tolerance)
     table = step.table("trials", TRIALS_SCHEMA)
     for t in trials:
         table.add(t)
@@ -330,6 +346,7 @@ def run_tune_job(cfg: TuneConfig, *, force: bool = False, log: Callable[[str], N
         "run_name": name,
         "metric": s.metric,
         "mode": s.mode,
+        "clean_tolerance": s.clean_tolerance,
         "scheduler": s.scheduler,
         "trials_total": len(trials),
         "stopped_early": sum(t["status"] == "stopped_early" for t in trials),
