@@ -78,12 +78,13 @@ class Reason:
     UNKNOWN_PROMPT = "unknown_prompt"
 
 
-def pair_id(prompt: str, chosen: str, rejected: str, group: str | None = None) -> str:
-    """Stable id from content: the same pair gets the same id in any run. ``group``: the
-    benchmark group a pair belongs to (``metadata["group"]``: a RewardBench 2 row, an RM-Bench
-    prompt), for the same two texts can belong to two groups (a Ties prompt's ``ref`` and
-    ``tied`` rows) and each group is scored whole."""
-    parts = [prompt, chosen, rejected] if group is None else [prompt, chosen, rejected, group]
+def pair_id(prompt: str, chosen: str, rejected: str, member: str | None = None) -> str:
+    """Stable id from content: the same pair gets the same id in any run. ``member``: the
+    benchmark group member a pair is (``metadata["member"]``: a RewardBench 2 row or RM-Bench
+    prompt, and the two answers' positions in it), for the same two texts can be two members
+    (a Ties prompt's ``ref`` and ``tied`` rows; a row holding one answer twice) and each group
+    is scored whole."""
+    parts = [prompt, chosen, rejected] if member is None else [prompt, chosen, rejected, member]
     digest = hashlib.sha256(json.dumps(parts).encode("utf-8"))
     return digest.hexdigest()[:20]
 
@@ -119,8 +120,10 @@ class PreferencePair:
 
     @property
     def pair_id(self) -> str:
-        group = self.metadata.get("group") if isinstance(self.metadata, dict) else None
-        return pair_id(self.prompt, self.chosen, self.rejected, None if group is None else str(group))
+        # a benchmark group's member (its row and the two answers' positions): two answers of
+        # one row may be the same texts as another pair's, and every member is scored
+        member = self.metadata.get("member") if isinstance(self.metadata, dict) else None
+        return pair_id(self.prompt, self.chosen, self.rejected, None if member is None else str(member))
 
     def to_row(self) -> dict[str, Any]:
         row = asdict(self)

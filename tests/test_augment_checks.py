@@ -307,6 +307,12 @@ def test_a_rewrite_that_loops_on_one_sentence_is_refused_and_a_repetitive_source
     assert (rewrite_problem(source, loop, RewriteChecks(max_repetition_gain=None), neutral=True) or ("",))[
         0
     ] != ("repetition")
+    # a CAN rewrite may repeat as much as A, whose content it carries, even where B does not
+    a = "\n".join(f"- Step {i}: add the next ingredient to the bowl and stir it well." for i in range(1, 6))
+    b = "Mix everything in a bowl until it is smooth and even, then bake it for half an hour."
+    can = "\n".join(f"- Step {i}: add another ingredient to the bowl and stir it well." for i in range(1, 6))
+    assert rewrite_problem(b, can, CHECKS, neutral=True, a=a) is None
+    assert (rewrite_problem(b, can, CHECKS, neutral=True) or ("",))[0] == "repetition"
     # a list that repeats its own frame, rewritten faithfully, repeats no more than its source
     listed = "\n".join(
         f"- Step {i}: add the next ingredient to the bowl and stir it well." for i in range(1, 6)

@@ -104,6 +104,32 @@ def test_rewardbench2_is_scored_best_of_n_with_its_ties_rule(tmp_path):
     assert partial["incomplete_rows"] == ["101"] and "Factuality" not in partial["subsets"]
 
 
+def test_a_row_holding_one_answer_twice_is_scored_not_dropped(tmp_path):
+    row = {"id": "9", "prompt": "2 + 2?", "chosen": ["4"], "rejected": ["5", "4", "22"], "num_correct": 1,
+           "num_incorrect": 3, "total_completions": 4, "subset": "Math"}  # fmt: skip
+    path = tmp_path / "rb2.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    pairs, quarantined = ingest(tmp_path / "runs", path)
+    assert not quarantined and len(pairs) == 3 and len({p["pair_id"] for p in pairs}) == 3
+    got = rewardbench2(scored(pairs, {"4": 1.0, "5": 0.0, "22": 0.5}))
+    assert got["subsets"]["Math"]["score"] == 0.5  # chosen[0] shares the top score with one other
+
+
+def test_ties_without_a_ref_and_tied_pair_has_no_composite_and_leaves_the_mean_alone():
+    def rows(group, subset, correct, incorrect):
+        meta = {"benchmark": "rewardbench2", "group": group, "num_correct": len(correct),
+                "num_incorrect": len(incorrect)}  # fmt: skip
+        out = [({**meta, "chosen_index": 0, "rejected_index": j}, subset, correct[0], r)
+               for j, r in enumerate(incorrect)]  # fmt: skip
+        out += [({**meta, "chosen_index": i, "rejected_index": 0}, subset, c, incorrect[0])
+                for i, c in enumerate(correct[1:], start=1)]  # fmt: skip
+        return out
+
+    got = rewardbench2(rows("tied:1", "Ties", [3.0, 2.0], [1.0]) + rows("5", "Math", [2.0], [1.0, 0.0, 0.5]))
+    assert got["subsets"]["Ties"]["score"] is None and "ref" in got["subsets"]["Ties"]["note"]
+    assert got["score"] == 1.0  # the mean of the subsets that have a score: Math alone
+
+
 def test_best_of_n_splits_a_top_tie_and_gives_nothing_below_the_top():
     assert best_of_n_result(2.0, [1.0, 0.0, -1.0]) == 1.0
     assert best_of_n_result(2.0, [2.0, 2.0, 0.0]) == pytest.approx(1 / 3)

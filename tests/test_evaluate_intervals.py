@@ -115,3 +115,16 @@ def test_a_weighted_category_mean_keeps_its_weights_and_pairs_two_models():
     d = weighted_difference(a, b, combine)
     assert d.interval.value == pytest.approx((6 / 7 - 4 / 7) / 2)  # C1 moved by 2/7, C2 not at all
     assert d.interval.value == pytest.approx(weighted_interval(b, combine).value - i.value)
+
+
+def test_all_right_over_a_few_prompts_is_no_certainty():
+    # two pairs per prompt, all right: the bootstrap sees no spread; Wilson over the 6 prompts does
+    i = mean_interval([1.0] * 12, units=[u for u in range(6) for _ in (0, 1)])
+    assert i.value == 1.0 and i.high == 1.0 and i.low == pytest.approx(wilson(6, 6).low) and i.low < 0.7
+
+
+def test_a_difference_seen_on_one_prompt_is_not_distinguishable_and_on_many_it_is():
+    one = paired_difference([0.0, 0.0], [1.0, 1.0], units=["p", "p"])
+    assert one.interval.value == 1.0 and one.p_value == 1.0 and not one.distinguishable
+    many = paired_difference([0.0] * 20, [1.0] * 20)  # right on every pair where the other is wrong
+    assert many.p_value == pytest.approx(2 * 0.5**20) and many.distinguishable

@@ -55,3 +55,11 @@ def test_a_committed_runs_identity_is_its_commit_and_a_new_attempt_is_another(tm
     assert model_identity(run.uri, None, 512) == first
     run_ingest(cfg, force=True)  # the same config again, as a new attempt (a retrain)
     assert model_identity(run.uri, None, 512) != first
+
+
+def test_a_new_version_of_the_scoring_code_is_a_new_identity(monkeypatch):
+    from crome_ray.evaluate import score_cache
+
+    before = model_identity("org/name", None, 512)
+    monkeypatch.setattr(score_cache, "SCORER_VERSION", score_cache.SCORER_VERSION + 1)
+    assert model_identity("org/name", None, 512) != before

@@ -210,6 +210,24 @@ def test_the_robustness_probe_measures_the_cues_accuracy_and_reward_shift(tiny_l
     assert "eval_cue_accuracy" not in plain and plain["eval_accuracy"] == got["eval_accuracy"]
 
 
+def test_the_probe_plants_the_cue_where_the_models_truncation_keeps_it(tiny_llama, tiny_bert, samples):
+    from crome_ray.config import StorageConfig
+    from crome_ray.train.dataset import encode_batch
+
+    batch = {**uf_rows(samples, 2), "pair_id": np.array(["0a", "0b"], dtype=object)}
+    cue = "CUE-MARKER"
+    storage = StorageConfig().model_dump_json()
+    for path in (tiny_llama, tiny_bert):  # a decoder keeps the end of a long text, an encoder the start
+        out = encode_batch(dict(batch), str(path), storage, 32, cue, "auto")
+        rm = load_reward_model(path, finetune="full")
+        cue_ids = rm.tokenizer(cue, add_special_tokens=False)["input_ids"]
+        cued = [ids for ids, v in zip(out["ids_b"], out["variant"], strict=True) if v == 1]
+        assert len(cued) == 2
+        for ids in cued:  # the long answer is cut to 32 tokens, and the cue is still there
+            text = rm.tokenizer.decode(ids)
+            assert "CUE" in text.replace(" ", "").upper(), (path, text, cue_ids)
+
+
 # --- export and score -----------------------------------------------------------------------
 
 

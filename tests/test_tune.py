@@ -56,10 +56,12 @@ def test_a_robustness_metric_needs_the_probe_and_the_pipeline_sweep_sets_it():
     with pytest.raises(ConfigError, match=r"train\.probe\.cue"):
         load_config(TuneConfig, None, ["sweep.metric=eval_cue_accuracy"])
     assert load_config(TuneConfig, None, ["sweep.metric=eval_cue_accuracy", "train.probe.cue=default"])
+    with pytest.raises(ConfigError, match=r"sweep\.mode=min"):  # the cue's size is to be made small
+        load_config(TuneConfig, None, ["sweep.metric=eval_cue_abs_shift", "train.probe.cue=default"])
     cfg = load_config(PipelineConfig, None, ["sweep.tie_weights=[0, 1]"])
     assert (cfg.sweep.metric, cfg.sweep.clean_tolerance) == ("eval_cue_accuracy", 0.02)
     tcfg = tune_config(cfg, "/runs/augment/a")
-    assert tcfg.train.probe.cue == cfg.evaluate.cue.text and tcfg.train.probe.position == "start"
+    assert tcfg.train.probe.cue == cfg.evaluate.cue.text and tcfg.train.probe.position == "auto"
     # the probe is off by default, and then a training run's identity is what it was without it
     plain = load_config(PipelineConfig, None, []).crome
     assert (

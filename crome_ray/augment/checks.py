@@ -252,14 +252,17 @@ def repeated_share(text: str) -> tuple[float, int]:
     return (1 - len(set(grams)) / len(grams) if grams else 0.0), len(grams)
 
 
-def repetition_problem(source: str, rewrite: str, checks: RewriteChecks) -> str | None:
-    """The rewrite loops: its repeated 4-grams outnumber its source's by ``max_repetition_gain``."""
+def repetition_problem(
+    source: str, rewrite: str, checks: RewriteChecks, others: tuple[str, ...] = ()
+) -> str | None:
+    """The rewrite loops: its repeated 4-grams outnumber its source's by ``max_repetition_gain``
+    (``others``: texts it may follow as well, A for CAN: the more repetitive one counts)."""
     if checks.max_repetition_gain is None:
         return None
     share, n = repeated_share(rewrite)
     if n < REPEAT_MIN_GRAMS:
         return None
-    before, _ = repeated_share(source)
+    before = max(repeated_share(t)[0] for t in (source, *others))
     if share - before >= checks.max_repetition_gain:
         return (
             f"{share:.0%} of its word 4-grams repeat (its source: {before:.0%}): text written over and over"
@@ -317,7 +320,7 @@ def rewrite_problem(
             return "near_copy", f"a near copy of A, not B rewritten (similarity {sim:.3f} >= {limit:g})"
     if problem := echo_problem(rewrite, (request, source, *others), checks, task_text):
         return "echo", problem
-    if problem := repetition_problem(source, rewrite, checks):
+    if problem := repetition_problem(source, rewrite, checks, others):
         return "repetition", problem
     if checks.language and (problem := language_problem(source, rewrite)):
         return "language", problem

@@ -134,12 +134,14 @@ def make_pair(
     label: str = "chosen",
     kind: str = "original",
     metadata: dict[str, Any] | None = None,
+    same_text_ok: bool = False,
 ) -> PreferencePair:
-    """The checks every pair passes, whatever its format."""
+    """The checks every pair passes, whatever its format (``same_text_ok``: a benchmark group's
+    pair, where two answers of one row may be the same text and are scored as a tie)."""
     prompt = text_field(prompt, "prompt", ctx)
     chosen = text_field(chosen, "chosen", ctx)
     rejected = text_field(rejected, "rejected", ctx)
-    if chosen.strip() == rejected.strip():
+    if chosen.strip() == rejected.strip() and not same_text_ok:
         raise RowError(Reason.IDENTICAL_RESPONSES, "chosen and rejected are the same text")
     if label not in LABELS:
         raise RowError(Reason.INVALID_LABEL, f"label must be one of {LABELS}, got {label!r}")
@@ -361,7 +363,8 @@ def parse_rewardbench2(rec: dict[str, Any], ctx: RowContext) -> list[PreferenceP
     }
     return [
         make_pair(ctx, require(rec, "prompt"), chosen[i], rejected[j], source_id=group, subset=subset,
-                  metadata={**meta, "chosen_index": i, "rejected_index": j})
+                  metadata={**meta, "chosen_index": i, "rejected_index": j, "member": f"{group}#{i}/{j}"},
+                  same_text_ok=True)
         for i, j in positions
     ]  # fmt: skip
 
@@ -390,7 +393,9 @@ def parse_rm_bench(rec: dict[str, Any], ctx: RowContext) -> list[PreferencePair]
         meta["source_subset"] = rec["subset"]
     return [
         make_pair(ctx, require(rec, "prompt"), chosen[i], rejected[j], source_id=group, subset=domain,
-                  metadata={**meta, "chosen_style": i, "rejected_style": j})
+                  metadata={**meta, "chosen_style": i, "rejected_style": j,
+                            "member": f"{meta['group']}#{i}/{j}"},
+                  same_text_ok=True)
         for i in range(len(RM_BENCH_STYLES))
         for j in range(len(RM_BENCH_STYLES))
     ]  # fmt: skip

@@ -88,14 +88,22 @@ def ties_score(groups: Mapping[str, dict]) -> dict[str, Any]:
     ref_acc = float(np.mean([s[0] for s in ref.values()])) if ref else 0.0
     tied_acc = float(np.mean([s[0] for s in tied.values()])) if tied else 0.0
     both = sorted(set(ref) & set(tied))
+    if not both:  # the composite needs prompts with both rows (the published code gives NaN)
+        return {
+            "score": None,
+            "ref_accuracy": ref_acc,
+            "tied_accuracy": tied_acc,
+            "note": "no prompt has both its ref and its tied row: the composite is not defined",
+            "prompts": {"ref": len(ref), "tied": len(tied), "paired": 0},
+        }
     spread = np.array([tied[p][1] for p in both], dtype=float)
     gap_tied = np.array([tied[p][2] for p in both], dtype=float)
     gap_ref = np.array([ref[p][2] for p in both], dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
-        preferred = float(np.mean(gap_tied > spread)) if both else float("nan")
-        hard = float(np.mean(np.minimum(gap_ref, gap_tied) > spread)) if both else float("nan")
+        preferred = float(np.mean(gap_tied > spread))
+        hard = float(np.mean(np.minimum(gap_ref, gap_tied) > spread))
         margins = np.nan_to_num(np.tanh(np.minimum(gap_ref, gap_tied) / spread - 1), nan=0.0)
-    margin = float(np.mean(margins)) if both else float("nan")
+    margin = float(np.mean(margins))
     score = 0.30 * tied_acc + 0.30 * ref_acc + 0.20 * preferred + 0.20 * hard + 0.01 * margin
     return {
         "score": score,
@@ -137,7 +145,7 @@ def rewardbench2(
         ]
         subsets[subset] = {"score": float(np.mean(results)), "rows": len(results),
                            "interval": _iv(results, seed, f"rb2:{subset}")}  # fmt: skip
-    scores = [s["score"] for s in subsets.values()]
+    scores = [s["score"] for s in subsets.values() if s["score"] is not None]
     return {
         "subsets": subsets,
         "score": float(np.mean(scores)) if scores else None,

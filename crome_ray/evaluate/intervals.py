@@ -60,7 +60,8 @@ class Difference:
 
     @property
     def distinguishable(self) -> bool:
-        return self.interval.excludes_zero()
+        """The interval excludes zero and p < 0.05 (a difference seen on one prompt is not)."""
+        return self.interval.excludes_zero() and self.p_value < 0.05
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -100,11 +101,17 @@ def _clusters(values: Sequence[float], units: Sequence[Hashable]) -> tuple[np.nd
 def replicates(
     values: Sequence[float], units: Sequence[Hashable], *, seed: int, stratum: Hashable = "", reps: int
 ) -> np.ndarray:
-    """``reps`` bootstrap means of ``values``, resampling whole units (prompts) with replacement."""
+    """``reps`` bootstrap means of ``values``, resampling whole units (prompts) with replacement.
+    The resample counts are drawn in chunks, so memory stays small at tens of thousands of prompts."""
     sums, counts = _clusters(values, units)
     k = len(sums)
-    weights = _rng(seed, stratum).multinomial(k, np.full(k, 1.0 / k), size=reps).astype(float)
-    return (weights @ sums) / np.maximum(weights @ counts, 1e-12)
+    rng = _rng(seed, stratum)
+    chunk = max(1, min(reps, 4_000_000 // max(k, 1)))
+    out = []
+    for start in range(0, reps, chunk):
+        weights = rng.multinomial(k, np.full(k, 1.0 / k), size=min(chunk, reps - start)).astype(float)
+        out.append((weights @ sums) / np.maximum(weights @ counts, 1e-12))
+    return np.concatenate(out)
 
 
 def _percentile(value: float, reps: np.ndarray, n: int) -> Interval:
@@ -128,8 +135,13 @@ def mean_interval(
         return None
     units = list(range(len(values))) if units is None else list(units)
     value = float(np.mean(values))
-    if all(v in (0.0, 1.0) for v in values) and len(set(units)) == len(units):
-        return wilson(sum(values), len(values))
+    if all(v in (0.0, 1.0) for v in values):
+        k = len(set(units))
+        if k == len(units):
+            return wilson(sum(values), len(values))
+        if value in (0.0, 1.0):  # all right (or all wrong) over k prompts: the bootstrap sees no spread
+            w = wilson(value * k, k)
+            return Interval(value, w.low, w.high, "wilson (prompts)", len(values))
     return _percentile(value, replicates(values, units, seed=seed, stratum=stratum, reps=reps), len(values))
 
 
@@ -150,13 +162,15 @@ def paired_difference(
     d = [y - x for x, y in zip(a, b, strict=True)]
     units = list(range(len(d))) if units is None else list(units)
     reps_d = replicates(d, units, seed=seed, stratum=stratum, reps=reps)
-    return _difference(float(np.mean(d)), reps_d, len(d))
+    return _difference(float(np.mean(d)), reps_d, len(d), len(set(units)))
 
 
-def _difference(value: float, reps: np.ndarray, n: int) -> Difference:
+def _difference(value: float, reps: np.ndarray, n: int, clusters: int) -> Difference:
     interval = _percentile(value, reps, n)
     if interval.method == "point":
-        return Difference(interval, 1.0 if value == 0 else 0.0)
+        # every resample the same: no difference (p = 1), or the same one on every prompt, which
+        # the sign test over the prompts prices (one prompt: p = 1)
+        return Difference(interval, 1.0 if value == 0 else min(1.0, 2 * 0.5**clusters))
     below, above = float(np.mean(reps <= 0)), float(np.mean(reps >= 0))
     return Difference(interval, min(1.0, 2 * min(below, above)), 2 / len(reps))
 
@@ -179,9 +193,9 @@ class Stratified:
 
 def _combined(
     data: Stratified, combine: Mapping[str, Mapping[str, float]], *, seed: int, reps: int
-) -> tuple[float, np.ndarray, int] | None:
-    """The point value, the replicates and the count of the mean over groups of each group's
-    weighted mean of stratum means (None when no group has data)."""
+) -> tuple[float, np.ndarray, int, int] | None:
+    """The point value, the replicates, the count of items and of prompts of the mean over groups
+    of each group's weighted mean of stratum means (None when no group has data)."""
     point = {s: float(np.mean(v)) for s, v in data.values.items() if len(v)}
     groups = [{s: w for s, w in g.items() if s in point and w > 0} for g in combine.values()]
     groups = [g for g in groups if g]
@@ -193,7 +207,8 @@ def _combined(
         return sum(sum(means[s] * w for s, w in g.items()) / sum(g.values()) for g in groups) / len(groups)
 
     n = sum(len(data.values[s]) for g in groups for s in g)
-    return float(over_groups(point)), np.asarray(over_groups(reps_by)), n
+    clusters = len({u for g in groups for s in g for u in data.units[s]})
+    return float(over_groups(point)), np.asarray(over_groups(reps_by)), n, clusters
 
 
 def weighted_interval(
@@ -202,7 +217,7 @@ def weighted_interval(
     """The mean over groups (categories) of each group's weighted mean of stratum (subset) means:
     ``combine`` maps a group to its strata's weights. The strata are resampled separately."""
     got = _combined(data, combine, seed=seed, reps=reps)
-    return None if got is None else _percentile(*got)
+    return None if got is None else _percentile(*got[:3])
 
 
 def weighted_difference(

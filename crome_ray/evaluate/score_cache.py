@@ -4,12 +4,14 @@ adapter: pyarrow Parquet through the run storage's filesystem).
 
 A model's scores live in ``<root>/score-cache/<identity>/part-<writer>.parquet`` (columns
 ``key``, ``score``; ``key`` is ``variants.text_key``). ``identity`` is a digest of what
-determines a score: the model as it is now, and the scoring's ``max_length`` (a text is
-truncated to it). A model is identified by
+determines a score: the model as it is now, the scoring's ``max_length`` (a text is truncated
+to it) and ``SCORER_VERSION`` (the scoring code's). A model is identified by
 
 - a committed training run (local or in a bucket): its commit's fingerprint and attempt (a
   retrained model is a new attempt, so a new identity);
 - any other folder: every file's path, size and modification time (or its ETag in a bucket);
+  a copy that keeps another checkpoint's sizes and times (``cp -p``, ``rsync -a``) looks the
+  same, so score such a folder with ``scoring.cache: false``;
 - a built-in name or a Hugging Face id: the name (a hub model is taken as fixed; name a
   folder to score a model that changes).
 
@@ -35,6 +37,9 @@ from crome_ray.config import StorageConfig
 from crome_ray.storage import RunFolder, filesystem, is_bucket_uri, join
 
 FOLDER = "score-cache"
+# the scoring code's version: raise it when a change to how texts are encoded or scored (the chat
+# template, truncation, the reward head) would give another score for the same model and text
+SCORER_VERSION = 1
 SCHEMA = pa.schema(
     [pa.field("key", pa.string(), nullable=False), pa.field("score", pa.float64(), nullable=False)]
 )
@@ -65,7 +70,7 @@ def model_identity(model: str, storage: StorageConfig | None, max_length: int) -
             what = ["folder", str(root), [(n, s.st_size, s.st_mtime_ns) for n, s in stats]]
     else:
         what = ["name", model]
-    blob = json.dumps([what, max_length], sort_keys=True, default=str).encode()
+    blob = json.dumps([what, max_length, SCORER_VERSION], sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:24]
 
 

@@ -72,14 +72,14 @@ def crome_config(cfg: PipelineConfig, augment_uri: str) -> TrainConfig:
 
 
 def tune_config(cfg: PipelineConfig, augment_uri: str) -> TuneConfig:
-    """The sweep of the Crome RM; a robustness metric plants the evaluation's own cue, where an
-    encoder reads it (the start), unless the Crome config names a probe of its own."""
+    """The sweep of the Crome RM; a robustness metric plants the evaluation's own cue (where the
+    model's truncation keeps it: ``probe.position`` auto), unless the Crome config names a probe."""
     from crome_ray.tune.config import ROBUST_METRICS
 
     assert cfg.sweep is not None
     train = crome_config(cfg, augment_uri)
     if cfg.sweep.metric in ROBUST_METRICS and train.probe.cue is None:
-        probe = train.probe.model_copy(update={"cue": cfg.evaluate.cue.text, "position": "start"})
+        probe = train.probe.model_copy(update={"cue": cfg.evaluate.cue.text})
         train = train.model_copy(update={"probe": probe})
     return TuneConfig(train=train, sweep=cfg.sweep, storage=cfg.storage)
 

@@ -57,11 +57,13 @@ class RobustnessProbe(Frozen):
         None,
         description="The text planted on each validation pair's rejected answer; 'default': the "
         "evaluation's planted cue. Unset: no probe. Adds eval_cue_accuracy (accuracy with the cue on the "
-        "rejected answer) and eval_cue_shift (the reward the cue adds to an answer, in the spread of the "
-        "clean answers' rewards).",
+        "rejected answer), eval_cue_shift (the reward the cue adds to a rejected answer, in the spread "
+        "of the clean answers' rewards) and eval_cue_abs_shift (its size, for a sweep to minimise).",
     )
-    position: Literal["start", "end"] = Field(
-        "start", description="Where the cue goes: start survives truncation to max_length, end may not."
+    position: Literal["auto", "start", "end"] = Field(
+        "auto",
+        description="Where the cue goes. auto: where truncation to max_length keeps it, the end for a "
+        "decoder (its tokens are cut from the start) and the start for an encoder (cut from the end).",
     )
 
     @property

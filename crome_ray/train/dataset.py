@@ -66,9 +66,23 @@ def encoder_for(model: str, storage_json: str, max_length: int) -> Encode:
     return Encode(model, storage_json, max_length)
 
 
-def encode_batch(batch: dict[str, Any], model: str, storage_json: str, max_length: int) -> dict[str, Any]:
-    """Ray Data task: pairs → token columns, with this process's cached encoder."""
-    return encoder_for(model, storage_json, max_length)(batch)
+def encode_batch(
+    batch: dict[str, Any],
+    model: str,
+    storage_json: str,
+    max_length: int,
+    cue: str | None = None,
+    position: str = "auto",
+) -> dict[str, Any]:
+    """Ray Data task: pairs → token columns, with this process's cached encoder; with ``cue``,
+    each preference pair also with the cue on its rejected answer (``with_cue_variants``), where
+    this model's truncation keeps it when ``position`` is auto."""
+    encode = encoder_for(model, storage_json, max_length)
+    if cue:
+        if position == "auto":
+            position = "end" if encode.encoder.is_decoder else "start"
+        batch = with_cue_variants(batch, cue, position)
+    return encode(batch)
 
 
 def swap_half(batch: dict[str, Any]) -> dict[str, Any]:
@@ -123,11 +137,9 @@ def tokenized(
         ds = ds.limit(limit)
     if swap_labels:
         ds = ds.map_batches(swap_half, batch_format="numpy")
-    if cue:
-        ds = ds.map_batches(with_cue_variants, fn_args=(cue, cfg.probe.position), batch_format="numpy")
     ds = ds.map_batches(
         encode_batch,
-        fn_args=(model, cfg.storage.model_dump_json(), cfg.max_length),
+        fn_args=(model, cfg.storage.model_dump_json(), cfg.max_length, cue, cfg.probe.position),
         batch_format="numpy",
         batch_size=64,
         num_cpus=0.5,

@@ -52,7 +52,8 @@ class SweepSettings(Frozen):
     )
 
 
-ROBUST_METRICS = ("eval_cue_accuracy", "eval_cue_shift")  # need train.probe.cue
+# the robustness probe's metrics (they need train.probe.cue), and the mode each is judged in
+ROBUST_METRICS = {"eval_cue_accuracy": "max", "eval_cue_abs_shift": "min", "eval_cue_shift": "min"}
 
 
 class PipelineSweep(SweepSettings):
@@ -62,8 +63,8 @@ class PipelineSweep(SweepSettings):
 
     metric: str = Field(
         "eval_cue_accuracy",
-        description="What a trial is judged on; eval_cue_accuracy (default) or eval_cue_shift (mode min) "
-        "plant the evaluation's cue on each validation pair's rejected answer (crome.probe).",
+        description="What a trial is judged on; eval_cue_accuracy (default, max) or eval_cue_abs_shift "
+        "(min) plant the evaluation's cue on each validation pair's rejected answer (crome.probe).",
     )
     clean_tolerance: float | None = Field(0.02, ge=0, le=1, description=SweepSettings.model_fields[
         "clean_tolerance"].description)  # fmt: skip
@@ -85,11 +86,14 @@ class TuneConfig(Frozen):
 
     @model_validator(mode="after")
     def _probe_for_a_robust_metric(self) -> TuneConfig:
-        if self.sweep.metric in ROBUST_METRICS and self.train.probe.cue is None:
+        metric = self.sweep.metric
+        if metric in ROBUST_METRICS and self.train.probe.cue is None:
             raise ValueError(
-                f"sweep.metric {self.sweep.metric} needs the robustness probe: set train.probe.cue "
+                f"sweep.metric {metric} needs the robustness probe: set train.probe.cue "
                 "(a text, or 'default' for the evaluation's cue)"
             )
+        if ROBUST_METRICS.get(metric, self.sweep.mode) != self.sweep.mode:
+            raise ValueError(f"sweep.metric {metric} is judged with sweep.mode={ROBUST_METRICS[metric]}")
         return self
 
     def fingerprint(self) -> str:
