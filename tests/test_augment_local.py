@@ -101,6 +101,7 @@ def test_the_manifest_counts_what_the_code_checks_rejected_as_the_rejected_table
         "placeholder",
         "near_copy",
         "echo",
+        "repetition",
         "language",
         "format",
         "meaning",

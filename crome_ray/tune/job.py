@@ -382,6 +382,7 @@ def run_tune_job(cfg: TuneConfig, *, force: bool = False, log: Callable[[str], N
         best_model=RunFolder.from_uri(best["run_uri"], cfg.storage).committed().uri_of("model"),
         metric=s.metric,
         mode=s.mode,
+        clean_tolerance=s.clean_tolerance,
         scheduler=s.scheduler,
         seconds=round(seconds, 1),
         by_lambda=doc["by_lambda"],
