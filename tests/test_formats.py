@@ -68,6 +68,7 @@ def test_trl_layout_takes_the_prompt_from_the_messages():
     [
         ({"prompt": "Q", "rejected": "b"}, Reason.MISSING_FIELD),
         ({"prompt": "Q", "chosen": "  ", "rejected": "b"}, Reason.EMPTY_FIELD),
+        ({"prompt": "Q", "chosen": "a", "rejected": "\u200b"}, Reason.EMPTY_FIELD),  # in the real sample
         ({"prompt": "Q", "chosen": 42, "rejected": "b"}, Reason.WRONG_TYPE),
         (
             {"prompt": "Q", "chosen": "a", "rejected": "b", "score_chosen": "nine"},

@@ -1,6 +1,7 @@
 """Ingest of the real sample data sets into committed run folders."""
 
 import json
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -19,8 +20,12 @@ def expected_ultrafeedback(path):
     """Counted independently of the loader: plain json over the sample file."""
     rows = [json.loads(x) for x in path.read_text().splitlines()]
     ties = identical = empty = 0
+
+    def blank(text):  # nothing visible: only separators and control or format characters
+        return not any(not unicodedata.category(ch).startswith(("Z", "C")) for ch in text)
+
     for r in rows:
-        if not r["chosen"].strip() or not r["rejected"].strip():
+        if blank(r["chosen"]) or blank(r["rejected"]):
             empty += 1
         elif r["chosen"].strip() == r["rejected"].strip():
             identical += 1

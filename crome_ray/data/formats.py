@@ -81,11 +81,17 @@ def require(rec: dict[str, Any], key: str) -> Any:
     return rec[key]
 
 
+# zero-width and format characters that str.strip() keeps: a text of only these shows nothing
+INVISIBLE = re.compile("[\u200b-\u200f\u2060-\u2064\ufeff\u00ad\u034f\u180e]")
+
+
 def text_field(value: Any, name: str, ctx: RowContext) -> str:
     if not isinstance(value, str):
         raise RowError(Reason.WRONG_TYPE, f"field {name!r} must be a string, got {type(value).__name__}")
     if not value.strip():
         raise RowError(Reason.EMPTY_FIELD, f"field {name!r} is empty")
+    if not INVISIBLE.sub("", value).strip():
+        raise RowError(Reason.EMPTY_FIELD, f"field {name!r} holds only invisible characters ({value[:8]!r})")
     if len(value) > ctx.max_text_chars:
         raise RowError(
             Reason.TEXT_TOO_LONG,
