@@ -206,3 +206,17 @@ def test_a_label_that_means_what_the_format_assumes_is_not_an_error(tmp_path, sa
         cfg_for(tmp_path / "runs", f"source.path={source}", "source.format=ultrafeedback_binarized")
     )
     assert result.counts["pairs_written"] == 20 and result.counts["ties_kept"] == 0
+
+
+def test_a_source_read_with_format_auto_is_named_after_its_file(tmp_path, samples):
+    from crome_ray.data.config import SourceConfig
+    from crome_ray.data.ingest import source_name
+
+    assert source_name(SourceConfig(path="s3://b/sets/my_heldout.jsonl.gz", format="auto")) == "my_heldout"
+    assert source_name(SourceConfig(path="data/rm_bench/", format="auto")) == "rm_bench"
+    assert source_name(SourceConfig(path="x.jsonl", format="llmbar")) == "llmbar"
+    assert source_name(SourceConfig(path="x.jsonl", format="auto", name="mine")) == "mine"
+    path = samples / "ultrafeedback" / "eval_200.jsonl"
+    result = run_ingest(cfg_for(tmp_path, f"source.path={path}", "source.format=auto", "source.limit=5"))
+    assert result.run.name.startswith("eval_200-")
+    assert set(result.run.read_table("pairs").column("source").to_pylist()) == {"eval_200"}

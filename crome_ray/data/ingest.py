@@ -13,6 +13,7 @@ prompt), counted.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -70,9 +71,22 @@ class IngestCounts:
 IngestResult = StepResult
 
 
+def source_name(src: Any) -> str:
+    """The data set's name (each pair's ``source``, and its subset when it has none): as set;
+    else the format's (``ultrafeedback``); with ``format: auto``, the file's or folder's own name
+    (``my_heldout.jsonl`` → ``my_heldout``), so a user's set reads as itself in the report."""
+    if src.name:
+        return src.name
+    if src.format != "auto":
+        return DEFAULT_NAMES.get(src.format, "source")
+    last = src.path.rstrip("/").rsplit("/", 1)[-1]
+    stem = re.sub(r"(\.(jsonl|ndjson|json|parquet|csv))?(\.gz)?$", "", last)
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "", stem).strip(".-")
+    return stem or "source"
+
+
 def default_run_name(cfg: IngestConfig) -> str:
-    name = cfg.source.name or DEFAULT_NAMES.get(cfg.source.format, "source")
-    return f"{name}-{cfg.fingerprint()[:8]}"
+    return f"{source_name(cfg.source)}-{cfg.fingerprint()[:8]}"
 
 
 def run_ingest(cfg: IngestConfig, *, force: bool = False, progress: Progress | None = None) -> IngestResult:
@@ -84,8 +98,8 @@ def run_ingest(cfg: IngestConfig, *, force: bool = False, progress: Progress | N
 
     counts = IngestCounts()
     pairs = step.table("pairs", PAIR_SCHEMA, cfg.rows_per_file)
-    source_name = cfg.source.name or DEFAULT_NAMES.get(cfg.source.format, "source")
-    quarantine = step.quarantine(source=source_name, stage=STAGE, rows_per_file=cfg.rows_per_file)
+    name = source_name(cfg.source)
+    quarantine = step.quarantine(source=name, stage=STAGE, rows_per_file=cfg.rows_per_file)
     seen: dict[str, str] = {}
 
     def put_problem(p: RowProblem) -> None:
@@ -95,7 +109,7 @@ def run_ingest(cfg: IngestConfig, *, force: bool = False, progress: Progress | N
         counts.quarantined[p.error.reason] += 1
         quarantine.put_problem(p)
 
-    for item in _pairs_and_problems(cfg, source_name, counts):
+    for item in _pairs_and_problems(cfg, name, counts):
         if isinstance(item, RowProblem):
             put_problem(item)
             continue

@@ -127,7 +127,7 @@ class EvaluateConfig(Frozen):
         default_factory=lambda: [
             SourceConfig(path=SAMPLE_LLMBAR, format="llmbar", subset="llmbar-natural"),
             SourceConfig(path=SAMPLE_XSTEST, format="xstest"),
-            SourceConfig(path=SAMPLE_ULTRAFEEDBACK_EVAL, format="auto"),
+            SourceConfig(path=SAMPLE_ULTRAFEEDBACK_EVAL, format="auto", name="ultrafeedback"),
         ],
         min_length=1,
         description="Pairs: committed ingest runs, or sources ingested first (a path, format auto; or "
