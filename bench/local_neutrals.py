@@ -44,12 +44,12 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))  # local_models.run: the oracle job with a local model
 
 KINDS = ("causal_degrade", "causal_upgrade", "neutral_can", "neutral_para")
 ACCURACY = ("accuracy", "The answer is factually and logically correct.")
@@ -85,40 +85,14 @@ def examples(n: int, chars: int):
 
 
 def ask(model: str, rows: list[dict], args) -> tuple[dict, dict]:
-    """The oracle job on ``rows`` with the local model: answers by id, and the engine's figures."""
-    from pydantic import SecretStr
+    """The oracle job on ``rows`` with the local model (``bench/local_models.py``'s run: 64 calls
+    in flight, 32 sequences per engine step): answers by id, and the engine's figures."""
+    from local_models import run
 
-    from crome_ray.oracle.config import OracleJobConfig
-    from crome_ray.oracle.job import run_oracle_job
-
-    root = tempfile.mkdtemp(prefix="bench-neutrals-")
-    path = Path(root) / "prompts.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    cfg = OracleJobConfig(
-        input=str(path),
-        storage={"root": f"{root}/runs"},
-        fallback={
-            "policy": "local_only",
-            "oracle": {
-                "backend": "vllm",
-                "model": model,
-                "quota": {"max_in_flight": 64},
-                "engine": {"max_model_len": args.max_model_len, "max_num_seqs": 32},
-            },
-        },
-        batch_size=32,
-    )
-    started = time.perf_counter()
-    result = run_oracle_job(cfg, SecretStr(""))
-    stats = result.details["oracle"]
-    answers = {
-        r["id"]: json.loads(r["response_json"]) for r in result.run.read_table("responses").to_pylist()
-    }
-    return answers, {
-        "seconds": round(time.perf_counter() - started, 1),
-        "output_tokens": stats["output_tokens"],
-        "startup_s": stats["engines"][0]["startup_s"],
-    }
+    got = run(model, rows, in_flight=64, max_model_len=args.max_model_len)
+    answers = {i: json.loads(r["response_json"]) for i, r in got["answers"].items()}
+    return answers, {"seconds": got["job_wall_s"], "output_tokens": got["output_tokens"],
+                     "startup_s": got["startup_s"]}  # fmt: skip
 
 
 def old_verdicts(items: list[dict], revision: str) -> list:

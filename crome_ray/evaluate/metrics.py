@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from crome_ray.evaluate.categories import category_report, pair_outcome, subset_scores
+from crome_ray.evaluate.categories import subset_weights as weights_of
 from crome_ray.evaluate.intervals import (
     DEFAULT_REPS,
     Difference,
@@ -98,15 +99,14 @@ def per_item(
     by_subset: dict[str, list[ScoredVariant]] = defaultdict(list)
     for r in original.values():
         by_subset[r.subset].append(r)
-    report = category_report(
+    # each subset's weight in its category, as category_report weighs it (only the weights: the
+    # accuracies themselves come from the per-pair values)
+    weights = weights_of(
         subset_scores((r.subset, r.score_chosen, r.score_rejected) for r in original.values()),
-        categories,
         subset_weights,
         upweight_math=upweight_math,
     )
-    combine = {
-        c: {s: report.weights[s] for s in names if s in report.weights} for c, names in categories.items()
-    }
+    combine = {c: {s: weights[s] for s in names if s in weights} for c, names in categories.items()}
     by_variant: dict[str, list[ScoredVariant]] = defaultdict(list)
     for r in rows:
         if r.variant not in (ORIGINAL, *CUE_VARIANTS):
