@@ -5,7 +5,8 @@ its key in the cluster's environment, as a secret store would put it there.
 
 The pipeline is the demo's at the size `crome-ray demo --quick` runs (crome_ray.pipeline.demo.QUICK), with
 two examples through the oracle, a tiny Llama for both reward models, and the λ sweep (Ray Tune,
-ASHA) as its Crome step. The sweep's validation pairs are among its training pairs, so a larger λ
+ASHA) as its Crome step, each trial long enough after its first evaluation for ASHA's stop to
+reach it before it commits. The sweep's validation pairs are among its training pairs, so a larger λ
 (a stronger pull of the ties' rewards together) can only fit them worse: λ = 0 runs first and sets
 the bar, and ASHA stops a trial that trails it (tests/test_tune_ray.py holds the same property on
 hand-made data). A second submission of the same pipeline finds every step committed and does
@@ -45,7 +46,7 @@ SOURCE = "data/samples/ultrafeedback/train_1k.jsonl"  # the demo's source, relat
 def pipeline_overrides(tiny_llama: Path, sim_url: str, root: str, endpoint: str) -> list[str]:
     tiny = [f"{rm}.model={tiny_llama}" for rm in ("baseline", "crome")]
     sweep = ["crome.finetune=lora", "crome.lora.r=4", "crome.optim.lr=0.01", "crome.batch_size=8",
-             "crome.max_steps=6", "crome.eval_every=2", f"crome.eval_data={SOURCE}", "crome.eval_limit=16",
+             "crome.max_steps=30", "crome.eval_every=10", f"crome.eval_data={SOURCE}", "crome.eval_limit=16",
              f"sweep.tie_weights={LAMBDAS}", "sweep.metric=eval_loss_bt", "sweep.mode=min",
              "sweep.reduction_factor=2"]  # fmt: skip
     where = [f"augment.oracle.base_url={sim_url}", f"storage.root={root}", f"storage.endpoint_url={endpoint}"]
@@ -84,6 +85,9 @@ def submitted(s3_server, tmp_path_factory, tiny_llama):
         "RAY_AUTH_MODE": "disabled",
         "RAY_ADDRESS": f"http://127.0.0.1:{dash}",
         "GEMINI_API_KEY": KEY,  # the cluster's environment: the job's driver inherits it
+        # a trial's reports reach Tune when Ray Train's controller polls its workers (every 2 s by
+        # default); a tiny model's trial could finish in that time, before ASHA's stop reached it
+        "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25",
     }
     start = [str(bin_dir / "ray"), "start", "--head", "--num-cpus=2", f"--port={free_port()}",
              f"--temp-dir={ray_tmp}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
@@ -178,7 +182,8 @@ def test_the_pipelines_sweep_stops_a_trailing_lambda_early_and_its_best_trial_is
     assert sorted(t["tie_weight"] for t in trials) == LAMBDAS
     stopped = [t for t in trials if t["status"] == "stopped_early"]
     completed = [t for t in trials if t["status"] == "completed"]
-    assert stopped and all(t["evaluations"] < 3 for t in stopped)  # 6 steps, an evaluation every 2
+    seen = [(t["tie_weight"], t["status"], t["evaluations"], t["metric"]) for t in trials]
+    assert stopped and all(t["evaluations"] < 3 for t in stopped), seen  # 30 steps, an evaluation every 10
     assert 0.0 in [t["tie_weight"] for t in completed]  # the first trial has nothing to trail
     details = sweep.manifest()["details"]
     best = details["best"]
