@@ -161,15 +161,44 @@ def pipeline(
     _pipeline(_load(PipelineConfig, config, overrides, shortcuts), force=force)
 
 
+@app.command()
+def selfcheck(
+    overrides: Overrides = None,
+    config: ConfigOpt = None,
+    output: OutputOpt = None,
+    source: Annotated[
+        str | None, typer.Option(help="Training pairs: a source file or folder, local, s3:// or gs://.")
+    ] = None,
+    attribute: Annotated[
+        str | None, typer.Option(help="The text to plant (default: a self-praising closing block).")
+    ] = None,
+    share: Annotated[
+        float | None, typer.Option(help="Share of the training pairs planted (default 0.5).")
+    ] = None,
+    force: ForceOpt = False,
+) -> None:
+    """The planted-attribute self-check on your data, model and oracle: the pipeline with an
+    attribute planted on the chosen answers of a share of the training pairs, and a positive
+    control beside the baseline and Crome; says whether each removes the attribute's reward."""
+    from crome_ray.pipeline.config import SelfCheck
+
+    shortcuts = {"storage.root": output, "source.path": source, "selfcheck.attribute": attribute,
+                 "selfcheck.share": share}  # fmt: skip
+    cfg = _load(PipelineConfig, config, overrides, shortcuts)  # selfcheck.* given: the section is made
+    if cfg.selfcheck is None:
+        cfg = cfg.model_copy(update={"selfcheck": SelfCheck()})
+    _pipeline(cfg, force=force)
+
+
 def _pipeline(cfg: PipelineConfig, *, force: bool, cpus: int | None = None, demo: bool = False) -> None:
-    from crome_ray.pipeline.job import STEPS, choose_oracles, run_pipeline
+    from crome_ray.pipeline.job import choose_oracles, run_pipeline, steps_of
 
     with exits_on_error(2):
         cfg, oracles = choose_oracles(cfg)  # the keys before Ray starts
     for choice in oracles.values():
         show.print_notice(console, choice.notice)
     connect(num_cpus=cpus, dashboard=True)  # the state API Ray Train and Tune poll
-    view = show.PipelineView(console, STEPS, sweep=cfg.sweep is not None)
+    view = show.PipelineView(console, steps_of(cfg), sweep=cfg.sweep is not None)
     started = time.monotonic()
     with exits_on_error():
         outcome = run_pipeline(cfg, oracles, force=force, log=console.print, step_started=view.started,

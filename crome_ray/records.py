@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import pyarrow as pa
@@ -125,11 +125,23 @@ class PreferencePair:
         member = self.metadata.get("member") if isinstance(self.metadata, dict) else None
         return pair_id(self.prompt, self.chosen, self.rejected, None if member is None else str(member))
 
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> PreferencePair:
+        """A row of a pairs table (``to_row``'s) back as a pair; other columns are left out."""
+        meta = row.get("metadata")
+        return cls(
+            **{f: row[f] for f in _ROW_FIELDS if f in row and f != "metadata"},
+            metadata=json.loads(meta) if isinstance(meta, str) and meta else {},
+        )
+
     def to_row(self) -> dict[str, Any]:
         row = asdict(self)
         row["pair_id"] = self.pair_id
         row["metadata"] = json.dumps(self.metadata, sort_keys=True, default=str)
         return row
+
+
+_ROW_FIELDS = tuple(f.name for f in fields(PreferencePair))
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,20 @@ def print_ingest(console: Console, result: Any) -> None:
     console.print(f"manifest:   {out.uri_of('manifest.json')}")
 
 
+def print_plant(console: Console, result: Any) -> None:
+    """The self-check's planted pairs: how many got the attribute, and where they are."""
+    c, cfg = result.counts, result.manifest["config"]
+    if result.skipped:
+        console.print(f"[cyan]already committed with the same config:[/] {result.run.uri}")
+    exact = c["kinds"].get("neutral_exact", 0)
+    console.print(
+        f"planted {c['planted']:,} of {c['pairs_in']:,} pairs (share {cfg['share']:g}, seed {cfg['seed']}) "
+        f"at the {cfg['position']} of the chosen answer"
+        + (f"; {exact:,} exact ties for the control" if exact else "")
+    )
+    console.print(f"pairs:      {result.output.uri_of('pairs')}/")
+
+
 def _what_value_table(console: Console, result: Any, title: str, skipped: str = "") -> Table:
     """A job's summary table (what | value), after a line saying when the run was committed already."""
     if result.skipped:
@@ -394,6 +408,8 @@ class PipelineView:
             "baseline": print_train,
             "augment": print_augment,
             "crome": print_tune if sweep else print_train,
+            "plant": print_plant,
+            "control": print_train,
             "evaluate": print_evaluate,
         }
 
@@ -427,11 +443,17 @@ class PipelineView:
         c.print(f"pipeline run: {outcome.result.run.uri} ({seconds:.0f} s)")
         if details.get("report"):
             c.print(f"report:       {details['report']}")
+        if details.get("selfcheck"):
+            c.rule("[bold]self-check: the planted attribute")
+            for line in details["selfcheck"]["lines"]:
+                c.print(f"  {line}")
         if demo:
             c.print(
-                "[dim]A demo-sized run (a 22M encoder, tens of steps, a 135M local oracle) shows the "
-                "machinery end to end; its accuracies are near chance and say nothing about the method. The "
-                "augmentation's table above shows what the code checks and the verifier controls caught.[/]"
+                "[dim]A demo-sized run (a 22M encoder, 100 steps, a 135M local oracle) shows the machinery "
+                "end to end; its clean accuracies are near chance and say nothing about the method. What it "
+                "can show is the self-check: whether the trainer and loss remove an attribute planted in the "
+                "data, and how much of that the oracle's data delivers. The augmentation's table shows what "
+                "the code checks and the verifier controls caught.[/]"
             )
 
 

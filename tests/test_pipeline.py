@@ -4,16 +4,23 @@ it, no others. The steps themselves run in tests/test_submit.py."""
 
 from pathlib import Path
 
+import pytest
+
 from crome_ray.augment.job import run_name as augment_run_name
 from crome_ray.config import load_config
 from crome_ray.data.ingest import default_run_name as ingest_run_name
 from crome_ray.pipeline.config import PipelineConfig
 from crome_ray.pipeline.job import (
+    PipelineError,
     augment_config,
     baseline_config,
+    control_config,
     crome_config,
     evaluate_config,
     ingest_config,
+    plant_config,
+    planted_position,
+    steps_of,
     tune_config,
 )
 from crome_ray.train.job import default_run_name
@@ -77,7 +84,7 @@ def test_a_changed_setting_changes_its_step_and_the_steps_after_it_no_others():
 
 
 def test_the_evaluation_scores_the_pipelines_models_under_their_names_and_others_as_given():
-    cfg = demo("evaluate.models=[baseline, crome, /models/public-rm]")
+    cfg = demo("evaluate.models=[baseline, crome, /models/public-rm]", "selfcheck=null")
     ev = evaluate_config(cfg, {"baseline": "/r/train/b", "crome": "/r/train/c"})
     assert ev.models == ["/r/train/b", "/r/train/c", "/models/public-rm"]
     assert ev.labels == ["baseline", "crome", "public-rm"]
@@ -89,3 +96,63 @@ def test_with_a_sweep_the_crome_step_is_a_tune_run_over_the_crome_training():
     t = tune_config(cfg, "/data/runs/augment/a")
     assert t.train.train_data == "/data/runs/augment/a" and t.sweep.tie_weights == [0.0, 1.0]
     assert t.train.max_steps == cfg.crome.max_steps and t.storage.root == "/data/runs"
+
+
+def test_the_selfcheck_plants_the_ingested_pairs_and_its_control_trains_as_crome_does_on_the_exact_ties():
+    cfg = demo("selfcheck.share=0.4", "selfcheck.seed=2", "crome.loss.tie_weight=3")
+    planted = plant_config(cfg, "/data/runs/ingest/x", "start", control=False)
+    control_data = plant_config(cfg, "/data/runs/ingest/x", "start", control=True)
+    assert (planted.input, planted.share, planted.seed, planted.position) == (
+        "/data/runs/ingest/x",
+        0.4,
+        2,
+        "start",
+    )
+    assert planted.attribute == cfg.selfcheck.attribute and not planted.control and control_data.control
+    assert planted.fingerprint() != control_data.fingerprint()  # two runs: the pairs, the pairs and ties
+    control = control_config(cfg, "/data/runs/plant/c", tie_weight=3.0)
+    crome = crome_config(cfg, "/data/runs/augment/a")
+    assert control.train_data == "/data/runs/plant/c" and control.loss.tie_weight == 3.0
+    assert control.model_copy(update={"train_data": crome.train_data}) == crome  # the same trainer
+    # with a sweep, the control takes the λ the sweep chose
+    assert control_config(cfg, "/data/runs/plant/c", tie_weight=0.3).loss.tie_weight == 0.3
+
+
+def test_the_selfchecks_evaluation_adds_the_control_and_probes_with_the_planted_attribute():
+    cfg = demo("selfcheck.attribute=Great question!", "evaluate.cue.enabled=false")
+    ours = {"baseline": "/r/train/b", "crome": "/r/train/c", "control": "/r/train/k"}
+    ev = evaluate_config(cfg, ours, "end")
+    assert ev.models == ["/r/train/b", "/r/train/c", "/r/train/k"]
+    assert ev.labels == ["baseline", "crome", "control"]
+    assert (ev.cue.enabled, ev.cue.text, ev.cue.position) == (True, "Great question!", "end")
+    plain = evaluate_config(demo("selfcheck=null"), ours)
+    assert plain.models == ["/r/train/b", "/r/train/c"] and plain.cue.text == cfg.evaluate.cue.text
+
+
+def test_the_selfcheck_leaves_the_pipelines_identity_alone_when_it_is_off():
+    off = demo("selfcheck=null")
+    assert "selfcheck" not in off.model_dump(mode="json", exclude={"selfcheck"})
+    assert off.fingerprint() != demo("selfcheck.share=0.5").fingerprint()
+    assert steps_of(off) == ("ingest", "baseline", "augment", "crome", "evaluate")
+    assert steps_of(demo("selfcheck.share=0.5")) == (
+        "ingest", "plant", "baseline", "augment", "crome", "control", "evaluate")  # fmt: skip
+
+
+def test_auto_puts_the_attribute_where_the_models_truncation_keeps_it(tiny_bert, tiny_llama):
+    assert planted_position(demo("selfcheck.position=auto", f"baseline.model={tiny_bert}",
+                                 f"crome.model={tiny_bert}")) == "start"  # fmt: skip
+    assert planted_position(demo("selfcheck.position=auto", f"baseline.model={tiny_llama}",
+                                 f"crome.model={tiny_llama}")) == "end"  # fmt: skip
+    assert planted_position(demo("selfcheck.position=end")) == "end"
+    with pytest.raises(PipelineError, match="different ends"):
+        planted_position(
+            demo("selfcheck.position=auto", f"baseline.model={tiny_bert}", f"crome.model={tiny_llama}")
+        )
+
+
+def test_the_selfchecks_sweep_judges_lambda_on_the_planted_attribute_where_it_was_planted():
+    cfg = demo("selfcheck.attribute=Great question!", "sweep.tie_weights=[0, 1]")
+    t = tune_config(cfg, "/data/runs/augment/a", "start")
+    assert (t.train.probe.cue, t.train.probe.position) == ("Great question!", "start")
+    plain = tune_config(demo("selfcheck=null", "sweep.tie_weights=[0, 1]"), "/data/runs/augment/a")
+    assert (plain.train.probe.cue, plain.train.probe.position) == (cfg.evaluate.cue.text, "auto")

@@ -69,3 +69,45 @@ def test_an_empty_attribute_or_a_share_out_of_range_is_refused():
         plant_attribute([pair], "  ", share=0.5)
     with pytest.raises(ValueError, match="share"):
         plant_attribute([pair], CUE, share=0)
+
+
+def test_the_planting_step_commits_the_planted_pairs_and_for_the_control_the_exact_ties_too(
+    tmp_path, samples
+):
+    from crome_ray.config import StorageConfig
+    from crome_ray.data.config import PlantConfig
+    from crome_ray.data.planting import run_plant_job
+    from crome_ray.records import PreferencePair
+
+    storage = StorageConfig(root=str(tmp_path / "runs"))
+    source = tmp_path / "uf.jsonl"
+    source.write_text("\n".join((samples / "ultrafeedback" / "train_1k.jsonl").read_text().splitlines()[:60]))
+    cfg = PlantConfig(input=str(source), attribute=CUE, share=0.5, position="start", seed=0, storage=storage)
+    planted = run_plant_job(cfg, log=lambda _: None)
+    rows = [PreferencePair.from_row(r) for r in planted.run.read_table("pairs").to_pylist()]
+    ingested = planted.manifest["inputs"]["pairs"]["uri"]
+    assert planted.counts["pairs_in"] == len(rows) and "/ingest/" in ingested  # the source ingested first
+    with_it = [p for p in rows if p.chosen.startswith(CUE)]
+    assert len(with_it) == planted.counts["planted"] and 15 <= len(with_it) <= 45
+    assert all(p.metadata["planted"] == CUE and not p.rejected.startswith(CUE) for p in with_it)
+    assert {p.kind for p in rows} == {"original"}
+    control = run_plant_job(cfg.model_copy(update={"control": True}), log=lambda _: None)
+    both = [PreferencePair.from_row(r) for r in control.run.read_table("pairs").to_pylist()]
+    ties = [p for p in both if p.kind == CONTROL_KIND]
+    assert [p for p in both if p.kind != CONTROL_KIND] == rows  # the same planted pairs
+    assert len(ties) == len(with_it) and {t.chosen for t in ties} == {p.chosen for p in with_it}
+    assert all(t.label == "tie" and t.chosen == plant_cue(t.rejected, CUE, "start") for t in ties)
+    again = run_plant_job(cfg, log=lambda _: None)
+    assert again.skipped and again.run.uri == planted.run.uri
+
+
+def test_pairs_with_nothing_to_plant_are_refused_with_the_reason(tmp_path):
+    from crome_ray.config import StorageConfig
+    from crome_ray.data.config import PlantConfig
+    from crome_ray.data.planting import PlantError, run_plant_job
+
+    ties = tmp_path / "ties.jsonl"
+    ties.write_text(json.dumps({"prompt": "p", "chosen": "a", "rejected": "b", "label": "tie"}) + "\n")
+    cfg = PlantConfig(input=str(ties), attribute=CUE, storage=StorageConfig(root=str(tmp_path / "runs")))
+    with pytest.raises(PlantError, match="0 of them preference pairs"):
+        run_plant_job(cfg, log=lambda _: None)

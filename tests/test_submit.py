@@ -4,7 +4,8 @@ the real protocol), the oracle the Gemini simulator (the real google-genai clien
 its key in the cluster's environment, as a secret store would put it there.
 
 The pipeline is the demo's at the size `crome-ray demo --quick` runs (crome_ray.pipeline.demo.QUICK), with
-two examples through the oracle, a tiny Llama for both reward models, and the λ sweep (Ray Tune,
+its planted-attribute self-check (a planting step, and a positive control beside the baseline and
+Crome), two examples through the oracle, a tiny Llama for the reward models, and the λ sweep (Ray Tune,
 ASHA) as its Crome step, each trial long enough after its first evaluation for ASHA's stop to
 reach it before it commits. The sweep's validation pairs are among its training pairs, so a larger λ
 (a stronger pull of the ties' rewards together) can only fit them worse: λ = 0 runs first and sets
@@ -65,7 +66,7 @@ def filtered_augment_config(overrides: list[str], storage: StorageConfig, pipeli
         s["name"]: s["uri"] for s in RunFolder.from_uri(pipeline_uri, storage).manifest()["details"]["steps"]
     }
     on = cfg.model_copy(update={"baseline_filter": True})
-    return augment_config(on, steps["ingest"], steps["baseline"])
+    return augment_config(on, steps["plant"], steps["baseline"])  # the self-check's planted pairs
 
 
 @pytest.fixture(scope="module")
@@ -139,12 +140,13 @@ def test_the_submitted_pipeline_commits_every_step_on_s3_each_reading_the_one_be
     run = RunFolder.from_uri(f"{submitted['root']}/pipeline/demo", storage)
     manifest = run.manifest()
     steps = {s["name"]: s for s in manifest["details"]["steps"]}
-    assert list(steps) == ["ingest", "baseline", "augment", "crome", "evaluate"]
+    assert list(steps) == ["ingest", "plant", "baseline", "augment", "crome", "control", "evaluate"]
     assert all(s["done"] and s["uri"].startswith("s3://") for s in steps.values())
     uri = {k: s["uri"] for k, s in steps.items()}
     inputs = {k: RunFolder.from_uri(u, storage).manifest()["inputs"] for k, u in uri.items()}
-    assert inputs["baseline"]["train"]["uri"] == uri["ingest"]
-    assert inputs["augment"]["pairs"]["uri"] == uri["ingest"]
+    assert inputs["plant"]["pairs"]["uri"] == uri["ingest"]  # the demo's self-check is on
+    assert inputs["baseline"]["train"]["uri"] == uri["plant"]
+    assert inputs["augment"]["pairs"]["uri"] == uri["plant"]
     assert "baseline" not in inputs["augment"]  # the demo's pipeline leaves the filter off
     assert inputs["crome"]["train"]["uri"] == uri["augment"]  # the sweep trained on the augmentation
     crome = manifest["details"]["crome_model"]
@@ -164,9 +166,22 @@ def test_the_submitted_pipeline_commits_every_step_on_s3_each_reading_the_one_be
     # the evaluation: both models side by side; the report is on S3
     evaluation = RunFolder.from_uri(uri["evaluate"], storage).committed()
     report = json.loads(augment.fs.open(evaluation.file("report.json")).read())
-    assert set(report["models"]) == {"baseline", "crome"}
+    assert set(report["models"]) == {"baseline", "crome", "control"}
     assert manifest["details"]["report"] == evaluation.uri_of("report.md")
     assert "report:" in first and "baseline" in first and "crome" in first
+    # the self-check: the control trained as the chosen trial did, on the planted pairs and exact ties
+    control = RunFolder.from_uri(uri["control"], storage).manifest()
+    control_data = RunFolder.from_uri(control["inputs"]["train"]["uri"], storage)
+    assert control_data.manifest()["inputs"]["pairs"]["uri"] == uri["ingest"]
+    kinds = Counter(r["kind"] for r in control_data.read_table("pairs").to_pylist())
+    assert kinds == {"original": 40, "neutral_exact": control_data.manifest()["counts"]["planted"]}
+    sweep = RunFolder.from_uri(uri["crome"], storage).manifest()["details"]["best"]
+    assert control["config"]["loss"]["tie_weight"] == sweep["tie_weight"]
+    checked = manifest["details"]["selfcheck"]
+    assert checked["position"] == "end"  # a decoder keeps the end of a long answer
+    cue = RunFolder.from_uri(uri["evaluate"], storage).manifest()["config"]["cue"]
+    assert (cue["text"], cue["position"]) == (checked["attribute"], "end")
+    assert "self-check: the planted attribute" in first and checked["lines"][0] in first
 
 
 def test_the_pipelines_sweep_stops_a_trailing_lambda_early_and_its_best_trial_is_the_crome_model(submitted):
@@ -197,7 +212,7 @@ def test_the_pipelines_sweep_stops_a_trailing_lambda_early_and_its_best_trial_is
 def test_a_second_submission_of_the_same_pipeline_does_nothing(submitted):
     second = submitted["runs"][1].stdout
     assert "succeeded" in second
-    assert second.count("committed already") == 5
+    assert second.count("committed already") == 7
     assert "found" in second and " done " not in second
 
 
@@ -214,7 +229,7 @@ def test_the_augmentation_submitted_alone_filters_with_the_baseline_and_pays_for
     alone = submitted["alone"]
     assert alone.is_committed() and alone.uri != steps["augment"]  # a run of its own: the filter is on
     manifest = alone.manifest()
-    assert manifest["inputs"]["pairs"]["uri"] == steps["ingest"]
+    assert manifest["inputs"]["pairs"]["uri"] == steps["plant"]
     assert manifest["inputs"]["baseline"]["uri"] == steps["baseline"]  # the filter scored with it
     counts = manifest["counts"]
     assert counts["pairs_original"] == 40

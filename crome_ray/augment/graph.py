@@ -46,6 +46,10 @@ INPUT_COLUMNS = [
     "schema_version",
 ]
 SINK_TASK_CPUS = 0.05  # the tasks that hand blocks to the sinks wait on them; they must not take a slot
+# Reading a few Parquet files is I/O: a quarter CPU each, so the read never waits for a whole CPU
+# beside the stages' actors and a task that is still finishing (the IQN pool's embedding; seen: a
+# run on a 2-CPU cluster whose read waited for good, "Cluster resources are not enough")
+READ_TASK_CPUS = 0.25
 MAX_BLOCK_ROWS = 256  # rows per block of the stream at most (block_rows)
 
 
@@ -116,7 +120,9 @@ def build_stream(
     import ray
 
     ds = ray.data.read_parquet(
-        [path_in_filesystem(f) for f in files], filesystem=pyarrow_filesystem(files[0], cfg.storage)
+        [path_in_filesystem(f) for f in files],
+        filesystem=pyarrow_filesystem(files[0], cfg.storage),
+        ray_remote_args={"num_cpus": READ_TASK_CPUS},
     ).select_columns(INPUT_COLUMNS)
     if cfg.limit is not None:
         ds = ds.limit(cfg.limit)

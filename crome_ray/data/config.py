@@ -95,3 +95,23 @@ class IngestConfig(Frozen):
     def fingerprint(self) -> str:
         """Hash of what determines the output (not where it is written)."""
         return config_fingerprint(self.source)
+
+
+class PlantConfig(Frozen):
+    """The self-check's planted data (`crome_ray.data.plant`): ``attribute`` on the chosen answer of
+    ``share`` of the pairs of ``input``; with ``control``, also each planted answer with and
+    without it as a tie (the positive control's exact neutrals)."""
+
+    job: Literal["plant"] = "plant"
+    run_name: RunName = Field(None, description="Run folder name; default planted-<fingerprint>.")
+    input: str = Field(description="Pairs: a committed ingest run folder, or a source file (ingested first).")
+    attribute: str = Field(min_length=1, description="The text planted (the spurious attribute).")
+    share: float = Field(0.5, gt=0, le=1, description="Share of the preference pairs that get it.")
+    position: Literal["start", "end"] = Field("start", description="Before or after the answer.")
+    seed: int = Field(0, description="Which pairs get it: a hash of each pair's id and this.")
+    control: bool = Field(False, description="Also write the exact ties (the positive control's data).")
+    storage: StorageConfig = StorageConfig()
+    rows_per_file: int = Field(50_000, gt=0, description="Rows per Parquet part file.")
+
+    def fingerprint(self) -> str:
+        return config_fingerprint(self.model_copy(update={"run_name": None, "storage": StorageConfig()}))

@@ -9,13 +9,40 @@ from typing import Literal
 from pydantic import Field
 
 from crome_ray.augment.config import AugmentConfig
-from crome_ray.config import Frozen, RunName, StorageConfig, config_fingerprint
+from crome_ray.config import Frozen, RunName, StorageConfig, config_fingerprint, digest
+from crome_ray.cue import DEFAULT_CUE
 from crome_ray.data.config import SAMPLE_ULTRAFEEDBACK, SourceConfig
 from crome_ray.evaluate.config import EvaluateConfig
 from crome_ray.train.config import TrainConfig
 from crome_ray.tune.config import PipelineSweep
 
 PIPELINE_MODELS = ("baseline", "crome")
+CONTROL = "control"  # the self-check's positive control, in evaluate.models
+
+
+class SelfCheck(Frozen):
+    """The planted-attribute self-check: can this run (data, model, oracle, loss) keep a reward
+    model from rewarding an attribute that predicts the label but says nothing of quality?
+
+    The attribute is planted on the chosen answer of ``share`` of the training pairs, so the
+    baseline learns to reward it; the evaluation plants it on held-out pairs' rejected answers
+    (its cue probe), where a model that learned it errs. Three RMs on the same planted pairs: the
+    baseline, Crome as configured (the oracle's augmentation), and the positive control: the
+    Crome trainer and λ on the planted pairs plus exact neutral ties (each planted answer with and
+    without the attribute). The control says whether the trainer and loss can remove the
+    attribute here; the gap between it and Crome says how much of that the oracle's data delivers.
+    """
+
+    attribute: str = Field(
+        DEFAULT_CUE, min_length=1, description="The planted text: says nothing of the answer's quality."
+    )
+    share: float = Field(0.5, gt=0, le=1, description="Share of the training preference pairs planted.")
+    position: Literal["auto", "start", "end"] = Field(
+        "auto",
+        description="Before or after the answer. auto: where the RMs' truncation keeps it (the start for "
+        "an encoder, the end for a decoder).",
+    )
+    seed: int = Field(0, description="Which pairs are planted: a hash of each pair's id and this.")
 
 
 class PipelineConfig(Frozen):
@@ -51,6 +78,11 @@ class PipelineConfig(Frozen):
         "it judges trials by eval_cue_accuracy (the evaluation's cue on each validation pair's rejected "
         "answer), among those within 0.02 of the best clean accuracy.",
     )
+    selfcheck: SelfCheck | None = Field(
+        None,
+        description="Set: the planted-attribute self-check (`crome-ray selfcheck`, the demo): the RMs train "
+        "on planted pairs, a positive control joins them, and the evaluation's cue is the attribute.",
+    )
     evaluate: EvaluateConfig = Field(
         default_factory=lambda: EvaluateConfig(models=list(PIPELINE_MODELS)),
         description="The evaluation; in models, 'baseline' and 'crome' name the pipeline's RMs, any "
@@ -59,5 +91,9 @@ class PipelineConfig(Frozen):
     storage: StorageConfig = StorageConfig()
 
     def fingerprint(self) -> str:
-        """The pipeline's run is named by its steps' configs (each step fingerprints its own)."""
-        return config_fingerprint(self.model_copy(update={"run_name": None, "storage": StorageConfig()}))
+        """The pipeline's run is named by its steps' configs (each step fingerprints its own); the
+        self-check only when it is on (off, the fingerprint is what it was before it existed)."""
+        same = self.model_copy(update={"run_name": None, "storage": StorageConfig()})
+        if self.selfcheck is None:
+            return digest([same.model_dump(mode="json", exclude={"selfcheck"})])
+        return config_fingerprint(same)

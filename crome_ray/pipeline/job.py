@@ -4,6 +4,12 @@ committed run, the pipeline itself a run whose inputs are the steps.
     ingest → baseline RM → augment (its filter scores with the baseline) → Crome RM
     (or the λ sweep's best trial) → evaluation of baseline and Crome side by side
 
+With the self-check (``selfcheck``), a planting step follows the ingest and every RM trains on
+its planted pairs; a positive control (the Crome trainer on the planted pairs and their exact
+ties) joins the evaluation, whose cue is the planted attribute:
+
+    ingest → plant → baseline → augment → Crome → control → evaluation of all three
+
 Every step is the job a user runs on its own (``run_ingest``, ``run_train_job``,
 ``run_augment_job``, ``run_tune_job``, ``run_evaluate_job``) with the config the pipeline
 derives from ``PipelineConfig``: the pipeline sets only what links the steps (each step's
@@ -26,11 +32,11 @@ from typing import Any
 from pydantic import SecretStr
 
 from crome_ray.augment.config import AugmentConfig
-from crome_ray.data.config import IngestConfig
+from crome_ray.data.config import IngestConfig, PlantConfig
 from crome_ray.errors import CromeError
 from crome_ray.evaluate.config import EvaluateConfig
 from crome_ray.oracle.choice import OracleChoice, choose_oracle
-from crome_ray.pipeline.config import PipelineConfig
+from crome_ray.pipeline.config import CONTROL, PipelineConfig
 from crome_ray.runs import Step, StepResult
 from crome_ray.storage import RunFolder
 from crome_ray.train.config import TrainConfig
@@ -38,6 +44,11 @@ from crome_ray.tune.config import TuneConfig
 
 JOB = "pipeline"
 STEPS = ("ingest", "baseline", "augment", "crome", "evaluate")
+SELFCHECK_STEPS = ("ingest", "plant", "baseline", "augment", "crome", "control", "evaluate")
+
+
+def steps_of(cfg: PipelineConfig) -> tuple[str, ...]:
+    return SELFCHECK_STEPS if cfg.selfcheck is not None else STEPS
 
 
 # ---------------------------------------------------------------- pure: each step's config
@@ -49,6 +60,27 @@ def run_name(cfg: PipelineConfig) -> str:
 
 def ingest_config(cfg: PipelineConfig) -> IngestConfig:
     return IngestConfig(source=cfg.source, storage=cfg.storage)
+
+
+def plant_config(cfg: PipelineConfig, ingest_uri: str, position: str, *, control: bool) -> PlantConfig:
+    """The self-check's planted pairs (``control``: with the exact ties), at the resolved position."""
+    sc = cfg.selfcheck
+    assert sc is not None
+    return PlantConfig(
+        input=ingest_uri,
+        attribute=sc.attribute,
+        share=sc.share,
+        position=position,  # type: ignore[arg-type]
+        seed=sc.seed,
+        control=control,
+        storage=cfg.storage,
+    )
+
+
+def control_config(cfg: PipelineConfig, control_data_uri: str, tie_weight: float) -> TrainConfig:
+    """The positive control: the Crome trainer, at Crome's λ, on the planted pairs and exact ties."""
+    c = crome_config(cfg, control_data_uri)
+    return c.model_copy(update={"loss": c.loss.model_copy(update={"tie_weight": tie_weight})})
 
 
 def baseline_config(cfg: PipelineConfig, ingest_uri: str) -> TrainConfig:
@@ -71,27 +103,57 @@ def crome_config(cfg: PipelineConfig, augment_uri: str) -> TrainConfig:
     return cfg.crome.model_copy(update={"train_data": augment_uri, "storage": cfg.storage})
 
 
-def tune_config(cfg: PipelineConfig, augment_uri: str) -> TuneConfig:
+def tune_config(cfg: PipelineConfig, augment_uri: str, position: str = "auto") -> TuneConfig:
     """The sweep of the Crome RM; a robustness metric plants the evaluation's own cue (where the
-    model's truncation keeps it: ``probe.position`` auto), unless the Crome config names a probe."""
+    model's truncation keeps it: ``probe.position`` auto), or with the self-check its attribute
+    where it was planted (``position``), unless the Crome config names a probe."""
     from crome_ray.tune.config import ROBUST_METRICS
 
     assert cfg.sweep is not None
     train = crome_config(cfg, augment_uri)
     if cfg.sweep.metric in ROBUST_METRICS and train.probe.cue is None:
-        probe = train.probe.model_copy(update={"cue": cfg.evaluate.cue.text})
+        cue, at = cfg.evaluate.cue.text, train.probe.position
+        if cfg.selfcheck is not None:
+            cue, at = cfg.selfcheck.attribute, position
+        probe = train.probe.model_copy(update={"cue": cue, "position": at})
         train = train.model_copy(update={"probe": probe})
     return TuneConfig(train=train, sweep=cfg.sweep, storage=cfg.storage)
 
 
-def evaluate_config(cfg: PipelineConfig, ours: dict[str, str]) -> EvaluateConfig:
-    """The evaluation with 'baseline' and 'crome' in its models replaced by the pipeline's RMs
-    (labelled so); other entries stay as given."""
+def evaluate_config(cfg: PipelineConfig, ours: dict[str, str], position: str = "start") -> EvaluateConfig:
+    """The evaluation with 'baseline', 'crome' (and the self-check's 'control') in its models
+    replaced by the pipeline's RMs (labelled so); other entries stay as given. With the
+    self-check, ``position`` is where the attribute was planted."""
     from crome_ray.evaluate.job import model_labels
 
     e = cfg.evaluate  # labels from the names as written: 'baseline', 'crome', a folder's name
+    if cfg.selfcheck is not None:  # the control beside them, the attribute as the cue
+        e = e.model_copy(
+            update={
+                "models": e.models if CONTROL in e.models else [*e.models, CONTROL],
+                "cue": e.cue.model_copy(
+                    update={"enabled": True, "text": cfg.selfcheck.attribute, "position": position}
+                ),
+            }
+        )
     models = [ours.get(m, m) for m in e.models]
     return e.model_copy(update={"models": models, "labels": model_labels(e), "storage": cfg.storage})
+
+
+def planted_position(cfg: PipelineConfig) -> str:
+    """The self-check's position, ``auto`` resolved where every RM's truncation keeps it."""
+    from crome_ray.train.model import cue_position
+
+    assert cfg.selfcheck is not None
+    if cfg.selfcheck.position != "auto":
+        return cfg.selfcheck.position
+    found = {cue_position(m.model, cfg.storage) for m in (cfg.baseline, cfg.crome)}
+    if len(found) > 1:
+        raise PipelineError(
+            "selfcheck.position auto: the baseline and Crome RMs truncate from different ends (an encoder "
+            "and a decoder); set selfcheck.position to start or end"
+        )
+    return found.pop()
 
 
 # ---------------------------------------------------------------- Ray composition
@@ -142,6 +204,7 @@ def run_pipeline(
     no keys). ``force`` redoes the pipeline's own run only; to redo a step, change its config."""
     from crome_ray.augment.job import run_augment_job
     from crome_ray.data.ingest import run_ingest
+    from crome_ray.data.planting import run_plant_job
     from crome_ray.evaluate.job import run_evaluate_job
     from crome_ray.train.job import run_train_job
     from crome_ray.tune.job import run_tune_job
@@ -164,11 +227,24 @@ def run_pipeline(
         return result
 
     ingest = step("ingest", f"ingest {cfg.source.path}", lambda: run_ingest(ingest_config(cfg)))
-    base_cfg = baseline_config(cfg, ingest.run.uri)
+    pairs_uri, position = ingest.run.uri, "auto"
+    if cfg.selfcheck is not None:
+        position = planted_position(cfg)
+        pcfg = plant_config(cfg, ingest.run.uri, position, control=False)
+        share = f"{cfg.selfcheck.share:.0%}"
+        plant = step(
+            "plant",
+            f"the attribute on {share} of the chosen answers, at the {position}",
+            lambda: run_plant_job(pcfg, log=log),
+        )
+        pairs_uri = plant.run.uri
+    base_cfg = baseline_config(cfg, pairs_uri)
     baseline = step(
-        "baseline", "the baseline RM on the source pairs", lambda: run_train_job(base_cfg, log=log)
+        "baseline",
+        f"the baseline RM on the {'planted' if cfg.selfcheck else 'source'} pairs",
+        lambda: run_train_job(base_cfg, log=log),
     )
-    aug_cfg = augment_config(cfg, ingest.run.uri, baseline.run.uri)
+    aug_cfg = augment_config(cfg, pairs_uri, baseline.run.uri)
     augment = step(
         "augment",
         "the Crome augmentation" + (", filtered by the baseline RM" if cfg.baseline_filter else ""),
@@ -181,17 +257,27 @@ def run_pipeline(
         ),
     )
     if cfg.sweep is not None:
-        tcfg = tune_config(cfg, augment.run.uri)
+        tcfg = tune_config(cfg, augment.run.uri, position)
         sweep = step("crome", "the λ sweep of the Crome RM (Ray Tune)", lambda: run_tune_job(tcfg, log=log))
-        crome_uri = RunFolder.from_uri(sweep.manifest["details"]["best"]["run_uri"], cfg.storage).uri
+        best = sweep.manifest["details"]["best"]
+        crome_uri, tie_weight = RunFolder.from_uri(best["run_uri"], cfg.storage).uri, best["tie_weight"]
     else:
         ccfg = crome_config(cfg, augment.run.uri)
         crome = step("crome", "the Crome RM on the augmented pairs", lambda: run_train_job(ccfg, log=log))
-        crome_uri = crome.run.uri
-    ecfg = evaluate_config(cfg, {"baseline": baseline.run.uri, "crome": crome_uri})
+        crome_uri, tie_weight = crome.run.uri, ccfg.loss.tie_weight
+    ours = {"baseline": baseline.run.uri, "crome": crome_uri}
+    if cfg.selfcheck is not None:
+
+        def control() -> StepResult:
+            data = run_plant_job(plant_config(cfg, ingest.run.uri, position, control=True), log=log)
+            return run_train_job(control_config(cfg, data.run.uri, tie_weight), log=log)
+
+        what = f"the positive control: the Crome trainer (λ {tie_weight:g}) with the attribute's exact ties"
+        ours[CONTROL] = step(CONTROL, what, control).run.uri
+    ecfg = evaluate_config(cfg, ours, position)
     evaluation = step(
         "evaluate",
-        "baseline and Crome side by side",
+        "the RMs side by side" if cfg.selfcheck else "baseline and Crome side by side",
         lambda: run_evaluate_job(
             ecfg,
             log=log,
@@ -204,6 +290,18 @@ def run_pipeline(
     if not own.begin():
         return PipelineOutcome(own.result, records, evaluation)  # type: ignore[arg-type]
     details = evaluation.manifest.get("details", {})
+    checked = {}
+    if cfg.selfcheck is not None:
+        from crome_ray.pipeline.selfcheck import verdict
+
+        checked = {
+            "control_model": ours[CONTROL],
+            "selfcheck": {
+                "attribute": cfg.selfcheck.attribute,
+                "position": position,
+                **verdict(details).as_dict(),
+            },
+        }
     result = own.commit(
         {"steps": len(records), "done": sum(r.done for r in records)},
         steps=[r.__dict__ for r in records],
@@ -211,5 +309,6 @@ def run_pipeline(
         baseline_model=baseline.run.uri,
         models=details.get("models"),
         report=evaluation.run.committed().uri_of("report.md"),
+        **checked,
     )
     return PipelineOutcome(result, records, evaluation)

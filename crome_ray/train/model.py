@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from crome_ray.config import StorageConfig
 from crome_ray.train.config import LoraSettings
 
 LORA_TARGETS: dict[str, list[str]] = {
@@ -41,6 +42,17 @@ ENCODER_TYPES = frozenset({"bert", "roberta", "deberta-v2", "distilbert", "elect
 def is_decoder_type(model_type: str) -> bool:
     """Whether a model of this ``config.model_type`` reads its reward at the last token."""
     return model_type not in ENCODER_TYPES
+
+
+def cue_position(model: str, storage: StorageConfig) -> str:
+    """Where a text added to an answer survives this model's truncation: the end for a decoder
+    (its long inputs lose their first tokens), the start for an encoder (it loses the last)."""
+    from transformers import AutoConfig
+
+    from crome_ray.models import resolve_model
+
+    path = resolve_model(model, storage=storage)
+    return "end" if is_decoder_type(AutoConfig.from_pretrained(str(path)).model_type) else "start"
 
 
 @dataclass

@@ -1,0 +1,84 @@
+"""The self-check as a user runs it (`crome-ray selfcheck -c YAML`, a local Ray of its own), on
+the shipped sample: a tiny BERT (150 steps) learns the planted attribute, the positive control
+(λ = 10) removes a large share of its reward shift, distinguishable from zero (the trainer and
+the tie loss work here; measured on 2026-12-04: 55%, where λ = 4 gave 46% and λ = 30 49%: a
+2-layer random BERT balances near half; MiniLM at the demo's sizes, docs/selfcheck.md), and the
+same control with the tie loss switched off (λ = 0) fails that test. The second run finds the
+ingest, the planting, the baseline and the augmentation committed and redoes only what λ
+changes."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from crome_ray.storage import RunFolder
+
+REPO = Path(__file__).resolve().parents[1]
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+def rm(model: Path) -> dict:
+    return {"model": str(model), "finetune": "full", "max_length": 64, "batch_size": 8, "max_steps": 150,
+            "log_every": 50, "checkpoint_every": 150, "eval_data": None, "optim": {"lr": 3e-3},
+            "scaling": {"workers": 1, "cpus_per_worker": 0.5}}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def selfchecks(tmp_path_factory, tiny_bert):
+    tmp = tmp_path_factory.mktemp("selfcheck")
+    config = {
+        "job": "pipeline",
+        "run_name": "check",
+        "source": {"path": "data/samples/ultrafeedback/train_1k.jsonl", "format": "auto", "limit": 160},
+        "selfcheck": {"share": 0.5},
+        "baseline": rm(tiny_bert),
+        "baseline_filter": False,
+        "augment": {"oracle_examples": 0, "iqn": {"cpus": 0.25}},
+        "crome": {**rm(tiny_bert), "loss": {"tie_weight": 10.0}},
+        "evaluate": {"data": ["data/samples/ultrafeedback/eval_200.jsonl"], "limit": 40,
+                     "transformations": [],
+                     "best_of_n": {"enabled": False},
+                     "scoring": {"workers": 1, "cpus": 1, "batch_size": 32, "max_length": 64}},
+        "storage": {"root": str(tmp / "runs")},
+    }  # fmt: skip
+    (tmp / "selfcheck.yaml").write_text(yaml.safe_dump(config))
+    keep = {
+        k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "GEMINI_API_KEY", "GOOGLE_API_KEY")
+    }
+    env = {**keep, "COLUMNS": "200"}  # the verdict's lines unwrapped
+    out = {}
+    for name, extra in (("on", []), ("off", ["crome.loss.tie_weight=0", "run_name=check-off"])):
+        proc = subprocess.run(
+            [str(Path(sys.executable).parent / "crome-ray"), "selfcheck", "-c", str(tmp / "selfcheck.yaml"),
+             *extra],
+            env=env, cwd=REPO, capture_output=True, text=True, timeout=1200,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-3000:]
+        run = RunFolder.from_uri(str(tmp / "runs" / "pipeline" / ("check" if name == "on" else "check-off")))
+        out[name] = {"details": run.manifest()["details"], "stdout": proc.stdout}
+    return out
+
+
+def test_the_baseline_learns_the_attribute_and_the_control_removes_most_of_it(selfchecks):
+    v = selfchecks["on"]["details"]["selfcheck"]
+    assert v["learned"], v["lines"]
+    assert v["removed_by_control"] > 0.4 and v["control_distinguishable"], v["lines"]
+    assert v["position"] == "start"  # an encoder keeps the start of a long answer
+    assert "the trainer and loss can remove the attribute here" in selfchecks["on"]["stdout"]
+
+
+def test_with_the_tie_loss_off_the_control_fails_the_same_test(selfchecks):
+    v = selfchecks["off"]["details"]["selfcheck"]
+    assert v["learned"], v["lines"]
+    assert not (v["removed_by_control"] > 0.4 and v["control_distinguishable"]), v["lines"]
+
+
+def test_the_second_run_redoes_only_what_lambda_changes(selfchecks):
+    steps = {s["name"]: s["done"] for s in selfchecks["off"]["details"]["steps"]}
+    assert steps == {"ingest": False, "plant": False, "baseline": False, "augment": False,
+                     "crome": True, "control": True, "evaluate": True}  # fmt: skip
