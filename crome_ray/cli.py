@@ -47,6 +47,9 @@ C = TypeVar("C", bound=Frozen)
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="Job YAML (jobs/configs/*.yaml).")]
 OutputOpt = Annotated[str | None, typer.Option(help=ROOT_HELP)]
+SourceOpt = Annotated[
+    str | None, typer.Option(help="Training pairs: a source file or folder, local, s3:// or gs://.")
+]
 RunNameOpt = Annotated[str | None, typer.Option(help="Run folder name (default: <job>-<fingerprint>).")]
 CapOpt = Annotated[float | None, typer.Option(help="Hard dollar cap for the run (oracle.budget.cap_usd).")]
 BaseUrlOpt = Annotated[str | None, typer.Option(help="API endpoint (the simulator, a proxy).")]
@@ -146,9 +149,7 @@ def pipeline(
     overrides: Overrides = None,
     config: ConfigOpt = None,
     output: OutputOpt = None,
-    source: Annotated[
-        str | None, typer.Option(help="Training pairs: a source file or folder, local, s3:// or gs://.")
-    ] = None,
+    source: SourceOpt = None,
     sweep: Annotated[
         str | None, typer.Option(help="λ values to sweep for the Crome RM, comma-separated (Ray Tune).")
     ] = None,
@@ -166,9 +167,7 @@ def selfcheck(
     overrides: Overrides = None,
     config: ConfigOpt = None,
     output: OutputOpt = None,
-    source: Annotated[
-        str | None, typer.Option(help="Training pairs: a source file or folder, local, s3:// or gs://.")
-    ] = None,
+    source: SourceOpt = None,
     attribute: Annotated[
         str | None, typer.Option(help="The text to plant (default: a self-praising closing block).")
     ] = None,
