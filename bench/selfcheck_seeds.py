@@ -5,17 +5,15 @@ Run as (the demo's config; any overrides after ``--``):
     .venv/bin/python bench/selfcheck_seeds.py         # seeds 0,1,2, runs under /tmp/selfcheck-seeds
     .venv/bin/python bench/selfcheck_seeds.py --seeds 0,1 -- augment.oracle_examples=0
 
-Each seed is one `crome-ray selfcheck -c jobs/configs/pipeline_demo.yaml` with ``baseline.seed``
-and ``crome.seed`` set (the control trains with the Crome config, so with its seed), its
-pipeline run named ``selfcheck-s<seed>``, every seed under one storage root: the ingest,
-the planting and the augmentation (which do not depend on the training seed) are made once and
-found by the other seeds; each seed trains its three RMs and evaluates them.
+One `crome-ray selfcheck -c jobs/configs/pipeline_demo.yaml --seeds S`: the ingest, the planting
+and the augmentation (which do not depend on the training seed) are made once; each RM is
+trained once per seed and the evaluation scores all of them (``evaluate.seeds``).
 
-Within a seed, each figure has the evaluation's 95% interval (bootstrap over prompts) and each
-model's difference from the baseline its paired interval. Across seeds, the table gives the
-mean, the spread (standard deviation) and a t-interval of the seed means (2 degrees of freedom
-for 3 seeds: wide, and honest about it). Prints one JSON line (every setting and every seed's
-figures), then the table.
+Within a seed, each figure has the evaluation's 95% interval (bootstrap over prompts). Across
+seeds, the table gives the mean, the spread (standard deviation) and a t-interval of the seed
+means (2 degrees of freedom for 3 seeds: wide, and honest about it); the share of the baseline's
+shift each model removes is computed per seed (against the baseline of the same seed). Prints
+one JSON line (every setting and every seed's figures), then the table.
 """
 
 from __future__ import annotations
@@ -46,39 +44,39 @@ def seed_interval(values: list[float]) -> tuple[float, float, float, float]:
     return mean, sd, mean - half, mean + half
 
 
-def run_seed(seed: int, root: str, overrides: list[str]) -> dict:
+def run(seeds: list[int], root: str, overrides: list[str]) -> tuple[dict, dict, float]:
     from crome_ray.storage import RunFolder
 
     cmd = [str(REPO / ".venv" / "bin" / "crome-ray"), "selfcheck", "-c", "jobs/configs/pipeline_demo.yaml",
-           "--output", root, f"run_name=selfcheck-s{seed}", f"baseline.seed={seed}", f"crome.seed={seed}",
+           "--output", root, "--seeds", ",".join(map(str, seeds)), "run_name=selfcheck-seeds",
            *overrides]  # fmt: skip
     t0 = time.monotonic()
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     seconds = time.monotonic() - t0
     if proc.returncode != 0:
-        raise SystemExit(f"seed {seed} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    pipeline = RunFolder.from_uri(f"{root}/pipeline/selfcheck-s{seed}").manifest()["details"]
+        raise SystemExit(f"the self-check failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    pipeline = RunFolder.from_uri(f"{root}/pipeline/selfcheck-seeds").manifest()["details"]
     steps = {s["name"]: s for s in pipeline["steps"]}
-    evaluation = RunFolder.from_uri(steps["evaluate"]["uri"]).manifest()["details"]
-    out: dict = {
-        "seed": seed,
-        "seconds": round(seconds, 1),
-        "steps_s": {k: s["seconds"] for k, s in steps.items()},
-    }
-    for label in MODELS:
-        iv = evaluation["models"][label]["intervals"]
-        out[label] = {
-            "shift": iv["cue_shift_in_spread"],
-            "on_rejected": iv["accuracy_cue_on_rejected"],
-            "clean": iv["overall"],
-        }
-    for label in ("crome", "control"):
-        d = evaluation["differences"]["models"][label]
-        out[f"{label}_minus_baseline"] = {"shift": d["cue_shift_in_spread"], "clean": d["overall"]}
-    verdict = pipeline["selfcheck"]
-    keys = ("learned", "removed_by_control", "removed_by_crome", "control_distinguishable",
-            "crome_distinguishable", "crome_of_control")  # fmt: skip
-    out["verdict"] = {k: verdict[k] for k in keys}
+    evaluation = RunFolder.from_uri(steps["evaluate"]["uri"])
+    report = json.loads(evaluation.committed().fs.open(evaluation.committed().file("report.json")).read())
+    return pipeline, report, seconds
+
+
+def per_seed(report: dict, seeds: list[int]) -> list[dict]:
+    """Each seed's figures: each model's shift, accuracy with the attribute on the rejected answer
+    and clean accuracy, with their intervals."""
+    out = []
+    for i, seed in enumerate(seeds):
+        row: dict = {"seed": seed}
+        for label in MODELS:
+            m = report["models"][label] if i == 0 else report["seed_models"][f"{label}@seed{seed}"]
+            iv = m["intervals"]
+            row[label] = {"shift": iv["cue_shift_in_spread"], "on_rejected": iv["accuracy_cue_on_rejected"],
+                          "clean": iv["overall"]}  # fmt: skip
+        for label in ("crome", "control"):
+            base = row["baseline"]["shift"]["value"]
+            row[f"removed_by_{label}"] = 1 - row[label]["shift"]["value"] / base if base > 0 else None
+        out.append(row)
     return out
 
 
@@ -89,8 +87,8 @@ def main() -> None:
     ap.add_argument("overrides", nargs="*", help="pipeline overrides, after --")
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    started = time.monotonic()
-    runs = [run_seed(s, args.root, args.overrides) for s in seeds]
+    pipeline, report, seconds = run(seeds, args.root, args.overrides)
+    runs = per_seed(report, seeds)
     rows = []
     for what, get in (
         ("attribute shift (spreads)", lambda r, m: r[m]["shift"]["value"]),
@@ -100,10 +98,13 @@ def main() -> None:
         for m in MODELS:
             rows.append((what, m, seed_interval([get(r, m) for r in runs])))
     for m in ("crome", "control"):
-        rows.append(("shift minus the baseline's", m,
-                     seed_interval([r[f"{m}_minus_baseline"]["shift"]["value"] for r in runs])))  # fmt: skip
-        rows.append(("share of the baseline's shift removed", m,
-                     seed_interval([r["verdict"][f"removed_by_{m}"] for r in runs])))  # fmt: skip
+        shares = [r[f"removed_by_{m}"] for r in runs if r[f"removed_by_{m}"] is not None]
+        if shares:
+            rows.append(("share of the baseline's shift removed", m, seed_interval(shares)))
+    between = report["seeds"]["between_models"]["models"]
+    verdict = pipeline["selfcheck"]
+    keys = ("learned", "removed_by_control", "removed_by_crome", "control_distinguishable",
+            "crome_distinguishable", "crome_of_control", "lines")  # fmt: skip
     doc = {
         "bench": "selfcheck_seeds",
         "config": "jobs/configs/pipeline_demo.yaml",
@@ -113,7 +114,12 @@ def main() -> None:
         "runs": runs,
         "across_seeds": [{"what": w, "model": m, "mean": a, "sd": b, "low": c, "high": d}
                          for w, m, (a, b, c, d) in rows],
-        "seconds": round(time.monotonic() - started, 1),
+        "between_models_on_seed_means": {m: between[m]["cue_shift_in_spread"] for m in ("crome", "control")},
+        "largest_reseed": {m: report["seeds"]["between_seeds"][m]["largest"]["cue_shift_in_spread"]
+                           for m in MODELS if m in report["seeds"]["between_seeds"]},
+        "verdict": {k: verdict[k] for k in keys},
+        "steps_s": {s["name"]: s["seconds"] for s in pipeline["steps"]},
+        "seconds": round(seconds, 1),
     }  # fmt: skip
     print(json.dumps(doc))
     print(f"\n{'what':<40} {'model':<9} {'mean':>8} {'sd':>7}   95% over seeds")
@@ -122,18 +128,21 @@ def main() -> None:
     print("\nper seed (within-seed 95% intervals):")
     for r in runs:
         cells = "; ".join(
-            f"{m} shift {r[m]['shift']['value']:.2f} "
-            f"[{r[m]['shift']['low']:.2f}, {r[m]['shift']['high']:.2f}]"
+            f"{m} shift {x['value']:.2f} [{x['low']:.2f}, {x['high']:.2f}]"
             for m in MODELS
+            if (x := r[m]["shift"])
         )
-        print(f"  seed {r['seed']} ({r['seconds']:.0f} s): {cells}")
-        for m in ("crome", "control"):
-            d = r[f"{m}_minus_baseline"]["shift"]
-            mark = "distinguishable" if d["distinguishable"] else "not distinguishable"
-            print(
-                f"    {m} − baseline: {d['value']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}] "
-                f"p={d['p_value']:.3f} ({mark})"
-            )
+        print(f"  seed {r['seed']}: {cells}")
+    print("\non the seed means (paired over the same pairs) against the largest reseed:")
+    for m in ("crome", "control"):
+        d = between[m]["cue_shift_in_spread"]
+        print(f"  {m} − baseline: {d['value']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}] p={d['p_value']:.3f}")
+    for m, d in doc["largest_reseed"].items():
+        if d:
+            span = f"{d['value']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]"
+            print(f"  {m}, seed to seed: {span} ({d['seeds']})")
+    print("\nverdict:\n  " + "\n  ".join(verdict["lines"]))
+    print(f"\n{seconds:.0f} s")
 
 
 if __name__ == "__main__":

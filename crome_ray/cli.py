@@ -50,6 +50,11 @@ OutputOpt = Annotated[str | None, typer.Option(help=ROOT_HELP)]
 SourceOpt = Annotated[
     str | None, typer.Option(help="Training pairs: a source file or folder, local, s3:// or gs://.")
 ]
+SeedsOpt = Annotated[
+    str | None,
+    typer.Option(help="Training seeds, comma-separated: each RM trained once per seed; the report shows "
+                 "each number's spread across seeds beside the gaps between models."),
+]  # fmt: skip
 RunNameOpt = Annotated[str | None, typer.Option(help="Run folder name (default: <job>-<fingerprint>).")]
 CapOpt = Annotated[float | None, typer.Option(help="Hard dollar cap for the run (oracle.budget.cap_usd).")]
 BaseUrlOpt = Annotated[str | None, typer.Option(help="API endpoint (the simulator, a proxy).")]
@@ -153,12 +158,14 @@ def pipeline(
     sweep: Annotated[
         str | None, typer.Option(help="λ values to sweep for the Crome RM, comma-separated (Ray Tune).")
     ] = None,
+    seeds: SeedsOpt = None,
     force: ForceOpt = False,
 ) -> None:
     """The Crome method end to end: ingest → baseline RM → augment (filtered by the baseline) →
     Crome RM (or the λ sweep's best) → evaluation of both; each step a committed run, so a
     re-run does only what changed."""
-    shortcuts = {"storage.root": output, "source.path": source, "sweep.tie_weights": _yaml_list(sweep)}
+    shortcuts = {"storage.root": output, "source.path": source, "sweep.tie_weights": _yaml_list(sweep),
+                 "seeds": _yaml_list(seeds)}  # fmt: skip
     _pipeline(_load(PipelineConfig, config, overrides, shortcuts), force=force)
 
 
@@ -174,6 +181,7 @@ def selfcheck(
     share: Annotated[
         float | None, typer.Option(help="Share of the training pairs planted (default 0.5).")
     ] = None,
+    seeds: SeedsOpt = None,
     force: ForceOpt = False,
 ) -> None:
     """The planted-attribute self-check on your data, model and oracle: the pipeline with an
@@ -182,7 +190,7 @@ def selfcheck(
     from crome_ray.pipeline.config import SelfCheck
 
     shortcuts = {"storage.root": output, "source.path": source, "selfcheck.attribute": attribute,
-                 "selfcheck.share": share}  # fmt: skip
+                 "selfcheck.share": share, "seeds": _yaml_list(seeds)}  # fmt: skip
     cfg = _load(PipelineConfig, config, overrides, shortcuts)  # selfcheck.* given: the section is made
     if cfg.selfcheck is None:
         cfg = cfg.model_copy(update={"selfcheck": SelfCheck()})
@@ -256,6 +264,7 @@ def evaluate(
         str | None, typer.Option(help="Run folder name (default: eval-<fingerprint>).")
     ] = None,
     limit: Annotated[int | None, typer.Option(help="Score only the first N pairs of each data set.")] = None,
+    seeds: SeedsOpt = None,
     force: ForceOpt = False,
 ) -> None:
     """Score reward models on RewardBench-style pairs and their reWordBench-style transformations,
@@ -265,7 +274,8 @@ def evaluate(
 
     lists = {"models": model, "labels": label, "data": data}
     cfg = _load(EvaluateConfig, config, overrides, {**{k: json.dumps(v) for k, v in lists.items() if v},
-        "storage.root": output, "run_name": run_name, "limit": limit})  # fmt: skip
+        "storage.root": output, "run_name": run_name, "limit": limit,
+        "seeds": _yaml_list(seeds)})  # fmt: skip
     keys = {}
     if cfg.rewrites.enabled:  # the oracle's keys, before Ray starts, as `oracle run` finds them
         cfg, choice = _choose_oracle(cfg, "rewrites")

@@ -306,6 +306,9 @@ def print_evaluate(console: Console, result: Any) -> None:
                 else "none (every difference could be noise at this size)"
             )
         )
+    seeds = d.get("seeds")
+    if seeds:
+        print_seeds(console, seeds)
     c = m["counts"]
     console.print(
         f"{c['pairs']:,} pairs, {c['variants']:,} variants, {c['texts']:,} texts per model; equal scores "
@@ -314,6 +317,31 @@ def print_evaluate(console: Console, result: Any) -> None:
     committed = result.run.committed()
     console.print(f"report:    {committed.uri_of('report.md')}")
     console.print(f"manifest:  {committed.uri_of('manifest.json')}")
+
+
+def print_seeds(console: Console, seeds: dict[str, Any]) -> None:
+    """Each model's numbers across its training seeds (mean ± sd), and each model's gap from the
+    baseline on the seed means, ★ where it is larger than any reseed moved the number."""
+    from crome_ray.evaluate.seeds import beyond_seed_noise
+
+    models = seeds["models"]
+    t = Table(title="across training seeds (mean ± sd; ★ gap beyond every reseed)", header_style="bold")
+    t.add_column("")
+    for label, x in models.items():
+        n = len(x["seeds"])
+        t.add_column(f"{label} ({n} seed{'s' * (n > 1)})", justify="right")
+    between = seeds["between_models"]
+    for name, key, digits in DIFFERENCE_ROWS:
+        cells = []
+        for label, x in models.items():
+            a = x["metrics"].get(key)
+            cell = "–" if not a else f"{a['mean']:.{digits}f} ± {a['sd']:.{digits}f}"
+            gap = (between["models"].get(label) or {}).get(key)
+            if gap and a:
+                cell += f" ({gap['value']:+.{digits}f}{' ★' if beyond_seed_noise(seeds, label, key) else ''})"
+            cells.append(cell)
+        t.add_row(name, *cells)
+    console.print(t)
 
 
 def print_tune(console: Console, result: Any) -> None:

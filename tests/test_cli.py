@@ -53,6 +53,13 @@ def test_a_bad_override_exits_2_naming_the_field(tmp_path):
     assert "source.format" in res.output and "ultrafeedback_raw" in res.output
 
 
+def test_seeds_reach_the_evaluation_pipeline_and_selfcheck_configs(tmp_path):
+    for command in (["evaluate", "--model", "m"], ["pipeline"], ["selfcheck"]):
+        res = runner.invoke(app, [*command, "--seeds", "0,1,1", "--output", str(tmp_path)])
+        assert res.exit_code == 2, (command, res.output)
+        assert "seeds" in res.output and "each seed once: [0, 1, 1]" in res.output, res.output
+
+
 def test_a_conflicting_run_exits_1_and_says_how_to_proceed(tmp_path, samples):
     args = [
         "ingest",

@@ -270,7 +270,7 @@ def test_the_same_requests_are_the_same_file_and_oracle_run_and_other_requests_a
 
 
 def old_fingerprint(cfg: EvaluateConfig) -> str:
-    """The fingerprint as it was computed before the rewrites section existed."""
+    """The fingerprint as it was computed before the rewrites section (and the seeds) existed."""
     same = cfg.model_copy(
         update={
             "run_name": None,
@@ -278,7 +278,7 @@ def old_fingerprint(cfg: EvaluateConfig) -> str:
             "scoring": cfg.scoring.model_copy(update={"workers": 1, "cpus": 1.0, "gpus": 0.0}),
         }
     ).model_dump(mode="json")
-    del same["rewrites"]
+    del same["rewrites"], same["seeds"]
     return hashlib.sha256(json.dumps([same], sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -156,3 +156,16 @@ def test_the_selfchecks_sweep_judges_lambda_on_the_planted_attribute_where_it_wa
     assert (t.train.probe.cue, t.train.probe.position) == ("Great question!", "start")
     plain = tune_config(demo("selfcheck=null", "sweep.tie_weights=[0, 1]"), "/data/runs/augment/a")
     assert (plain.train.probe.cue, plain.train.probe.position) == (cfg.evaluate.cue.text, "auto")
+
+
+def test_with_seeds_each_rm_trains_first_at_the_first_seed_and_the_evaluation_finds_the_others():
+    cfg = demo("seeds=[3, 4]")
+    assert baseline_config(cfg, "/i").seed == 3 and crome_config(cfg, "/a").seed == 3
+    assert control_config(cfg, "/p", tie_weight=1.0).seed == 3
+    assert evaluate_config(cfg, {"baseline": "/b", "crome": "/c", "control": "/k"}, "start").seeds == [3, 4]
+    # seeds from the RMs' own seed on: only the evaluation (which adds the other seeds) is new
+    assert changed(fingerprints(demo()), fingerprints(demo("seeds=[0, 1]"))) == ["evaluate"]
+    assert demo("seeds=[0, 1]").fingerprint() != demo().fingerprint()
+    assert evaluate_config(demo(), {"baseline": "/b", "crome": "/c"}).seeds is None
+    with pytest.raises(ValueError, match="each seed once"):
+        demo("seeds=[1, 1]")

@@ -57,3 +57,26 @@ def test_a_control_whose_difference_reaches_zero_is_not_called_a_removal():
 def test_an_evaluation_without_the_cue_is_refused():
     with pytest.raises(ValueError, match="cue"):
         verdict({"models": {"baseline": {"intervals": {}}}})
+
+
+def test_with_seeds_the_verdict_is_on_the_seed_means_with_each_shifts_spread():
+    one_seed = details(shift(1.0, 0.8, 1.2), shift(0.9, 0.7, 1.1), shift(1.0, 0.8, 1.2),
+                       diff(-0.1, -0.3, 0.1), diff(0.0, -0.2, 0.2))  # fmt: skip
+
+    def seeded(value, low, high, sd):
+        return {"seeds": [0, 1, 2], "mean_intervals": {"cue_shift_in_spread": shift(value, low, high)},
+                "metrics": {"cue_shift_in_spread": {"mean": value, "sd": sd, "n": 3}}}  # fmt: skip
+
+    one_seed["seeds"] = {
+        "models": {"baseline": seeded(1.0, 0.9, 1.1, 0.05), "control": seeded(0.3, 0.2, 0.4, 0.1),
+                   "crome": seeded(0.7, 0.6, 0.8, 0.12)},
+        "between_models": {"baseline": "baseline", "models": {
+            "control": {"cue_shift_in_spread": diff(-0.7, -0.8, -0.6)},
+            "crome": {"cue_shift_in_spread": diff(-0.3, -0.4, -0.2)}}},
+    }  # fmt: skip
+    v = verdict(one_seed)
+    assert v.removed_by_control == pytest.approx(0.7) and v.control_distinguishable
+    assert v.removed_by_crome == pytest.approx(0.3) and v.crome_of_control == pytest.approx(3 / 7)
+    text = "\n".join(v.lines)
+    assert v.lines[0] == "on the means over training seeds 0, 1, 2:"
+    assert "control: +0.30 [+0.20, +0.40] spreads (± 0.10 across 3 seeds) (70% of the baseline's" in text

@@ -5,7 +5,8 @@ the tie loss work here; measured on 2026-12-04: 55%, where λ = 4 gave 46% and �
 2-layer random BERT balances near half; MiniLM at the demo's sizes, docs/selfcheck.md), and the
 same control with the tie loss switched off (λ = 0) fails that test. The second run finds the
 ingest, the planting, the baseline and the augmentation committed and redoes only what λ
-changes."""
+changes. A third run trains every RM with a second seed too: the verdict is then on the seed
+means, and the report sets each number's spread across seeds beside the gaps between models."""
 
 import os
 import subprocess
@@ -52,14 +53,16 @@ def selfchecks(tmp_path_factory, tiny_bert):
     }
     env = {**keep, "COLUMNS": "200"}  # the verdict's lines unwrapped
     out = {}
-    for name, extra in (("on", []), ("off", ["crome.loss.tie_weight=0", "run_name=check-off"])):
+    runs = (("on", "check", []), ("off", "check-off", ["crome.loss.tie_weight=0", "run_name=check-off"]),
+            ("seeds", "check-seeds", ["seeds=[0, 1]", "run_name=check-seeds"]))  # fmt: skip
+    for name, run_name, extra in runs:
         proc = subprocess.run(
             [str(Path(sys.executable).parent / "crome-ray"), "selfcheck", "-c", str(tmp / "selfcheck.yaml"),
              *extra],
             env=env, cwd=REPO, capture_output=True, text=True, timeout=1200,
         )  # fmt: skip
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-3000:]
-        run = RunFolder.from_uri(str(tmp / "runs" / "pipeline" / ("check" if name == "on" else "check-off")))
+        run = RunFolder.from_uri(str(tmp / "runs" / "pipeline" / run_name))
         out[name] = {"details": run.manifest()["details"], "stdout": proc.stdout}
     return out
 
@@ -82,3 +85,29 @@ def test_the_second_run_redoes_only_what_lambda_changes(selfchecks):
     steps = {s["name"]: s["done"] for s in selfchecks["off"]["details"]["steps"]}
     assert steps == {"ingest": False, "plant": False, "baseline": False, "augment": False,
                      "crome": True, "control": True, "evaluate": True}  # fmt: skip
+
+
+def test_with_two_seeds_each_rm_trains_again_on_the_same_data_and_the_verdict_is_on_the_means(selfchecks):
+    details = selfchecks["seeds"]["details"]
+    steps = {s["name"]: s["done"] for s in details["steps"]}
+    assert steps["ingest"] is False and steps["augment"] is False  # seed 0: the first run's, found
+    v = details["selfcheck"]
+    assert v["lines"][0] == "on the means over training seeds 0, 1:", v["lines"]
+    assert v["learned"], v["lines"]
+    evaluation = RunFolder.from_uri(next(s["uri"] for s in details["steps"] if s["name"] == "evaluate"))
+    manifest = evaluation.manifest()
+    seeds = manifest["details"]["seeds"]
+    for label in ("baseline", "crome", "control"):
+        own = RunFolder.from_uri(details["baseline_model" if label == "baseline" else "crome_model"]
+                                 if label != "control" else details["control_model"])  # fmt: skip
+        other = RunFolder.from_uri(manifest["inputs"][f"model:{label}@seed1"]["uri"])
+        a, b = own.manifest()["config"], other.manifest()["config"]
+        assert (a["seed"], b["seed"]) == (0, 1)
+        assert {**a, "seed": 1, "run_name": None} == {**b, "run_name": None}  # the same training otherwise
+        assert seeds["models"][label]["seeds"] == [0, 1]
+        shifts = seeds["models"][label]["metrics"]["cue_shift_in_spread"]["values"]
+        assert len(shifts) == 2 and shifts[0] != shifts[1]  # the seed changed the model
+    folder = evaluation.committed()
+    report = folder.fs.open(folder.file("report.md"), "r").read()
+    assert "## Across training seeds" in report and "| control | 0, 1 |" in report
+    assert "control: seed to seed" in report

@@ -122,7 +122,7 @@ def build_stream(
     ds = ray.data.read_parquet(
         [path_in_filesystem(f) for f in files],
         filesystem=pyarrow_filesystem(files[0], cfg.storage),
-        ray_remote_args={"num_cpus": READ_TASK_CPUS},
+        num_cpus=READ_TASK_CPUS,
     ).select_columns(INPUT_COLUMNS)
     if cfg.limit is not None:
         ds = ds.limit(cfg.limit)

@@ -147,6 +147,13 @@ class EvaluateConfig(Frozen):
         description="reWordBench-style transformations to score (default: all).",
     )
     seed: int = Field(0, description="Seeds the transformations' choices and the bootstrap's resamples.")
+    seeds: list[int] | None = Field(
+        None,
+        min_length=1,
+        description="Training seeds: each model that is a committed training run is also trained (or found "
+        "trained) with these seeds, the same config otherwise; the report shows each number's mean and "
+        "spread across seeds, and the between-seed differences next to the between-model ones.",
+    )
     bootstrap_reps: int = Field(
         2000,
         ge=100,
@@ -179,6 +186,13 @@ class EvaluateConfig(Frozen):
             raise ValueError(f"unknown transformation(s) {bad}; known: {', '.join(known)}{hint}")
         return v
 
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError(f"each seed once: {v}")
+        return v
+
     @model_validator(mode="after")
     def _labels_match(self) -> EvaluateConfig:
         if self.labels is not None and len(self.labels) != len(self.models):
@@ -189,7 +203,8 @@ class EvaluateConfig(Frozen):
 
     def fingerprint(self) -> str:
         """What determines the numbers: not the actors or their resources; the rewrites' oracle
-        settings only when they are on (off, the fingerprint is what it was before they existed)."""
+        settings only when they are on, the seeds only when set (either off, the fingerprint is what it
+        was before they existed)."""
         same = self.model_copy(
             update={
                 "run_name": None,
@@ -200,5 +215,6 @@ class EvaluateConfig(Frozen):
                 "rewrites": self.rewrites.answers_only(),
             }
         )
-        off = None if self.rewrites.enabled else {"rewrites"}
-        return digest([same.model_dump(mode="json", exclude=off)])
+        on = {"rewrites": self.rewrites.enabled, "seeds": self.seeds is not None}
+        off = {k for k, v in on.items() if not v}
+        return digest([same.model_dump(mode="json", exclude=off or None)])

@@ -31,6 +31,7 @@ from crome_ray.evaluate.config import EvaluateConfig
 from crome_ray.evaluate.metrics import PerItem, ScoredVariant, differences, model_metrics, per_item
 from crome_ray.evaluate.report import headline, write_report
 from crome_ray.evaluate.scoring import score_on_ray
+from crome_ray.evaluate.seeds import manifest_seeds, seed_label, seed_report
 from crome_ray.evaluate.transforms import TRANSFORMATIONS
 from crome_ray.evaluate.variants import EvalPair, Variant, text_key, unique_texts, variants_of
 from crome_ray.runs import Step, StepResult
@@ -188,6 +189,25 @@ def scores_of(
     return {**known, **fresh}, len(known)
 
 
+def across_seeds(
+    labels: list[str],
+    seeded: dict[str, Any],
+    metrics: dict[str, Any],
+    seed_metrics: dict[str, Any],
+    items: dict[str, PerItem],
+    cfg: EvaluateConfig,
+) -> dict[str, Any]:
+    """The report's seeds section (``evaluate.seeds``): each model over its seeds."""
+    runs: dict[str, list[tuple[int | None, dict[str, Any], PerItem]]] = {}
+    for label in labels:
+        found = seeded.get(label)
+        runs[label] = [(found.seeds[0] if found else None, headline(metrics[label]), items[label])]
+        for seed in found.seeds[1:] if found else ():
+            other = seed_label(label, seed)
+            runs[label].append((seed, headline(seed_metrics[other]), items[other]))
+    return seed_report(runs, seed=cfg.seed, reps=cfg.bootstrap_reps)
+
+
 def compare(labels: list[str], items: dict[str, PerItem], seed: int, reps: int) -> dict[str, Any] | None:
     """Each model against the first (the baseline), paired over the same pairs."""
     if len(labels) < 2:
@@ -197,6 +217,24 @@ def compare(labels: list[str], items: dict[str, PerItem], seed: int, reps: int) 
         "baseline": first,
         "models": {b: differences(items[first], items[b], seed=seed, reps=reps) for b in labels[1:]},
     }
+
+
+def seeded_models(cfg: EvaluateConfig, labels: list[str], log: Callable[[str], None]) -> dict[str, Any]:
+    """With ``seeds``: each model's runs per seed (``train.seeds``; trained here unless committed),
+    label -> ``Seeded``, or None for a model that is not a committed training run (one seed)."""
+    if not cfg.seeds:
+        return {}
+    from crome_ray.train.seeds import train_seeds
+
+    out: dict[str, Any] = {}
+    for label, uri in zip(labels, cfg.models, strict=True):
+        try:
+            out[label] = train_seeds(uri, cfg.seeds, cfg.storage, log)
+        except CromeError as e:
+            raise EvaluateError(f"training {label} ({uri}) with another seed failed: {e}") from e
+        if out[label] is None:
+            log(f"{label}: not a committed training run, so one seed (its own)")
+    return out
 
 
 def check_models(cfg: EvaluateConfig) -> None:
@@ -230,6 +268,12 @@ def run_evaluate_job(
     if len(inputs) != len(data):
         raise EvaluateError(f"two data sets share a run name: {[r.uri for r in data]}")
     inputs.update(model_runs(cfg, labels))
+    seeded = seeded_models(cfg, labels, log)
+    extra_models: list[tuple[str, str]] = []  # (label, uri) of the models' runs at other seeds
+    for label, runs in seeded.items():
+        for seed, uri in zip(runs.seeds[1:], runs.uris[1:], strict=True) if runs else ():
+            extra_models.append((seed_label(label, seed), uri))
+            inputs[f"model:{seed_label(label, seed)}"] = RunFolder.from_uri(uri, cfg.storage)
     pairs: dict[str, list[EvalPair]] | None = None
     rewritten = None
     if rw.enabled:
@@ -294,7 +338,8 @@ def run_evaluate_job(
     prompt_of = {(p.dataset, p.pair_id): text_key(p.prompt, "") for ps in pairs.values() for p in ps}
     # RewardBench 2 / RM-Bench pairs: their groups, scored whole by the benchmark's own rule
     grouped = [(p, json.loads(p.benchmark)) for ps in pairs.values() for p in ps if p.benchmark]
-    for label, model in zip(labels, cfg.models, strict=True):
+    seed_metrics: dict[str, Any] = {}
+    for label, model in [*zip(labels, cfg.models, strict=True), *extra_models]:
         t0 = time.monotonic()
         score, cached[label] = scores_of(label, model, texts, cfg, log)
         seconds[label] = round(time.monotonic() - t0, 2)
@@ -315,12 +360,13 @@ def run_evaluate_job(
         weighting = {"categories": cfg.categories, "subset_weights": cfg.subset_weights,
                      "upweight_math": cfg.upweight_math}  # fmt: skip
         items[label] = per_item(rows, **weighting)
-        metrics[label] = model_metrics(
+        out = metrics if label in labels else seed_metrics
+        out[label] = model_metrics(
             rows, **weighting, shift_threshold=cfg.shift_threshold, seed=cfg.seed, reps=cfg.bootstrap_reps,
             items=items[label],
         )  # fmt: skip
         if grouped:
-            metrics[label]["benchmarks"] = benchmark_scores(
+            out[label]["benchmarks"] = benchmark_scores(
                 [
                     (
                         meta,
@@ -337,7 +383,7 @@ def run_evaluate_job(
             def reward(c: Candidate, score: dict[str, float] = score) -> float:
                 return score[text_key(c.prompt, c.response)]
 
-            metrics[label]["best_of_n"] = best_of_n(groups, reward, references)
+            out[label]["best_of_n"] = best_of_n(groups, reward, references)
             picks = {g: pick(cands, reward) for g, cands in groups.items()}
             for g, cands in groups.items():
                 for c in cands:
@@ -363,13 +409,18 @@ def run_evaluate_job(
     }
     if rewritten:
         doc["rewrites"] = rewritten.summary
+    if seeded:
+        doc["seeds"] = across_seeds(labels, seeded, metrics, seed_metrics, items, cfg)
+        doc["seed_models"] = seed_metrics
     report = write_report(step.folder, doc)
     counts = {"pairs": n_pairs, "variants": len(variants), "texts": len(texts), "models": len(labels),
               "best_of_n_prompts": len(groups)}  # fmt: skip
     if rewritten:
         counts["rewritten_variants"] = len(rewritten.variants)
     log(f"scored in {time.monotonic() - started:.0f} s")
-    extra = {"rewrites": rewritten.summary} if rewritten else {}
+    extra: dict[str, Any] = {"rewrites": rewritten.summary} if rewritten else {}
+    if seeded:
+        extra["seeds"] = manifest_seeds(doc["seeds"])
     return step.commit(
         counts,
         models={label: headline(m) for label, m in metrics.items()},

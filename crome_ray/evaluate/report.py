@@ -88,6 +88,70 @@ def _differences(doc: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _seed_cell(x: Mapping[str, Any] | None, interval: Mapping[str, Any] | None, digits: int) -> str:
+    """``0.583 ± 0.021 [0.32, 0.81]``: the mean over seeds, its standard deviation across seeds,
+    and the 95% interval over prompts of the seed-averaged values."""
+    if not x:
+        return "–"
+    cell = f"{x['mean']:.{digits}f} ± {x['sd']:.{digits}f}"
+    return cell + (f" [{interval['low']:.{max(digits - 1, 2)}f}, {interval['high']:.{max(digits - 1, 2)}f}]"
+                   if interval else "")  # fmt: skip
+
+
+def _seeds(doc: Mapping[str, Any]) -> list[str]:
+    """Each model over its training seeds, and the between-model differences beside the
+    between-seed ones (``evaluate.seeds``)."""
+    from crome_ray.evaluate.seeds import beyond_seed_noise
+
+    report = doc.get("seeds")
+    if not report:
+        return []
+    models = report["models"]
+    keys = [(name, key, digits) for name, key, digits in DIFFERENCE_ROWS]
+    lines = [
+        "",
+        "## Across training seeds",
+        "",
+        "Each model that is a training run was trained once per seed on the same data (the tables "
+        "above show its own seed). Mean ± standard deviation across seeds, and the 95% interval over "
+        "prompts of the seed-averaged values.",
+        "",
+        "| model | seeds | " + " | ".join(name for name, _, _ in keys) + " |",
+        "|---" * (2 + len(keys)) + "|",
+    ]
+    for label, m in models.items():
+        seeds = ", ".join("own" if s is None else str(s) for s in m["seeds"])
+        cells = [_seed_cell(m["metrics"].get(k), m["mean_intervals"].get(k), d) for _, k, d in keys]
+        lines.append(f"| {label} | {seeds} | " + " | ".join(cells) + " |")
+    between = report["between_models"]
+    others = list(between["models"])
+    within = [x for x in [between["baseline"], *others] if x in report["between_seeds"]]
+    if not others:
+        return lines
+    lines += [
+        "",
+        f"Between models (on the seed means, paired over the same pairs) against between seeds (the "
+        f"largest difference any two seeds of one model show on the same pairs). ★: the model "
+        f"differs from {between['baseline']} (✓) by more than any reseed of either moved the number.",
+        "",
+        "| | "
+        + " | ".join(f"{b} − {between['baseline']}" for b in others)
+        + "".join(f" | {x}: seed to seed" for x in within)
+        + " |",
+        "|---" * (1 + len(others) + len(within)) + "|",
+    ]
+    for name, key, digits in keys:
+        cells = []
+        for b in others:
+            cell = difference_cell(between["models"][b].get(key), digits)
+            cells.append(cell + (" ★" if beyond_seed_noise(report, b, key) else ""))
+        for x in within:
+            largest = report["between_seeds"][x]["largest"].get(key)
+            cells.append(f"{difference_cell(largest, digits)} (seeds {largest['seeds']})" if largest else "–")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def headline(metrics: Mapping[str, Any]) -> dict[str, Any]:
     """The numbers a run's manifest and the command's table show for one model."""
     cue = metrics.get("cue") or {}
@@ -144,9 +208,11 @@ def markdown(doc: Mapping[str, Any]) -> str:
     lines += [
         "",
         "Each number with its 95% interval: Wilson for one proportion, else the bootstrap over prompts "
-        "(a subset resampled within itself).",
+        "(a subset resampled within itself)."
+        + (" Each model at its own seed; all its seeds below." if doc.get("seeds") else ""),
     ]
     lines += _differences(doc)
+    lines += _seeds(doc)
     subsets = sorted({s for m in models.values() for s in m["subsets"]})
     lines += [
         "",

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from crome_ray.augment.config import AugmentConfig
 from crome_ray.config import Frozen, RunName, StorageConfig, config_fingerprint, digest
@@ -83,6 +83,12 @@ class PipelineConfig(Frozen):
         description="Set: the planted-attribute self-check (`crome-ray selfcheck`, the demo): the RMs train "
         "on planted pairs, a positive control joins them, and the evaluation's cue is the attribute.",
     )
+    seeds: list[int] | None = Field(
+        None,
+        min_length=1,
+        description="Train every RM once per seed (the first is the one the augmentation's filter and the "
+        "sweep use); the report shows each number across seeds beside the differences between models.",
+    )
     evaluate: EvaluateConfig = Field(
         default_factory=lambda: EvaluateConfig(models=list(PIPELINE_MODELS)),
         description="The evaluation; in models, 'baseline' and 'crome' name the pipeline's RMs, any "
@@ -90,10 +96,19 @@ class PipelineConfig(Frozen):
     )
     storage: StorageConfig = StorageConfig()
 
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError(f"each seed once: {v}")
+        return v
+
     def fingerprint(self) -> str:
         """The pipeline's run is named by its steps' configs (each step fingerprints its own); the
-        self-check only when it is on (off, the fingerprint is what it was before it existed)."""
+        self-check and the seeds only when set (unset, the fingerprint is what it was before they
+        existed)."""
         same = self.model_copy(update={"run_name": None, "storage": StorageConfig()})
-        if self.selfcheck is None:
-            return digest([same.model_dump(mode="json", exclude={"selfcheck"})])
+        off = {k for k in ("selfcheck", "seeds") if getattr(self, k) is None}
+        if off:
+            return digest([same.model_dump(mode="json", exclude=off)])
         return config_fingerprint(same)

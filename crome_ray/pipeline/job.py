@@ -83,8 +83,14 @@ def control_config(cfg: PipelineConfig, control_data_uri: str, tie_weight: float
     return c.model_copy(update={"loss": c.loss.model_copy(update={"tie_weight": tie_weight})})
 
 
+def _first_seed(cfg: PipelineConfig) -> dict[str, int]:
+    """With ``seeds``, each RM's own run is at the first (its others: ``train.seeds``)."""
+    return {"seed": cfg.seeds[0]} if cfg.seeds else {}
+
+
 def baseline_config(cfg: PipelineConfig, ingest_uri: str) -> TrainConfig:
-    return cfg.baseline.model_copy(update={"train_data": ingest_uri, "storage": cfg.storage})
+    b = cfg.baseline
+    return b.model_copy(update={"train_data": ingest_uri, "storage": cfg.storage, **_first_seed(cfg)})
 
 
 def augment_config(cfg: PipelineConfig, ingest_uri: str, baseline_uri: str | None) -> AugmentConfig:
@@ -100,7 +106,8 @@ def augment_config(cfg: PipelineConfig, ingest_uri: str, baseline_uri: str | Non
 
 
 def crome_config(cfg: PipelineConfig, augment_uri: str) -> TrainConfig:
-    return cfg.crome.model_copy(update={"train_data": augment_uri, "storage": cfg.storage})
+    c = cfg.crome
+    return c.model_copy(update={"train_data": augment_uri, "storage": cfg.storage, **_first_seed(cfg)})
 
 
 def tune_config(cfg: PipelineConfig, augment_uri: str, position: str = "auto") -> TuneConfig:
@@ -137,7 +144,8 @@ def evaluate_config(cfg: PipelineConfig, ours: dict[str, str], position: str = "
             }
         )
     models = [ours.get(m, m) for m in e.models]
-    return e.model_copy(update={"models": models, "labels": model_labels(e), "storage": cfg.storage})
+    seeds = {"seeds": cfg.seeds} if cfg.seeds else {}
+    return e.model_copy(update={"models": models, "labels": model_labels(e), "storage": cfg.storage, **seeds})
 
 
 def planted_position(cfg: PipelineConfig) -> str:
@@ -214,7 +222,25 @@ def run_pipeline(
     records: list[StepRecord] = []
     results: dict[str, StepResult] = {}
 
+    seeds = f" (seeds {', '.join(map(str, cfg.seeds))})" if cfg.seeds and len(cfg.seeds) > 1 else ""
+
+    def other_seeds(uri: str) -> None:
+        """The RM at ``uri`` trained with the other seeds too (found when committed)."""
+        if seeds:
+            from crome_ray.train.seeds import train_seeds
+
+            train_seeds(uri, cfg.seeds or [], cfg.storage, log)
+
+    def trained(fn: Callable[[], StepResult]) -> Callable[[], StepResult]:
+        def run() -> StepResult:
+            result = fn()
+            other_seeds(result.run.uri)
+            return result
+
+        return run
+
     def step(name: str, what: str, fn: Callable[[], StepResult]) -> StepResult:
+        what += seeds if name in ("baseline", "crome", CONTROL) else ""
         step_started(name, what)
         t0 = time.monotonic()
         try:
@@ -242,7 +268,7 @@ def run_pipeline(
     baseline = step(
         "baseline",
         f"the baseline RM on the {'planted' if cfg.selfcheck else 'source'} pairs",
-        lambda: run_train_job(base_cfg, log=log),
+        trained(lambda: run_train_job(base_cfg, log=log)),
     )
     aug_cfg = augment_config(cfg, pairs_uri, baseline.run.uri)
     augment = step(
@@ -258,12 +284,22 @@ def run_pipeline(
     )
     if cfg.sweep is not None:
         tcfg = tune_config(cfg, augment.run.uri, position)
-        sweep = step("crome", "the λ sweep of the Crome RM (Ray Tune)", lambda: run_tune_job(tcfg, log=log))
-        best = sweep.manifest["details"]["best"]
-        crome_uri, tie_weight = RunFolder.from_uri(best["run_uri"], cfg.storage).uri, best["tie_weight"]
+
+        def best_uri(sweep: StepResult) -> str:
+            return RunFolder.from_uri(sweep.manifest["details"]["best"]["run_uri"], cfg.storage).uri
+
+        def sweep_then_seeds() -> StepResult:
+            result = run_tune_job(tcfg, log=log)
+            other_seeds(best_uri(result))  # the best trial, at the other seeds
+            return result
+
+        sweep = step("crome", "the λ sweep of the Crome RM (Ray Tune)", sweep_then_seeds)
+        crome_uri, tie_weight = best_uri(sweep), sweep.manifest["details"]["best"]["tie_weight"]
     else:
         ccfg = crome_config(cfg, augment.run.uri)
-        crome = step("crome", "the Crome RM on the augmented pairs", lambda: run_train_job(ccfg, log=log))
+        crome = step(
+            "crome", "the Crome RM on the augmented pairs", trained(lambda: run_train_job(ccfg, log=log))
+        )
         crome_uri, tie_weight = crome.run.uri, ccfg.loss.tie_weight
     ours = {"baseline": baseline.run.uri, "crome": crome_uri}
     if cfg.selfcheck is not None:
@@ -273,7 +309,7 @@ def run_pipeline(
             return run_train_job(control_config(cfg, data.run.uri, tie_weight), log=log)
 
         what = f"the positive control: the Crome trainer (λ {tie_weight:g}) with the attribute's exact ties"
-        ours[CONTROL] = step(CONTROL, what, control).run.uri
+        ours[CONTROL] = step(CONTROL, what, trained(control)).run.uri
     ecfg = evaluate_config(cfg, ours, position)
     evaluation = step(
         "evaluate",

@@ -46,18 +46,32 @@ def _span(x: dict[str, Any] | None, digits: int = 2) -> str:
     return f"{x['value']:+.{digits}f} [{x['low']:+.{digits}f}, {x['high']:+.{digits}f}]"
 
 
+def _sd(seeds: dict[str, Any] | None, label: str) -> str:
+    """`` (± 0.31 across 3 seeds)``: the shift's standard deviation across the model's seeds."""
+    x = ((((seeds or {}).get("models") or {}).get(label) or {}).get("metrics") or {}).get(SHIFT)
+    return f" (± {x['sd']:.2f} across {x['n']} seeds)" if x and x["n"] > 1 else ""
+
+
 def verdict(
     details: dict[str, Any], baseline: str = "baseline", crome: str = "crome", control: str = "control"
 ) -> Verdict:
     """The self-check's verdict from an evaluation's details (its ``models`` and ``differences``
-    against ``baseline``, the first model)."""
+    against ``baseline``, the first model). With the RMs trained per seed (its ``seeds``), the
+    verdict is on the means over the seeds, each shift with its spread across them."""
     models = details["models"]
     diffs = (details.get("differences") or {}).get("models") or {}
+    lines = []
+    seeds = details.get("seeds")
+    if seeds:  # the seed means: their intervals and paired differences
+        models = {label: {"intervals": m["mean_intervals"]} for label, m in seeds["models"].items()}
+        diffs = seeds["between_models"]["models"]
+        listed = sorted({str(s) for m in seeds["models"].values() for s in m["seeds"] if s is not None})
+        lines.append(f"on the means over training seeds {', '.join(listed)}:")
     base = _shift(models, baseline)
     if base is None:
         raise ValueError("the evaluation has no cue shift: the self-check needs evaluate.cue on")
     learned = base["low"] > 0
-    lines = [f"the baseline's reward for the attribute: {_span(base)} spreads"]
+    lines.append(f"the baseline's reward for the attribute: {_span(base)} spreads{_sd(seeds, baseline)}")
     if not learned:
         lines.append(
             "the baseline did not learn the attribute (its interval is not above zero): at this size the "
@@ -71,7 +85,10 @@ def verdict(
         removed = 1 - shift["value"] / base["value"] if base["value"] > 0 else None
         share = "" if removed is None else f" ({removed:.0%} of the baseline's removed)"
         mark = "distinguishable from zero" if d["distinguishable"] else "not distinguishable from zero"
-        lines.append(f"{label}: {_span(shift)} spreads{share}; against the baseline {_span(d)}, {mark}")
+        lines.append(
+            f"{label}: {_span(shift)} spreads{_sd(seeds, label)}{share}; "
+            f"against the baseline {_span(d)}, {mark}"
+        )
         return removed, bool(d["distinguishable"])
 
     by_control, control_sure = against(control)
