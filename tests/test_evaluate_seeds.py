@@ -116,7 +116,9 @@ def test_the_terminal_reads_the_seed_table_from_what_the_manifest_keeps():
     r = manifest_seeds(report(baseline=runs(20, 21, 19), crome=runs(30, 31, 29), twin=runs(21, 19, 20)))
     console = Console(record=True, width=200)
     print_seeds(console, json.loads(json.dumps(r)))  # as read back from manifest.json
-    row = next(line for line in console.export_text().splitlines() if line.lstrip("│ ").startswith("all pairs"))
+    row = next(
+        line for line in console.export_text().splitlines() if line.lstrip("│ ").startswith("all pairs")
+    )
     assert "0.500 ± 0.025" in row and "+0.250 ★" in row
     assert row.count("★") == 1  # the twin's gap is not marked
 

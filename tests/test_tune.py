@@ -34,6 +34,23 @@ def test_the_best_trial_is_a_completed_one_and_ties_go_to_the_smaller_lambda():
     assert pick_best(trials, "max")["tie_weight"] == 0.3
     assert pick_best(trials, "min")["tie_weight"] == 0.0
     assert pick_best([trial(1.0, 0, "stopped_early")], "max") is None
+    # the probe's shift of a model whose clean rewards do not vary is NaN: not a perfect score
+    assert (
+        pick_best([trial(0.0, 0, metric=float("nan")), trial(1.0, 0, metric=1.2)], "min")["tie_weight"] == 1.0
+    )
+
+
+def test_with_several_seeds_lambda_is_judged_on_its_mean_and_its_best_seed_is_the_model():
+    # λ = 0: one lucky seed; λ = 3: one seed completed
+    trials = [trial(0.0, 0, metric=0.70), trial(0.0, 1, metric=0.40), trial(0.0, 2, metric=0.42),
+              trial(1.0, 0, metric=0.60), trial(1.0, 1, metric=0.58), trial(1.0, 2, metric=0.62),
+              trial(3.0, 0, metric=0.99), trial(3.0, 1, "stopped_early", 0.1)]  # fmt: skip
+    best = pick_best(trials, "max")
+    assert (best["tie_weight"], best["seed"]) == (3.0, 0)  # its only completed seed
+    best = pick_best(trials[:6], "max")
+    assert (best["tie_weight"], best["seed"]) == (1.0, 2)  # mean 0.60 against 0.51
+    best = pick_best(trials[:6], "min")
+    assert (best["tie_weight"], best["seed"]) == (0.0, 1)
 
 
 def test_a_robustness_metric_is_chosen_only_among_trials_near_the_best_clean_accuracy():
@@ -57,9 +74,19 @@ def test_a_robustness_metric_needs_the_probe_and_the_pipeline_sweep_sets_it():
         load_config(TuneConfig, None, ["sweep.metric=eval_cue_accuracy"])
     assert load_config(TuneConfig, None, ["sweep.metric=eval_cue_accuracy", "train.probe.cue=default"])
     with pytest.raises(ConfigError, match=r"sweep\.mode=min"):  # the cue's size is to be made small
-        load_config(TuneConfig, None, ["sweep.metric=eval_cue_abs_shift", "train.probe.cue=default"])
+        load_config(
+            TuneConfig, None, ["sweep.metric=eval_cue_abs_shift", "sweep.mode=max", "train.probe.cue=default"]
+        )
+    unset = load_config(TuneConfig, None, ["sweep.metric=eval_cue_abs_shift", "train.probe.cue=default"])
+    assert unset.sweep.mode == "min"  # the metric's own mode when none is given
     cfg = load_config(PipelineConfig, None, ["sweep.tie_weights=[0, 1]"])
-    assert (cfg.sweep.metric, cfg.sweep.clean_tolerance) == ("eval_cue_accuracy", 0.02)
+    assert (cfg.sweep.metric, cfg.sweep.mode, cfg.sweep.clean_tolerance) == (
+        "eval_cue_abs_shift",
+        "min",
+        0.02,
+    )
+    cued = load_config(PipelineConfig, None, ["sweep.tie_weights=[0, 1]", "sweep.metric=eval_cue_accuracy"])
+    assert cued.sweep.mode == "max"
     tcfg = tune_config(cfg, "/runs/augment/a")
     assert tcfg.train.probe.cue == cfg.evaluate.cue.text and tcfg.train.probe.position == "auto"
     # the probe is off by default, and then a training run's identity is what it was without it

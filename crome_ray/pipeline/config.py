@@ -75,8 +75,8 @@ class PipelineConfig(Frozen):
     sweep: PipelineSweep | None = Field(
         None,
         description="Set: Ray Tune sweeps λ of the Crome RM, and its best trial is the Crome RM. By default "
-        "it judges trials by eval_cue_accuracy (the evaluation's cue on each validation pair's rejected "
-        "answer), among those within 0.02 of the best clean accuracy.",
+        "it judges trials by eval_cue_abs_shift (the reward the evaluation's cue adds to each validation "
+        "pair's rejected answer), among those within 0.02 of the best clean accuracy.",
     )
     selfcheck: SelfCheck | None = Field(
         None,

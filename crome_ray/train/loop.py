@@ -184,7 +184,8 @@ def _equal_forward_counts(chunks: list[list[PairRow]], runtime: Runtime, pad_id:
 
 def evaluate(model, runtime: Runtime, cfg: TrainConfig, pad_id: int, dtype) -> dict[str, float]:
     """The validation metrics; with the robustness probe (``cfg.probe``), also
-    ``eval_cue_accuracy`` and ``eval_cue_shift`` from the rows with the cue on the rejected answer."""
+    ``eval_cue_accuracy``, ``eval_cue_shift`` and its size ``eval_cue_abs_shift`` from the rows
+    with the cue on the rejected answer."""
     rows = list(runtime.eval_rows() or ())
     clean = [r for r in rows if r.variant == 0]
     cued = [r for r in rows if r.variant != 0]
@@ -228,20 +229,22 @@ def evaluate(model, runtime: Runtime, cfg: TrainConfig, pad_id: int, dtype) -> d
     if n_tie:
         out.update(eval_loss_tie=tie / n_tie, eval_tie_abs_delta=tie_abs / n_tie, eval_ties=n_tie)
     if n_cue and n_pref:
-        out.update(
-            eval_cue_accuracy=cue_correct / n_cue, eval_cue_shift=cue_shift(rb, r1, r2, n_pref, rb_cue, n_cue)
-        )
+        shift = cue_shift(rb, r1, r2, n_pref, rb_cue, n_cue)
+        out.update(eval_cue_accuracy=cue_correct / n_cue, eval_cue_shift=shift, eval_cue_abs_shift=abs(shift))
     return out
 
 
 def cue_shift(rb: float, r1: float, r2: float, n_pref: float, rb_cue: float, n_cue: float) -> float:
     """The reward the cue adds to a rejected answer, on average, in units of the spread (standard
     deviation) of the clean answers' rewards: from sums, so that workers add theirs up. The cued
-    rows are the clean preference pairs again, so the difference of means is the mean shift."""
+    rows are the clean preference pairs again, so the difference of means is the mean shift.
+    NaN when the clean rewards do not vary at all: a model that scores every answer alike has no
+    spread to measure in, and must not look like one the cue does not move (a sweep minimising
+    the shift would pick it)."""
     m = 2 * n_pref
     spread = math.sqrt(max(r2 / m - (r1 / m) ** 2, 0.0))
     shift = rb_cue / n_cue - rb / n_pref
-    return shift / spread if spread > 0 else 0.0
+    return shift / spread if spread > 0 else math.nan
 
 
 def _chunks(rows: Iterator[PairRow], size: int) -> Iterator[list[PairRow]]:

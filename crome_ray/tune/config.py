@@ -4,12 +4,15 @@ seeds, each trial a training run, ASHA on the validation metric.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
 from crome_ray.config import Frozen, RunName, StorageConfig, config_fingerprint
 from crome_ray.train.config import TrainConfig
+
+# the robustness probe's metrics (they need train.probe.cue), and the mode each is judged in
+ROBUST_METRICS = {"eval_cue_accuracy": "max", "eval_cue_abs_shift": "min", "eval_cue_shift": "min"}
 
 
 class SweepSettings(Frozen):
@@ -27,7 +30,9 @@ class SweepSettings(Frozen):
         description="What a trial is judged on: a metric the training reports at its evaluations "
         "(eval_accuracy, eval_loss_bt; eval_tie_abs_delta when the validation set has ties).",
     )
-    mode: Literal["max", "min"] = "max"
+    mode: Literal["max", "min"] = Field(
+        "max", description="max or min; unset: the robustness metrics' own mode (eval_cue_abs_shift: min)."
+    )
     clean_tolerance: float | None = Field(
         None,
         ge=0,
@@ -51,20 +56,27 @@ class SweepSettings(Frozen):
         0.1, gt=0, description="CPUs of each trial's driver (the workers ask their own)."
     )
 
-
-# the robustness probe's metrics (they need train.probe.cue), and the mode each is judged in
-ROBUST_METRICS = {"eval_cue_accuracy": "max", "eval_cue_abs_shift": "min", "eval_cue_shift": "min"}
+    @model_validator(mode="before")
+    @classmethod
+    def _mode_of_the_metric(cls, data: Any) -> Any:
+        """Unset, the mode is the robustness metric's own (the cue's size is made small)."""
+        if isinstance(data, dict) and data.get("mode") is None:
+            metric = data.get("metric", cls.model_fields["metric"].default)
+            data = {**data, "mode": ROBUST_METRICS.get(metric, "max")}
+        return data
 
 
 class PipelineSweep(SweepSettings):
-    """The pipeline's λ sweep: by default on the robustness probe, since on clean validation pairs
-    the tie loss does not help by design and λ = 0 (the baseline) wins: accuracy with the
-    evaluation's cue on the rejected answer, among trials within 0.02 of the best clean accuracy."""
+    """The pipeline's λ sweep: by default on the robustness probe, since on validation pairs like
+    the training pairs the tie loss does not help by design and λ = 0 (the baseline) wins: the
+    size of the reward the evaluation's cue adds to a rejected answer (in reward spreads), among
+    trials within 0.02 of the best clean accuracy. Not the cue accuracy: where the cue is strong
+    every trial scores 0 on it, and a tie goes to the smaller λ."""
 
     metric: str = Field(
-        "eval_cue_accuracy",
-        description="What a trial is judged on; eval_cue_accuracy (default, max) or eval_cue_abs_shift "
-        "(min) plant the evaluation's cue on each validation pair's rejected answer (crome.probe).",
+        "eval_cue_abs_shift",
+        description="What a trial is judged on; eval_cue_abs_shift (default, min) or eval_cue_accuracy "
+        "(max) plant the evaluation's cue on each validation pair's rejected answer (crome.probe).",
     )
     clean_tolerance: float | None = Field(0.02, ge=0, le=1, description=SweepSettings.model_fields[
         "clean_tolerance"].description)  # fmt: skip

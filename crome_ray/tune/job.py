@@ -96,12 +96,20 @@ def series(history: Any, name: str) -> list[float]:
     return [float(v) for v in history[name].dropna()] if history is not None and name in history else []
 
 
+def _measured(metric: float | None) -> bool:
+    """A final metric that can be compared: not missing, not NaN (the probe's shift of a model
+    whose clean rewards do not vary)."""
+    return metric is not None and not math.isnan(metric)
+
+
 def pick_best(
     trials: Sequence[Mapping[str, Any]], mode: str, clean_tolerance: float | None = None
 ) -> Mapping[str, Any] | None:
-    """The completed trial with the best final metric (ties: the smaller λ, then seed); with
-    ``clean_tolerance``, among those whose final clean accuracy is within it of the best."""
-    done = [t for t in trials if t["status"] == "completed" and t["metric"] is not None]
+    """The best λ's best trial. λ is judged on the mean final metric over its completed seeds (one
+    lucky seed does not choose λ; ties: the smaller λ), then its best seed is the model (ties: the
+    smaller seed). With ``clean_tolerance``, only trials whose final clean accuracy is within it
+    of the best count."""
+    done = [t for t in trials if t["status"] == "completed" and _measured(t["metric"])]
     if not done:
         return None
     clean = [t["clean_accuracy"] for t in done if t.get("clean_accuracy") is not None]
@@ -109,7 +117,13 @@ def pick_best(
         floor = max(clean) - clean_tolerance - 1e-12
         done = [t for t in done if t.get("clean_accuracy") is not None and t["clean_accuracy"] >= floor]
     sign = -1 if mode == "max" else 1
-    return min(done, key=lambda t: (sign * t["metric"], t["tie_weight"], t["seed"]))
+    per_lambda: dict[float, list[Mapping[str, Any]]] = {}
+    for t in done:
+        per_lambda.setdefault(t["tie_weight"], []).append(t)
+    lam = min(
+        per_lambda, key=lambda w: (sign * sum(t["metric"] for t in per_lambda[w]) / len(per_lambda[w]), w)
+    )
+    return min(per_lambda[lam], key=lambda t: (sign * t["metric"], t["seed"]))
 
 
 def order_note(s: SweepSettings) -> str | None:
@@ -129,7 +143,7 @@ def by_lambda(trials: Sequence[Mapping[str, Any]]) -> dict[float, dict[str, Any]
     out: dict[float, dict[str, Any]] = {}
     for t in sorted(trials, key=lambda t: (t["tie_weight"], t["seed"])):
         d = out.setdefault(t["tie_weight"], {"metrics": [], "stopped_early": 0, "failed": 0})
-        if t["status"] == "completed" and t["metric"] is not None:
+        if t["status"] == "completed" and _measured(t["metric"]):
             d["metrics"].append(t["metric"])
         elif t["status"] == "stopped_early":
             d["stopped_early"] += 1
