@@ -19,7 +19,16 @@ import typer
 
 from crome_ray import summaries as show
 from crome_ray.augment.config import AugmentConfig
-from crome_ray.cli_tools import ROOT_HELP, ForceOpt, Overrides, inspect_run, models_app, oracle_app, runs_app
+from crome_ray.cli_tools import (
+    ROOT_HELP,
+    ForceOpt,
+    Overrides,
+    inspect_run,
+    models_app,
+    oracle_app,
+    report,
+    runs_app,
+)
 from crome_ray.config import Frozen, load_config
 from crome_ray.console import console, exits_on_error, fail
 from crome_ray.data.config import IngestConfig
@@ -43,6 +52,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(runs_app, name="runs")
 app.add_typer(oracle_app, name="oracle")
 app.command("inspect")(inspect_run)
+app.command("report")(report)
 C = TypeVar("C", bound=Frozen)
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="Job YAML (jobs/configs/*.yaml).")]

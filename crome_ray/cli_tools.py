@@ -7,13 +7,14 @@ folders), and the oracle's ``probe`` (one cheap call to check key, model and quo
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from crome_ray import summaries as show
 from crome_ray.config import load_config
-from crome_ray.console import console, exits_on_error, fail
+from crome_ray.console import console, err_console, exits_on_error, fail
 from crome_ray.models import BUILTIN
 from crome_ray.oracle.config import OracleConfig
 
@@ -110,6 +111,32 @@ def inspect_run(
     with exits_on_error():
         rows, total = samples(RunFolder.from_uri(uri), table, kind, n, seed)
     show.print_samples(console, uri, table, kind, rows, total, width)
+
+
+def report(
+    run: Annotated[
+        str, typer.Argument(help="An evaluate, pipeline or self-check run: local path, s3://... or gs://...")
+    ],
+    open_: Annotated[bool, typer.Option("--open", help="Open the page in the web browser.")] = False,
+    cache: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where a bucket's report is copied to be read (default ~/.cache/crome-ray/reports)."
+        ),
+    ] = None,
+) -> None:
+    """Print the path of a run's HTML report (report.md with its plots inline); --open opens it.
+    A report in a bucket is copied, with its plots, to a local folder first."""
+    from crome_ray.evaluate.html import local_report
+
+    with exits_on_error():
+        page = local_report(run, cache or Path.home() / ".cache" / "crome-ray" / "reports")
+    print(page)
+    if open_:
+        import webbrowser
+
+        if not webbrowser.open(page.resolve().as_uri()):
+            err_console.print("no web browser found here: open the path above")
 
 
 @runs_app.command("list")

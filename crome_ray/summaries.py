@@ -316,6 +316,7 @@ def print_evaluate(console: Console, result: Any) -> None:
     )
     committed = result.run.committed()
     console.print(f"report:    {committed.uri_of('report.md')}")
+    console.print(f"html:      {committed.uri_of('report.html')}")
     console.print(f"manifest:  {committed.uri_of('manifest.json')}")
 
 
@@ -483,6 +484,9 @@ class PipelineView:
                 "data, and how much of that the oracle's data delivers. The augmentation's table shows what "
                 "the code checks and the verifier controls caught.[/]"
             )
+        if details.get("report_html"):
+            c.print(f"[bold]report:[/] {shown_uri(details['report_html'])}")
+            c.print(f"  open it: crome-ray report {outcome.result.run.uri} --open")
 
 
 # ---------------------------------------------------------------- one-shot commands

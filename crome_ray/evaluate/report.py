@@ -546,12 +546,17 @@ def plots(doc: Mapping[str, Any]) -> dict[str, bytes]:
 
 
 def write_report(folder: Any, doc: Mapping[str, Any]) -> dict[str, str]:
-    """``report.json``, ``report.md`` and the plots into ``folder`` (a storage Folder)."""
+    """``report.json``, ``report.md``, the plots and ``report.html`` (the report with its plots
+    inline) into ``folder`` (a storage Folder)."""
+    from crome_ray.evaluate.html import PAGE, render, title_for
+
     written = {}
+    text = markdown(doc)
     files = {
         "report.json": json.dumps(doc, indent=2, sort_keys=True, default=float).encode(),
-        "report.md": markdown(doc).encode(),
+        "report.md": text.encode(),
         **plots(doc),
+        PAGE: render(text, title_for(folder.uri)).encode(),
     }
     for name, body in files.items():
         with folder.fs.open(folder.file(name), "wb") as f:

@@ -345,6 +345,7 @@ def run_pipeline(
         baseline_model=baseline.run.uri,
         models=details.get("models"),
         report=evaluation.run.committed().uri_of("report.md"),
+        report_html=evaluation.run.committed().uri_of("report.html"),
         **checked,
     )
     return PipelineOutcome(result, records, evaluation)
