@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -220,6 +221,9 @@ def _pipeline(cfg: PipelineConfig, *, force: bool, cpus: int | None = None, demo
     with exits_on_error():
         outcome = run_pipeline(cfg, oracles, force=force, log=console.print, step_started=view.started,
             step_done=view.done, augment_progress=view.augment_progress)  # fmt: skip
+    from crome_ray import quiet
+
+    quiet.keep_in(outcome.result.run.committed().uri)  # the hidden output, kept with the run
     view.finish(outcome, time.monotonic() - started, demo=demo)
 
 
@@ -414,8 +418,38 @@ def augment(
     show.print_augment(console, result)
 
 
-def main() -> None:  # pragma: no cover - console script shim
-    app(sys.argv[1:])
+def main(argv: list[str] | None = None) -> None:
+    """The ``crome-ray`` command and the jobs' entrypoints: the app, with the terminal quiet unless
+    ``--verbose`` (or ``CROME_RAY_VERBOSE=1``) asks for everything (``crome_ray.quiet``)."""
+    from crome_ray import quiet
+    from crome_ray.ray_runtime import verbose
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    leading = [a for a in args[: next((i for i, a in enumerate(args) if not a.startswith("-")), len(args))]]
+    if verbose() or {"-v", "--verbose"} & set(leading) or not args or "--help" in args:
+        app(args)
+        return
+    q = quiet.start()
+    failed: BaseException | None = None
+    try:
+        code = app(args, standalone_mode=False)
+        if isinstance(code, int) and code:  # click returns an Exit's code without standalone mode
+            raise SystemExit(code)
+    except typer.Exit as e:
+        raise SystemExit(e.exit_code) from None
+    except typer.Abort:
+        raise SystemExit(1) from None
+    except typer.TyperException as e:  # a usage error (typer's click): as click prints it, on the terminal
+        if not hasattr(e, "show"):
+            raise
+        e.show(file=q.terminal_err if q else None)
+        raise SystemExit(getattr(e, "exit_code", 2)) from None
+    except Exception as e:  # a bug: its traceback into the log, one line on the terminal
+        failed = e
+        traceback.print_exc()
+        raise SystemExit(1) from None
+    finally:
+        quiet.finish(failed)
 
 
 if __name__ == "__main__":

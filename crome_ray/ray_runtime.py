@@ -51,6 +51,9 @@ def connect(num_cpus: int | None = None, *, dashboard: bool = False) -> None:
     ray.data.DataContext.get_current().enable_progress_bars = False  # we print our own progress
     if quiet:
         quiet_ray_data_logs()
+        from crome_ray import quiet as quiet_terminal
+
+        quiet_terminal.route_worker_lines()  # the workers' lines for the user, when the rest is in the log
 
 
 def quiet_ray_data_logs() -> None:

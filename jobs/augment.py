@@ -11,7 +11,7 @@ Add --dry-run to see the calls, tokens and dollars first.
 
 import sys
 
-from crome_ray.cli import app
+from crome_ray.cli import main
 
 if __name__ == "__main__":
-    app(["augment", *sys.argv[1:]])
+    main(["augment", *sys.argv[1:]])

@@ -10,7 +10,7 @@ The report (report.md, report.json, PNG plots) is in <storage.root>/evaluate/<ru
 
 import sys
 
-from crome_ray.cli import app
+from crome_ray.cli import main
 
 if __name__ == "__main__":
-    app(["evaluate", *sys.argv[1:]])
+    main(["evaluate", *sys.argv[1:]])

@@ -9,7 +9,7 @@ Locally: python jobs/ingest.py --config jobs/configs/ingest.yaml
 
 import sys
 
-from crome_ray.cli import app
+from crome_ray.cli import main
 
 if __name__ == "__main__":
-    app(["ingest", *sys.argv[1:]])
+    main(["ingest", *sys.argv[1:]])

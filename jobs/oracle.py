@@ -9,7 +9,7 @@ The Gemini key comes from GEMINI_API_KEY (or GOOGLE_API_KEY) in the cluster's en
 
 import sys
 
-from crome_ray.cli import app
+from crome_ray.cli import main
 
 if __name__ == "__main__":
-    app(["oracle", "run", *sys.argv[1:]])
+    main(["oracle", "run", *sys.argv[1:]])

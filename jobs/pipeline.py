@@ -12,7 +12,7 @@ setting redoes that step and the ones after it. The pipeline's run is
 
 import sys
 
-from crome_ray.cli import app
+from crome_ray.cli import main
 
 if __name__ == "__main__":
-    app(["pipeline", *sys.argv[1:]])
+    main(["pipeline", *sys.argv[1:]])

@@ -10,7 +10,7 @@ latest one, and so does a re-submitted job whose run never committed.
 
 import sys
 
-from crome_ray.cli import app
+from crome_ray.cli import main
 
 if __name__ == "__main__":
-    app(["train", *sys.argv[1:]])
+    main(["train", *sys.argv[1:]])

@@ -11,7 +11,7 @@ is the best trial's <storage.root>/train/<run>-lambda<λ>-seed<s>/model/.
 
 import sys
 
-from crome_ray.cli import app
+from crome_ray.cli import main
 
 if __name__ == "__main__":
-    app(["tune", *sys.argv[1:]])
+    main(["tune", *sys.argv[1:]])

@@ -9,6 +9,7 @@ changes. A third run trains every RM with a second seed too: the verdict is then
 means, and the report sets each number's spread across seeds beside the gaps between models."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -63,8 +64,23 @@ def selfchecks(tmp_path_factory, tiny_bert):
         )  # fmt: skip
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-3000:]
         run = RunFolder.from_uri(str(tmp / "runs" / "pipeline" / run_name))
-        out[name] = {"details": run.manifest()["details"], "stdout": proc.stdout}
+        out[name] = {"details": run.manifest()["details"], "stdout": proc.stdout, "stderr": proc.stderr,
+                     "log": run.committed().file("console.log")}  # fmt: skip
     return out
+
+
+NOISE = ("Traceback", "core_worker", "WARNING", "(RayTrainWorker pid=", "PlacementGroupCleaner", "raylet")
+
+
+def test_the_terminal_shows_crome_rays_lines_with_an_eta_and_the_run_keeps_the_rest(selfchecks):
+    run = selfchecks["on"]
+    terminal = run["stdout"] + run["stderr"]
+    assert not [n for n in NOISE if n in terminal], terminal[-3000:]
+    steps = re.findall(r"^step (\d+)/(\d+) .*ETA (\S+)", run["stdout"], re.M)
+    assert ("150", "150", "0s") in steps and len(steps) >= 9, steps  # every RM's lines, unprefixed
+    assert run["stdout"].rstrip().splitlines()[-1].startswith(f"log: {run['log']} ")
+    hidden = Path(run["log"]).read_text()
+    assert "(RayTrainWorker pid=" in hidden  # hidden from the terminal, not lost
 
 
 def test_the_baseline_learns_the_attribute_and_the_control_removes_most_of_it(selfchecks):

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from typing import Any
 
+from crome_ray.progress import eta_text
+from crome_ray.quiet import for_the_user
 from crome_ray.storage import Folder
 from crome_ray.train.config import TrainConfig
 
@@ -52,6 +55,7 @@ def train_fn(config: dict[str, Any]) -> None:
     from crome_ray.train.sharding import shard
 
     cfg = TrainConfig.model_validate_json(config["cfg"])
+    started = time.monotonic()  # the ETA's clock: from here, model loading included
     ctx = ray.train.get_context()
     device = ray.train.torch.get_device()
     train_shard = ray.train.get_dataset_shard("train")
@@ -106,7 +110,10 @@ def train_fn(config: dict[str, Any]) -> None:
             ray.train.report(metrics, checkpoint=ckpt)
             if self.rank == 0:  # the history survives restarts: it is rewritten whole each time
                 # to the process's own stdout: Ray Train's patched print would log it twice
-                print(progress_line(metrics, checkpoint=ckpt is not None), file=sys.__stdout__, flush=True)
+                line = progress_line(
+                    metrics, checkpoint=ckpt is not None, total=config["total_steps"], since=started
+                )
+                print(for_the_user(line), file=sys.__stdout__, flush=True)  # marked: the terminal shows it
                 history.append(metrics)
                 with run.fs.open(run.file("metrics.jsonl"), "wb") as f:
                     f.write("".join(json.dumps(r) + "\n" for r in history).encode())
@@ -129,12 +136,20 @@ def train_fn(config: dict[str, Any]) -> None:
     train_worker(cfg, model_path, RayRuntime(), config["total_steps"], export=export)
 
 
-def progress_line(m: dict[str, Any], *, checkpoint: bool) -> str:
-    parts = [f"step {m.get('step')}", f"loss {m.get('loss', 0):.4f}"]
+def progress_line(
+    m: dict[str, Any], *, checkpoint: bool, total: int | None = None, since: float | None = None
+) -> str:
+    """One logged step: ``step 75/150  loss ...  tok/s  ETA 1m20s``. The ETA is from the steps
+    this process ran (``started_at_step`` on) in the seconds ``since`` it started them."""
+    step = m.get("step")
+    parts = [f"step {step}" + (f"/{total}" if total else ""), f"loss {m.get('loss', 0):.4f}"]
     for key, label in (("pair_accuracy", "acc"), ("tie_abs_delta", "tie|Δ|"), ("eval_accuracy", "eval acc")):
         if key in m:
             parts.append(f"{label} {m[key]:.3f}")
     parts.append(f"{m.get('tokens_per_s', 0):,.0f} tok/s")
+    if total and since is not None and isinstance(step, int):
+        start = int(m.get("started_at_step") or 0)
+        parts.append(eta_text(step - start, total - start, time.monotonic() - since))
     if checkpoint:
         parts.append("checkpoint saved")
     return "  ".join(parts)
