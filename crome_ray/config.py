@@ -40,6 +40,16 @@ RunName = Annotated[str | None, AfterValidator(_safe_run_name)]
 """A run folder name: one path segment (every job config's ``run_name``)."""
 
 
+def _distinct_seeds(v: list[int] | None) -> list[int] | None:
+    if v is not None and len(set(v)) != len(v):
+        raise ValueError(f"each seed once: {v}")
+    return v
+
+
+Seeds = Annotated[list[int] | None, AfterValidator(_distinct_seeds)]
+"""Training seeds, each once (the evaluation's and the pipeline's ``seeds``)."""
+
+
 class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
 

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from crome_ray.config import Frozen, RunName, StorageConfig, digest
+from crome_ray.config import Frozen, RunName, Seeds, StorageConfig, digest
 from crome_ray.cue import DEFAULT_CUE
 from crome_ray.data.config import SAMPLE_LLMBAR, SAMPLE_ULTRAFEEDBACK_EVAL, SAMPLE_XSTEST, SourceConfig
 from crome_ray.evaluate.categories import REWARDBENCH_CATEGORIES
@@ -147,7 +147,7 @@ class EvaluateConfig(Frozen):
         description="reWordBench-style transformations to score (default: all).",
     )
     seed: int = Field(0, description="Seeds the transformations' choices and the bootstrap's resamples.")
-    seeds: list[int] | None = Field(
+    seeds: Seeds = Field(
         None,
         min_length=1,
         description="Training seeds: each model that is a committed training run is also trained (or found "
@@ -184,13 +184,6 @@ class EvaluateConfig(Frozen):
             oracle = [t for t in bad if t in REWRITE_NAMES]
             hint = f" ({', '.join(oracle)}: rewrites.enabled=true, through the oracle)" if oracle else ""
             raise ValueError(f"unknown transformation(s) {bad}; known: {', '.join(known)}{hint}")
-        return v
-
-    @field_validator("seeds")
-    @classmethod
-    def _distinct_seeds(cls, v: list[int] | None) -> list[int] | None:
-        if v is not None and len(set(v)) != len(v):
-            raise ValueError(f"each seed once: {v}")
         return v
 
     @model_validator(mode="after")

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from crome_ray.augment.config import AugmentConfig
-from crome_ray.config import Frozen, RunName, StorageConfig, config_fingerprint, digest
+from crome_ray.config import Frozen, RunName, Seeds, StorageConfig, config_fingerprint, digest
 from crome_ray.cue import DEFAULT_CUE
 from crome_ray.data.config import SAMPLE_ULTRAFEEDBACK, SourceConfig
 from crome_ray.evaluate.config import EvaluateConfig
@@ -83,7 +83,7 @@ class PipelineConfig(Frozen):
         description="Set: the planted-attribute self-check (`crome-ray selfcheck`, the demo): the RMs train "
         "on planted pairs, a positive control joins them, and the evaluation's cue is the attribute.",
     )
-    seeds: list[int] | None = Field(
+    seeds: Seeds = Field(
         None,
         min_length=1,
         description="Train every RM once per seed (the first is the one the augmentation's filter and the "
@@ -95,13 +95,6 @@ class PipelineConfig(Frozen):
         "other entry is evaluated as given (e.g. a public RM for comparison).",
     )
     storage: StorageConfig = StorageConfig()
-
-    @field_validator("seeds")
-    @classmethod
-    def _distinct_seeds(cls, v: list[int] | None) -> list[int] | None:
-        if v is not None and len(set(v)) != len(v):
-            raise ValueError(f"each seed once: {v}")
-        return v
 
     def fingerprint(self) -> str:
         """The pipeline's run is named by its steps' configs (each step fingerprints its own); the
