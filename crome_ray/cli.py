@@ -223,7 +223,7 @@ def _pipeline(cfg: PipelineConfig, *, force: bool, cpus: int | None = None, demo
             step_done=view.done, augment_progress=view.augment_progress)  # fmt: skip
     from crome_ray import quiet
 
-    quiet.keep_in(outcome.result.run.committed().uri)  # the hidden output, kept with the run
+    quiet.keep_in(outcome.result.run.committed().uri, cfg.storage)  # the hidden output, kept with the run
     view.finish(outcome, time.monotonic() - started, demo=demo)
 
 

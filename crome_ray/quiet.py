@@ -55,7 +55,7 @@ class Quiet:
     log: Path
     terminal_out: TextIO
     terminal_err: TextIO
-    kept_in: list[str] = field(default_factory=list)  # run folders that keep a copy of the log
+    kept_in: list[tuple[str, Any]] = field(default_factory=list)  # (folder, its StorageConfig): copies
 
     def hidden(self) -> bool:
         """Whether anything went to the log."""
@@ -115,10 +115,11 @@ def route_worker_lines() -> None:
     global_worker_stdstream_dispatcher.add_handler(HANDLER, show)
 
 
-def keep_in(folder_uri: str) -> None:
-    """At the end, copy the log into this (committed attempt) folder as ``console.log``."""
+def keep_in(folder_uri: str, storage: Any = None) -> None:
+    """At the end, copy the log into this (committed attempt) folder as ``console.log``
+    (``storage``: the run's StorageConfig, for a bucket's endpoint)."""
     if _active is not None:
-        _active.kept_in.append(folder_uri)
+        _active.kept_in.append((folder_uri, storage))
 
 
 def finish(failed: BaseException | None = None) -> None:
@@ -136,11 +137,11 @@ def finish(failed: BaseException | None = None) -> None:
             file=q.terminal_err,
         )
     copies = []
-    for uri in q.kept_in:
+    for uri, storage in q.kept_in:
         try:
             from crome_ray.storage import Folder
 
-            folder = Folder.from_uri(uri)
+            folder = Folder.from_uri(uri, storage)
             with folder.fs.open(folder.file("console.log"), "wb") as f:
                 f.write(q.log.read_bytes())
             copies.append(folder.uri_of("console.log"))
