@@ -222,8 +222,16 @@ def _pipeline(cfg: PipelineConfig, *, force: bool, cpus: int | None = None, demo
         outcome = run_pipeline(cfg, oracles, force=force, log=console.print, step_started=view.started,
             step_done=view.done, augment_progress=view.augment_progress)  # fmt: skip
     from crome_ray import quiet
+    from crome_ray.storage import Folder
 
-    quiet.keep_in(outcome.result.run.committed().uri, cfg.storage)  # the hidden output, kept with the run
+    folder = Folder.from_uri(outcome.result.run.committed().uri, cfg.storage)
+
+    def keep(log: bytes) -> str:  # the hidden output, kept with the run
+        with folder.fs.open(folder.file("console.log"), "wb") as f:
+            f.write(log)
+        return folder.uri_of("console.log")
+
+    quiet.keep_in(keep)
     view.finish(outcome, time.monotonic() - started, demo=demo)
 
 
@@ -429,7 +437,9 @@ def main(argv: list[str] | None = None) -> None:
     if verbose() or {"-v", "--verbose"} & set(leading) or not args or "--help" in args:
         app(args)
         return
-    q = quiet.start()
+    from crome_ray.console import err_console
+
+    q = quiet.start(console, err_console)
     failed: BaseException | None = None
     try:
         code = app(args, standalone_mode=False)

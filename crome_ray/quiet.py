@@ -24,9 +24,15 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
+
+
+class _Console(Protocol):
+    file: Any
+
 
 MARK = "\x1bcrome-ray\x1b "  # starts a worker line meant for the user (escapes: no text starts so)
 LOG_ENV = "CROME_RAY_LOG"
@@ -55,7 +61,7 @@ class Quiet:
     log: Path
     terminal_out: TextIO
     terminal_err: TextIO
-    kept_in: list[tuple[str, Any]] = field(default_factory=list)  # (folder, its StorageConfig): copies
+    keepers: list[Callable[[bytes], str]] = field(default_factory=list)  # each writes a copy, gives its URI
 
     def hidden(self) -> bool:
         """Whether anything went to the log."""
@@ -72,16 +78,15 @@ def active() -> Quiet | None:
     return _active
 
 
-def start(log: Path | None = None) -> Quiet | None:
-    """Send fds 1 and 2 to the log; crome-ray's consoles keep the terminal. None (nothing done)
-    when the streams are not the process's own (a test runner's capture)."""
+def start(out_console: _Console, err_console: _Console, log: Path | None = None) -> Quiet | None:
+    """Send fds 1 and 2 to the log; crome-ray's two consoles (rich Consoles: stdout's and
+    stderr's) keep the terminal. None (nothing done) when the streams are not the process's own
+    (a test runner's capture)."""
     global _active
     if _active is not None:
         return _active
     if sys.stdout is not sys.__stdout__ or sys.stderr is not sys.__stderr__:
         return None
-    from crome_ray.console import console, err_console
-
     path = Path(os.environ.get(LOG_ENV) or log or default_log_path())
     path.parent.mkdir(parents=True, exist_ok=True)
     sys.stdout.flush()
@@ -92,7 +97,7 @@ def start(log: Path | None = None) -> Quiet | None:
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
-    console.file = out
+    out_console.file = out
     err_console.file = err
     _active = Quiet(path, out, err)
     return _active
@@ -105,21 +110,21 @@ def route_worker_lines() -> None:
         return
     from ray._private.worker import global_worker_stdstream_dispatcher
 
-    from crome_ray.console import console
+    terminal = _active.terminal_out
 
     def show(data: dict[str, Any]) -> None:
         for line in user_lines(list(data.get("lines") or [])):
-            console.print(line, markup=False, highlight=False)
+            print(line, file=terminal, flush=True)
 
     global_worker_stdstream_dispatcher.remove_handler(HANDLER)
     global_worker_stdstream_dispatcher.add_handler(HANDLER, show)
 
 
-def keep_in(folder_uri: str, storage: Any = None) -> None:
-    """At the end, copy the log into this (committed attempt) folder as ``console.log``
-    (``storage``: the run's StorageConfig, for a bucket's endpoint)."""
+def keep_in(write: Callable[[bytes], str]) -> None:
+    """At the end, hand the log's bytes to ``write`` (which stores a copy with a run and returns
+    where: the caller knows the run's storage; this floor does not)."""
     if _active is not None:
-        _active.kept_in.append((folder_uri, storage))
+        _active.keepers.append(write)
 
 
 def finish(failed: BaseException | None = None) -> None:
@@ -137,16 +142,11 @@ def finish(failed: BaseException | None = None) -> None:
             file=q.terminal_err,
         )
     copies = []
-    for uri, storage in q.kept_in:
+    for write in q.keepers:
         try:
-            from crome_ray.storage import Folder
-
-            folder = Folder.from_uri(uri, storage)
-            with folder.fs.open(folder.file("console.log"), "wb") as f:
-                f.write(q.log.read_bytes())
-            copies.append(folder.uri_of("console.log"))
+            copies.append(write(q.log.read_bytes()))
         except Exception as e:  # the log stays where it is; say so
-            print(f"could not copy the log into {uri}: {e}", file=q.terminal_err)
+            print(f"could not copy the log into the run: {e}", file=q.terminal_err)
     if not q.hidden():
         if not os.environ.get(LOG_ENV):
             q.log.unlink(missing_ok=True)  # nothing was hidden: no empty file left behind

@@ -9,6 +9,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "crome_ray"
 FLOORS = [
+    {"quiet", "progress"},  # the terminal: what any floor may print through
     {"errors", "heap", "text_similarity", "records", "ray_runtime", "cue"},
     {"config", "secrets"},
     {"storage"},
