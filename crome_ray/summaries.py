@@ -17,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from crome_ray.evaluate.report import DIFFERENCE_ROWS, difference_cell, with_interval
+from crome_ray.progress import duration
 
 
 def shown_uri(uri: str, cwd: Path | None = None) -> str:
@@ -416,7 +417,7 @@ def augment_progress(console: Console) -> Callable[[dict[str, Any]], None]:
     cache hits, 429s, spend against the cap, ETA."""
 
     def show(s: dict[str, Any]) -> None:
-        eta = f"ETA {s['eta_s']:.0f} s" if s.get("eta_s") is not None else "ETA -"
+        eta = f"ETA {duration(s.get('eta_s'))}"
         console.print(
             f"  {s['examples']:,}/{s['of']:,} examples | {s['pairs']:,} pairs | {s['calls']:,} calls "
             f"({s['calls_per_s']:.1f}/s), {s['hits']:,} cache hits, {s['throttled']:,} 429s | "
@@ -457,9 +458,10 @@ class PipelineView:
         tenth = 10 * s["examples"] // max(1, s["of"])
         if s["final"] or tenth > self._tenth:
             self._tenth = tenth
+            eta = "done" if s["final"] else f"ETA {duration(s.get('eta_s'))}"
             self.console.print(
-                f"  {s['examples']:,}/{s['of']:,} examples | {s['pairs']:,} pairs | {s['calls']:,} calls | "
-                f"${s['spent_usd']:.4f}"
+                f"  {s['examples']:,}/{s['of']:,} examples | {s['pairs']:,} pairs | {s['calls']:,} calls "
+                f"({s.get('calls_per_s', 0):.1f}/s) | ${s['spent_usd']:.4f} | {eta}"
             )
 
     def finish(self, outcome: Any, seconds: float, *, demo: bool) -> None:

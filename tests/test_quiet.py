@@ -116,3 +116,18 @@ def test_a_bug_ends_with_one_line_naming_the_log_and_a_mistake_with_its_message(
         {"CROME_RAY_LOG": str(log)},
     )
     assert loud.returncode == 1 and "does not exist" in loud.stderr and "log:" not in loud.stdout
+
+
+def test_the_pipelines_augmentation_lines_carry_the_rate_and_the_eta():
+    from rich.console import Console
+
+    from crome_ray.summaries import PipelineView
+
+    console = Console(record=True, width=200)
+    view = PipelineView(console, ("augment",), sweep=False)
+    base = {"of": 300, "pairs": 72, "calls": 82, "calls_per_s": 1.64, "spent_usd": 0.0}
+    view.augment_progress({**base, "examples": 36, "eta_s": 110.0, "final": False})
+    view.augment_progress({**base, "examples": 300, "eta_s": 0.0, "final": True})
+    first, last = console.export_text().splitlines()
+    assert first.strip() == "36/300 examples | 72 pairs | 82 calls (1.6/s) | $0.0000 | ETA 1m50s"
+    assert last.endswith("| done")

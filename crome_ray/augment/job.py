@@ -53,6 +53,7 @@ from crome_ray.augment.tally import Tally
 from crome_ray.heap import Trimmer
 from crome_ray.oracle.choice import OraclePlan, plan_oracle
 from crome_ray.oracle.config import OracleConfig
+from crome_ray.progress import eta_seconds
 from crome_ray.records import AUGMENTED_PAIR_SCHEMA, CONTROL_SCHEMA, QUARANTINE_SCHEMA, REJECTED_SCHEMA
 from crome_ray.runs import QUARANTINE, Step, StepResult
 from crome_ray.storage import RunFolder, is_bucket_uri, join
@@ -319,7 +320,7 @@ def _progress(summary: Tally, scan: InputScan, governors, started: float, final=
     spent = sum(s.get("spent_usd", 0.0) for s in gs.values())
     elapsed = max(time.monotonic() - started, 1e-6)
     done = summary.examples
-    eta = (scan.examples - done) * elapsed / done if done else None
+    eta = eta_seconds(done, scan.examples, elapsed)
     return {
         "examples": done,
         "of": scan.examples,
