@@ -433,13 +433,14 @@ def main(argv: list[str] | None = None) -> None:
     from crome_ray.ray_runtime import verbose
 
     args = list(sys.argv[1:] if argv is None else argv)
-    leading = [a for a in args[: next((i for i, a in enumerate(args) if not a.startswith("-")), len(args))]]
+    leading = args[: next((i for i, a in enumerate(args) if not a.startswith("-")), len(args))]
     if verbose() or {"-v", "--verbose"} & set(leading) or not args or "--help" in args:
         app(args)
         return
     from crome_ray.console import err_console
+    from crome_ray.models import cache_root
 
-    q = quiet.start(console, err_console)
+    q = quiet.start(console, err_console, quiet.log_path(cache_root() / "logs"))
     failed: BaseException | None = None
     try:
         code = app(args, standalone_mode=False)

@@ -121,16 +121,18 @@ def report(
     cache: Annotated[
         Path | None,
         typer.Option(
-            help="Where a bucket's report is copied to be read (default ~/.cache/crome-ray/reports)."
+            help="Where a bucket's report is copied to be read (default: reports/ in crome-ray's cache, "
+            "~/.cache/crome-ray or CROME_RAY_CACHE)."
         ),
     ] = None,
 ) -> None:
     """Print the path of a run's HTML report (report.md with its plots inline); --open opens it.
     A report in a bucket is copied, with its plots, to a local folder first."""
     from crome_ray.evaluate.html import local_report
+    from crome_ray.models import cache_root
 
     with exits_on_error():
-        page = local_report(run, cache or Path.home() / ".cache" / "crome-ray" / "reports")
+        page = local_report(run, cache or cache_root() / "reports")
     print(page)
     if open_:
         import webbrowser

@@ -127,9 +127,15 @@ ALIASES = {
 COMPLETE = ".crome-ray-complete"
 
 
-def cache_dir(configured: str | None = None) -> Path:
+def cache_root(configured: str | None = None) -> Path:
+    """crome-ray's local cache: ``CROME_RAY_CACHE``, else ``~/.cache/crome-ray`` (models, logs,
+    reports copied out of a bucket)."""
     root = configured or os.environ.get("CROME_RAY_CACHE") or Path.home() / ".cache" / "crome-ray"
-    return Path(root).expanduser() / "models"
+    return Path(root).expanduser()
+
+
+def cache_dir(configured: str | None = None) -> Path:
+    return cache_root(configured) / "models"
 
 
 def builtin_params_b(name: str) -> float | None:

@@ -49,9 +49,10 @@ def user_lines(lines: list[str]) -> list[str]:
     return [line.split(MARK, 1)[1] for line in lines if MARK in line]
 
 
-def default_log_path(now: float | None = None) -> Path:
+def log_path(folder: Path, now: float | None = None) -> Path:
+    """A new log file in ``folder``, named by the time and the process."""
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now or time.time()))
-    return Path.home() / ".cache" / "crome-ray" / "logs" / f"crome-ray-{stamp}-{os.getpid()}.log"
+    return folder / f"crome-ray-{stamp}-{os.getpid()}.log"
 
 
 @dataclass
@@ -74,20 +75,16 @@ class Quiet:
 _active: Quiet | None = None
 
 
-def active() -> Quiet | None:
-    return _active
-
-
-def start(out_console: _Console, err_console: _Console, log: Path | None = None) -> Quiet | None:
-    """Send fds 1 and 2 to the log; crome-ray's two consoles (rich Consoles: stdout's and
-    stderr's) keep the terminal. None (nothing done) when the streams are not the process's own
-    (a test runner's capture)."""
+def start(out_console: _Console, err_console: _Console, log: Path) -> Quiet | None:
+    """Send fds 1 and 2 to the log (``CROME_RAY_LOG`` if set, else ``log``); crome-ray's two
+    consoles (rich Consoles: stdout's and stderr's) keep the terminal. None (nothing done) when
+    the streams are not the process's own (a test runner's capture)."""
     global _active
     if _active is not None:
         return _active
     if sys.stdout is not sys.__stdout__ or sys.stderr is not sys.__stderr__:
         return None
-    path = Path(os.environ.get(LOG_ENV) or log or default_log_path())
+    path = Path(os.environ.get(LOG_ENV) or log)
     path.parent.mkdir(parents=True, exist_ok=True)
     sys.stdout.flush()
     sys.stderr.flush()

@@ -43,9 +43,10 @@ def run(script: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
 
 NOISY = """
     import os, subprocess, sys, warnings
+    from pathlib import Path
     from crome_ray import quiet
     from crome_ray.console import console, err_console
-    q = quiet.start(console, err_console)
+    q = quiet.start(console, err_console, quiet.log_path(Path("/nowhere")))  # CROME_RAY_LOG wins
     console.print("our progress line")
     print("a library's print")
     warnings.warn("a library's warning")
@@ -78,7 +79,7 @@ def test_the_terminal_shows_our_lines_and_the_log_keeps_the_rest(tmp_path):
 def test_without_the_redirection_the_same_script_is_loud(tmp_path):  # the control: the noise is real
     proc = run(NOISY, {"CROME_RAY_LOG": str(tmp_path / "run.log")})
     loud = run(
-        NOISY.replace("q = quiet.start(console, err_console)", "q = None"),
+        NOISY.replace("q = quiet.start(", "q = None and quiet.start("),
         {"CROME_RAY_LOG": str(tmp_path / "v.log")},
     )
     assert "core_worker.cc:2465" in loud.stderr and "a library's print" in loud.stdout

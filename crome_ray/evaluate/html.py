@@ -15,7 +15,6 @@ from __future__ import annotations
 import html
 import re
 from pathlib import Path
-from typing import Any
 
 from crome_ray.errors import CromeError
 from crome_ray.storage import RunFolder, is_bucket_uri
@@ -97,9 +96,3 @@ def local_report(uri: str, cache: Path) -> Path:
         if "/" not in name and fs.exists(folder.file(name)):
             (out / name).write_bytes(fs.cat_file(folder.file(name)))
     return out / PAGE
-
-
-def describe(path: Path) -> dict[str, Any]:
-    """What the page shows: its path and the plots it refers to, each found or not."""
-    page = path.read_text()
-    return {"path": str(path), "images": {n: (path.parent / n).exists() for n in images(page)}}

@@ -272,8 +272,9 @@ def run_evaluate_job(
     extra_models: list[tuple[str, str]] = []  # (label, uri) of the models' runs at other seeds
     for label, runs in seeded.items():
         for seed, uri in zip(runs.seeds[1:], runs.uris[1:], strict=True) if runs else ():
-            extra_models.append((seed_label(label, seed), uri))
-            inputs[f"model:{seed_label(label, seed)}"] = RunFolder.from_uri(uri, cfg.storage)
+            other = seed_label(label, seed)
+            extra_models.append((other, uri))
+            inputs[f"model:{other}"] = RunFolder.from_uri(uri, cfg.storage)
     pairs: dict[str, list[EvalPair]] | None = None
     rewritten = None
     if rw.enabled:

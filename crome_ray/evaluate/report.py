@@ -107,7 +107,7 @@ def _seeds(doc: Mapping[str, Any]) -> list[str]:
     if not report:
         return []
     models = report["models"]
-    keys = [(name, key, digits) for name, key, digits in DIFFERENCE_ROWS]
+    keys = DIFFERENCE_ROWS
     lines = [
         "",
         "## Across training seeds",

@@ -222,11 +222,12 @@ def run_pipeline(
     records: list[StepRecord] = []
     results: dict[str, StepResult] = {}
 
-    seeds = f" (seeds {', '.join(map(str, cfg.seeds))})" if cfg.seeds and len(cfg.seeds) > 1 else ""
+    several = bool(cfg.seeds and len(cfg.seeds) > 1)
+    seeds = f" (seeds {', '.join(map(str, cfg.seeds or []))})" if several else ""
 
     def other_seeds(uri: str) -> None:
         """The RM at ``uri`` trained with the other seeds too (found when committed)."""
-        if seeds:
+        if several:
             from crome_ray.train.seeds import train_seeds
 
             train_seeds(uri, cfg.seeds or [], cfg.storage, log)

@@ -65,8 +65,8 @@ def verdict(
     if seeds:  # the seed means: their intervals and paired differences
         models = {label: {"intervals": m["mean_intervals"]} for label, m in seeds["models"].items()}
         diffs = seeds["between_models"]["models"]
-        listed = sorted({str(s) for m in seeds["models"].values() for s in m["seeds"] if s is not None})
-        lines.append(f"on the means over training seeds {', '.join(listed)}:")
+        listed = sorted({s for m in seeds["models"].values() for s in m["seeds"] if s is not None})
+        lines.append(f"on the means over training seeds {', '.join(map(str, listed))}:")
     base = _shift(models, baseline)
     if base is None:
         raise ValueError("the evaluation has no cue shift: the self-check needs evaluate.cue on")

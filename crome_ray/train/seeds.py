@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from crome_ray.config import StorageConfig
 from crome_ray.storage import RunFolder, is_bucket_uri
@@ -31,8 +32,6 @@ class Seeded:
 def training_config(uri: str, storage: StorageConfig) -> TrainConfig | None:
     """The config of a committed training run at ``uri``; None when ``uri`` is not one (an HF id,
     a model folder, a run of another job)."""
-    from pathlib import Path
-
     if not (is_bucket_uri(uri) or Path(uri).is_dir()):
         return None
     run = RunFolder.from_uri(uri, storage)
