@@ -61,7 +61,7 @@ def test_a_robustness_metric_is_chosen_only_among_trials_near_the_best_clean_acc
     trials = [t(0.0, 0.20, 0.62), t(1.0, 0.55, 0.61), t(3.0, 0.70, 0.50)]
     assert pick_best(trials, "max")["tie_weight"] == 3.0
     assert pick_best(trials, "max", clean_tolerance=0.02)["tie_weight"] == 1.0
-    # on clean accuracy alone λ = 0 wins, as the tie loss does not help there by design
+    # judged on these trials' clean accuracy alone, λ = 0 wins
     clean = [{**x, "metric": x["clean_accuracy"]} for x in trials]
     assert pick_best(clean, "max", clean_tolerance=0.02)["tie_weight"] == 0.0
 
@@ -79,6 +79,11 @@ def test_a_robustness_metric_needs_the_probe_and_the_pipeline_sweep_sets_it():
         )
     unset = load_config(TuneConfig, None, ["sweep.metric=eval_cue_abs_shift", "train.probe.cue=default"])
     assert unset.sweep.mode == "min"  # the metric's own mode when none is given
+    # a loss is made small: judged "max", a sweep on eval_loss_bt would keep its worst model
+    assert load_config(TuneConfig, None, ["sweep.metric=eval_loss_bt"]).sweep.mode == "min"
+    assert load_config(TuneConfig, None, ["sweep.metric=eval_accuracy"]).sweep.mode == "max"
+    with pytest.raises(ConfigError, match=r"sweep\.mode=min"):
+        load_config(TuneConfig, None, ["sweep.metric=eval_loss_bt", "sweep.mode=max"])
     cfg = load_config(PipelineConfig, None, ["sweep.tie_weights=[0, 1]"])
     assert (cfg.sweep.metric, cfg.sweep.mode, cfg.sweep.clean_tolerance) == (
         "eval_cue_abs_shift",

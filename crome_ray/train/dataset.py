@@ -4,11 +4,17 @@ Inputs are committed pair tables (ingest or augmentation runs); a plain source f
 ingested first into ``<root>/ingest/``, with its bad rows quarantined there. Token rows
 are made once (``materialize``); the global shuffle on top of them runs again at every
 epoch with a seed of its own (``RandomSeedConfig(reseed_after_execution=True)``), so no
-worker's share and no part of an epoch follows the file's order. The shuffle permutes the rows
-in the order they were read, though: the same pairs written in another order (an augmentation's
-sink actors write in completion order) train in another order under the same seed. Measured
-2026-12-05: the self-check's Crome RM on the same 600 pairs, seed 0, removed 44% of the planted
-attribute's shift in one run and none in another (docs/selfcheck.md).
+worker's share and no part of an epoch follows the file's order.
+
+A seed names the training order. A seeded shuffle permutes the rows in the order it is given
+them, and the same pairs can be written in many orders (an augmentation's sink actors write in
+completion order; measured 2026-12-05: the self-check's Crome RM on the same 600 pairs, seed 0,
+removed 44% of the planted attribute's shift in one run and none in another). So the token
+table is put in a canonical order first (``canonical``): sorted by pair id (Ray Data's
+distributed sort, whose sampled boundaries vary but whose order does not), then cut into blocks
+by row count, so the shuffle's input is the same blocks whatever order the files held. A
+``train_limit`` takes the first pairs in pair-id order (pair ids are content hashes: an
+arbitrary but fixed subset), not the first written.
 
 Tokenizing runs as Ray *tasks* with the encoder cached per worker process
 (``encoder_for``), not as an actor pool: an actor pool is new processes for every dataset,
@@ -138,7 +144,7 @@ def tokenized(
     )
     ds = ds.select_columns(COLUMNS)
     if limit:
-        ds = ds.limit(limit)
+        ds = ds.sort("pair_id").limit(limit)
     if swap_labels:
         ds = ds.map_batches(swap_half, batch_format="numpy")
     ds = ds.map_batches(
@@ -148,7 +154,19 @@ def tokenized(
         batch_size=64,
         num_cpus=0.5,
     )
-    return ds.materialize()
+    return canonical(ds.materialize())
+
+
+ROWS_PER_BLOCK = 512  # the canonical table's block size: the shuffle's tasks, by row count
+
+
+def canonical(ds):
+    """The rows sorted by pair id in blocks of ``ROWS_PER_BLOCK`` (materialized): the same table,
+    block for block, whatever order and files the rows came in. The probe's copy of a pair
+    (``<id>/cue``) sorts right after it."""
+    rows = ds.count()  # a materialized table's count is in its metadata
+    blocks = max(1, -(-rows // ROWS_PER_BLOCK))
+    return ds.sort("pair_id").repartition(blocks, shuffle=False).materialize()
 
 
 def _block_counts(block: Any) -> tuple[int, int, int]:

@@ -13,6 +13,9 @@ from crome_ray.train.config import TrainConfig
 
 # the robustness probe's metrics (they need train.probe.cue), and the mode each is judged in
 ROBUST_METRICS = {"eval_cue_accuracy": "max", "eval_cue_abs_shift": "min", "eval_cue_shift": "min"}
+# every metric a sweep may be judged on, with the direction that is better (a loss is made small)
+METRIC_MODES = {"eval_accuracy": "max", "eval_loss_bt": "min", "eval_loss_tie": "min",
+                "eval_tie_abs_delta": "min", **ROBUST_METRICS}  # fmt: skip
 
 
 class SweepSettings(Frozen):
@@ -31,7 +34,8 @@ class SweepSettings(Frozen):
         "(eval_accuracy, eval_loss_bt; eval_tie_abs_delta when the validation set has ties).",
     )
     mode: Literal["max", "min"] = Field(
-        "max", description="max or min; unset: the robustness metrics' own mode (eval_cue_abs_shift: min)."
+        "max",
+        description="max or min; unset: the metric's own (a loss and a shift: min; an accuracy: max).",
     )
     clean_tolerance: float | None = Field(
         None,
@@ -59,10 +63,10 @@ class SweepSettings(Frozen):
     @model_validator(mode="before")
     @classmethod
     def _mode_of_the_metric(cls, data: Any) -> Any:
-        """Unset, the mode is the robustness metric's own (the cue's size is made small)."""
+        """Unset, the mode is the metric's own (a loss or the cue's size is made small)."""
         if isinstance(data, dict) and data.get("mode") is None:
             metric = data.get("metric", cls.model_fields["metric"].default)
-            data = {**data, "mode": ROBUST_METRICS.get(metric, "max")}
+            data = {**data, "mode": METRIC_MODES.get(metric, "max")}
         return data
 
 
@@ -104,8 +108,8 @@ class TuneConfig(Frozen):
                 f"sweep.metric {metric} needs the robustness probe: set train.probe.cue "
                 "(a text, or 'default' for the evaluation's cue)"
             )
-        if ROBUST_METRICS.get(metric, self.sweep.mode) != self.sweep.mode:
-            raise ValueError(f"sweep.metric {metric} is judged with sweep.mode={ROBUST_METRICS[metric]}")
+        if METRIC_MODES.get(metric, self.sweep.mode) != self.sweep.mode:
+            raise ValueError(f"sweep.metric {metric} is judged with sweep.mode={METRIC_MODES[metric]}")
         return self
 
     def fingerprint(self) -> str:
