@@ -132,3 +132,14 @@ def test_the_pipelines_augmentation_lines_carry_the_rate_and_the_eta():
     first, last = console.export_text().splitlines()
     assert first.strip() == "36/300 examples | 72 pairs | 82 calls (1.6/s) | $0.0000 | ETA 1m50s"
     assert last.endswith("| done")
+
+
+def test_the_evaluations_scoring_lines_carry_the_rate_and_the_eta():
+    from crome_ray.evaluate.job import _progress
+
+    lines: list[str] = []
+    show = _progress("baseline", lines.append)
+    show(250, 1000, 10.0)  # 25 texts/s: 750 left take 30 s
+    show(1000, 1000, 40.0)
+    assert lines == ["  baseline: 250/1,000 texts scored (25.0/s)  ETA 30s",
+                     "  baseline: 1,000/1,000 texts scored (25.0/s)  ETA 0s"]  # fmt: skip

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from crome_ray.cue import DEFAULT_CUE
 from crome_ray.storage import RunFolder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,6 +29,13 @@ def rm(model: Path) -> dict:
     return {"model": str(model), "finetune": "full", "max_length": 64, "batch_size": 8, "max_steps": 150,
             "log_every": 50, "checkpoint_every": 150, "eval_data": None, "optim": {"lr": 3e-3},
             "scaling": {"workers": 1, "cpus_per_worker": 0.5}}  # fmt: skip
+
+
+# the λ sweep of the Crome RM on the planted pairs, judged (the pipeline's default) on the planted
+# attribute's shift on 60 clean held-out pairs, among trials near the best clean accuracy
+SWEEP = ["sweep.tie_weights=[0, 10]", "sweep.scheduler=grid", "sweep.max_concurrent_trials=2",
+         "crome.eval_data=data/samples/ultrafeedback/eval_200.jsonl", "crome.eval_limit=60",
+         "crome.eval_every=75"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +63,8 @@ def selfchecks(tmp_path_factory, tiny_bert):
     env = {**keep, "COLUMNS": "200"}  # the verdict's lines unwrapped
     out = {}
     runs = (("on", "check", []), ("off", "check-off", ["crome.loss.tie_weight=0", "run_name=check-off"]),
-            ("seeds", "check-seeds", ["seeds=[0, 1]", "run_name=check-seeds"]))  # fmt: skip
+            ("seeds", "check-seeds", ["seeds=[0, 1]", "run_name=check-seeds"]),
+            ("sweep", "check-sweep", ["run_name=check-sweep", *SWEEP]))  # fmt: skip
     for name, run_name, extra in runs:
         proc = subprocess.run(
             [str(Path(sys.executable).parent / "crome-ray"), "selfcheck", "-c", str(tmp / "selfcheck.yaml"),
@@ -127,3 +136,23 @@ def test_with_two_seeds_each_rm_trains_again_on_the_same_data_and_the_verdict_is
     report = folder.fs.open(folder.file("report.md"), "r").read()
     assert "## Across training seeds" in report and "| control | 0, 1 |" in report
     assert "control: seed to seed" in report
+
+
+def test_the_pipelines_sweep_on_planted_pairs_picks_lambda_by_the_planted_attributes_shift(selfchecks):
+    details = selfchecks["sweep"]["details"]
+    sweep = RunFolder.from_uri(next(s["uri"] for s in details["steps"] if s["name"] == "crome"))
+    doc = sweep.manifest()
+    assert (doc["details"]["metric"], doc["details"]["mode"]) == ("eval_cue_abs_shift", "min")
+    probe = doc["config"]["train"]["probe"]
+    assert (probe["cue"], probe["position"]) == (DEFAULT_CUE, "start")  # the attribute, where it was planted
+    trials = sweep.read_table("trials").to_pylist()
+    assert sorted(t["tie_weight"] for t in trials) == [0.0, 10.0]
+    assert all(t["status"] == "completed" for t in trials), trials
+    shift = {t["tie_weight"]: t["metric"] for t in trials}
+    assert shift[0.0] != shift[10.0] and all(v > 0 for v in shift.values()), shift  # it tells them apart
+    floor = max(t["clean_accuracy"] for t in trials) - doc["details"]["clean_tolerance"] - 1e-12
+    eligible = {t["tie_weight"]: t["metric"] for t in trials if t["clean_accuracy"] >= floor}
+    chosen = min(eligible, key=lambda lam: (eligible[lam], lam))  # the smaller shift among eligible λ
+    assert doc["details"]["best"]["tie_weight"] == chosen, trials
+    control = RunFolder.from_uri(details["control_model"]).manifest()["config"]
+    assert control["loss"]["tie_weight"] == chosen  # the control takes the λ the sweep chose

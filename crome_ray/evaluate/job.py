@@ -150,13 +150,16 @@ def read_pairs(run: RunFolder, limit: int | None) -> list[EvalPair]:
 
 
 def _progress(label: str, log: Callable[[str], None]) -> Callable[[int, int, float], None]:
-    """Prints a model's scoring progress every 5 s, and at the end."""
+    """Prints a model's scoring progress every 5 s, and at the end, with the rate and an ETA."""
+    from crome_ray.progress import eta_text
+
     last = [0.0]
 
     def show(done: int, total: int, elapsed: float) -> None:
         if time.monotonic() - last[0] > 5 or done == total:
             last[0] = time.monotonic()
-            log(f"  {label}: {done:,}/{total:,} texts scored ({done / max(elapsed, 1e-9):.1f}/s)")
+            rate = done / max(elapsed, 1e-9)
+            log(f"  {label}: {done:,}/{total:,} texts scored ({rate:.1f}/s)  {eta_text(done, total, elapsed)}")
 
     return show
 
