@@ -159,7 +159,9 @@ def _progress(label: str, log: Callable[[str], None]) -> Callable[[int, int, flo
         if time.monotonic() - last[0] > 5 or done == total:
             last[0] = time.monotonic()
             rate = done / max(elapsed, 1e-9)
-            log(f"  {label}: {done:,}/{total:,} texts scored ({rate:.1f}/s)  {eta_text(done, total, elapsed)}")
+            log(
+                f"  {label}: {done:,}/{total:,} texts scored ({rate:.1f}/s)  {eta_text(done, total, elapsed)}"
+            )
 
     return show
 
