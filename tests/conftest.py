@@ -213,14 +213,20 @@ def ray_cluster(s3_server: S3) -> Iterator[RayCluster]:
     Started after the S3 server, so its workers inherit the S3 test credentials."""
     import ray
 
+    from crome_ray.ray_runtime import GCS_PORT_ENV, own_address
+
     temp = tempfile.mkdtemp(prefix="crr", dir="/tmp")  # short: Ray's socket paths have a length cap
-    ray.init(
-        num_cpus=2,
-        _temp_dir=temp,
-        include_dashboard=False,  # its CPU is the tests' (the λ sweep's test starts a cluster with one)
-        log_to_driver=False,
-        configure_logging=False,
-    )
+    try:
+        ray.init(
+            num_cpus=2,
+            _temp_dir=temp,
+            include_dashboard=False,  # its CPU is the tests' (the λ sweep's test starts a cluster with one)
+            log_to_driver=False,
+            configure_logging=False,
+            **own_address(),  # its workers find it with the CLI tests' clusters up beside it
+        )
+    finally:
+        os.environ.pop(GCS_PORT_ENV, None)
     ray.data.DataContext.get_current().enable_progress_bars = False
     try:
         yield RayCluster(ray=ray, temp_dir=Path(temp))

@@ -477,3 +477,38 @@ def test_an_oracle_error_survives_pickling_whole_as_it_does_between_actors():
         200,
         '{"verdict": "Pa',
     )
+
+
+# an actor's callable as Ray Data holds it: let go of when the actor pool winds down (its
+# __del__ closes it then, before Ray ends the process and its children), or kept alive to the end,
+# where a __del__ would run only as the interpreter tears its modules down, too late for a vLLM
+# engine's own shutdown (the atexit hook closes it before that)
+CLOSES = """
+import asyncio, gc, json, sys
+from crome_ray.oracle.stage import ActorLoop
+
+class Stage:
+    def __init__(self, name):
+        self.name, self.loop = name, ActorLoop()
+        self.loop.close_at_exit(self.aclose)
+
+    async def aclose(self):
+        await asyncio.sleep(0.01)  # the loop still runs, and json is still a module
+        print(json.dumps({"closed": self.name}), flush=True)
+
+    def __del__(self):
+        self.loop.close()
+
+gc.disable()  # a freed stage is freed by its count of references, not by a collection
+freed, kept = Stage("freed"), Stage("kept")
+kept.me = kept  # a cycle: no __del__ before the interpreter's teardown
+del freed
+print("let go", flush=True)
+"""
+
+
+def test_an_actors_callers_close_on_its_loop_once_when_it_is_let_go_of_or_at_the_latest_at_exit():
+    proc = subprocess.run([sys.executable, "-c", CLOSES], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ['{"closed": "freed"}', "let go", '{"closed": "kept"}'], proc.stdout
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr, proc.stderr

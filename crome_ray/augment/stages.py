@@ -22,6 +22,7 @@ and ``row`` (the row as JSON), so the driver only routes rows to their writers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import threading
@@ -146,6 +147,7 @@ class OracleWorkStage:
         # None: the run plans no oracle call (IQN only, RRM), so no backend or engine is made
         self.primary = self._loop.run(OracleCaller.open(**primary)) if primary else None
         self.fallback: OracleCaller | None = None
+        self._loop.close_at_exit(self._aclose)  # a local engine shut down before the process ends
         self._opening: asyncio.Lock | None = None
         self.embedder, self._embed_lock = None, threading.Lock()
         if embedder is not None:
@@ -231,14 +233,14 @@ class OracleWorkStage:
             records.append(("stats", row["source_id"], dict(rec.stats)))
         return records_table(records)
 
+    async def _aclose(self) -> None:
+        for caller in (self.primary, self.fallback):
+            if caller is not None:
+                await caller.aclose()
+
     def __del__(self):
-        try:
-            for caller in (self.primary, self.fallback):
-                if caller is not None:
-                    self._loop.run(caller.aclose(), timeout=12)
-            self._loop.stop()
-        except Exception:
-            pass  # best effort: the process is going away
+        with contextlib.suppress(Exception):  # best effort: the process is going away
+            self._loop.close()
 
 
 def passthrough(row: dict[str, Any]) -> dict[str, Any]:

@@ -15,8 +15,12 @@ Output columns: see ``RESULT_COLUMNS``.
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import json
 import threading
+import weakref
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pyarrow as pa
@@ -126,25 +130,56 @@ class OracleCaller:
 
     async def aclose(self) -> None:
         self.cache.close()
-        # the last settlements reach the governor, and no task is left pending on the loop
-        await asyncio.wait_for(self.governor.aclose(), 6)
-        await asyncio.wait_for(self.backend.aclose(), 5)
+        try:
+            # the last settlements reach the governor, and no task is left pending on the loop
+            await asyncio.wait_for(self.governor.aclose(), 6)
+        finally:  # a local engine is shut down even when the governor did not answer
+            await asyncio.wait_for(self.backend.aclose(), 30)
 
 
 class ActorLoop:
     """An asyncio loop on a thread of its own, for a Ray Data callable class: its ``__call__``s
-    (several at once on Ray Data's threads) hand their work to this one loop and wait."""
+    (several at once on Ray Data's threads) hand their work to this one loop and wait.
+
+    ``close_at_exit`` closes the actor's callers on that loop once, at the latest when its
+    process exits. Ray Data deletes its callable when the actor pool winds down, but something
+    else may still hold it, and then ``__del__`` runs only as the interpreter tears its modules
+    down: too late for a local vLLM engine, whose own ``__del__`` then fails
+    (``TypeError: 'NoneType' object is not callable``) and leaves its shared memory to the
+    resource tracker (``KeyError: '/psm_…'``). An ``atexit`` hook runs before that teardown."""
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="oracle-loop")
         self._thread.start()
+        self._closers: list[weakref.WeakMethod] = []
+        self._closed = False
 
     def run(self, coro, timeout: float | None = None):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
+
+    def close_at_exit(self, closer: Callable[[], Awaitable[None]]) -> None:
+        """``closer()`` (a bound method) runs on this loop at ``close()`` or when the process
+        exits, once. Held weakly: its object can still be freed, and its ``__del__`` close the
+        loop when Ray Data lets go of it (``__ray_shutdown__``), before Ray ends the process."""
+        if not self._closers:
+            atexit.register(self.close)
+        self._closers.append(weakref.WeakMethod(closer))  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            for ref in self._closers:
+                closer = ref()
+                if closer is not None:
+                    self.run(closer(), timeout=40)
+        finally:
+            self.stop()
 
 
 class OracleServer:
@@ -182,6 +217,7 @@ class OracleStage:
         self.max_output_tokens = max_output_tokens
         self._loop = ActorLoop()
         self.caller = self._loop.run(OracleCaller.open(**caller_args))
+        self._loop.close_at_exit(self.caller.aclose)
         self.config, self.backend = self.caller.config, self.caller.backend
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -197,11 +233,8 @@ class OracleStage:
         return batch
 
     def __del__(self):
-        try:
-            self._loop.run(self.caller.aclose(), timeout=12)
-            self._loop.stop()
-        except Exception:
-            pass  # best effort: the process is going away
+        with contextlib.suppress(Exception):  # best effort: the process is going away
+            self._loop.close()
 
 
 def stage_resources(
