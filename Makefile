@@ -10,7 +10,7 @@ TORCH  ?= torch==2.13.0
 TORCH_INDEX ?=
 PIP    := $(BIN)/python -m pip install -qq
 
-.PHONY: install test test-fast test-sweep demo lint clean
+.PHONY: install test test-fast test-sweep test-cluster demo lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,9 @@ test: $(STAMP)  ## every tier that runs without a GPU (what CI runs; the sweep i
 
 test-sweep: $(STAMP)  ## the λ sweep end to end on a Ray cluster of its own (~2.5 min on 2 cores)
 	$(BIN)/python -m pytest -m sweep
+
+test-cluster: $(STAMP)  ## the cluster path on a real 2-node Ray cluster on this machine (~70 s on 2 idle cores)
+	$(BIN)/python -m pytest -m ray tests/test_multinode.py
 
 test-fast: $(STAMP)  ## the fast tier only (no Ray cluster, no model downloads)
 	$(BIN)/python -m pytest

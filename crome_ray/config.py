@@ -21,7 +21,16 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar, get_args
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+)
 
 from crome_ray.errors import CromeError
 
@@ -72,6 +81,14 @@ class StorageConfig(Frozen):
     region: str | None = Field(
         None, description="S3 region; unset: the AWS default chain. Not used for gs://."
     )
+    shared: bool = Field(
+        False,
+        description=(
+            "A local root that is the same shared filesystem (NFS, EFS, Filestore...) on every node of the "
+            "Ray cluster. Unset, a job refuses a local root on a cluster of more than one node (each node "
+            "would write its part of a run to its own disk); set, it goes on and its writers run anywhere."
+        ),
+    )
 
     @field_validator("root")
     @classmethod
@@ -79,6 +96,15 @@ class StorageConfig(Frozen):
         if not v.strip():
             raise ValueError("must be a folder path, s3://bucket/prefix or gs://bucket/prefix, not empty")
         return v.rstrip("/") if v not in ("/",) else v
+
+    @model_serializer(mode="wrap")
+    def _shared_only_when_set(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """``shared`` appears in a dump only when set: every config dumped (manifests, the
+        fingerprints that dump a default ``StorageConfig()``) reads as it did before it existed."""
+        out = handler(self)
+        if not self.shared:
+            out.pop("shared", None)
+        return out
 
 
 C = TypeVar("C", bound=Frozen)

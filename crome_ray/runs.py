@@ -49,6 +49,7 @@ from crome_ray.storage import (
     RunFolder,
     UncommittedRunError,
     check_root,
+    check_root_on_cluster,
     filesystem,
     library_versions,
 )
@@ -171,6 +172,7 @@ class Step:
 
     def begin(self) -> bool:
         """Decide: False when the committed run already is this one (``self.result`` holds it)."""
+        check_root_on_cluster(self.config.storage)  # a local root on several nodes: refused first
         check_root(self.config.storage.root, self.config.storage)
         marker = self.run.marker()
         if marker is not None and not self.force:

@@ -30,6 +30,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from crome_ray import ray_runtime
 from crome_ray.config import StorageConfig
 from crome_ray.errors import CromeError
 
@@ -49,6 +50,10 @@ class UncommittedRunError(StorageError):
 
 class RunConflictError(StorageError):
     """A committed run folder was made by a different config."""
+
+
+class LocalRootOnClusterError(StorageError):
+    """A local storage root on a Ray cluster of several nodes, not declared shared."""
 
 
 S3_SCHEMES = ("s3", "s3a")
@@ -198,6 +203,37 @@ def check_root(uri: str, storage: StorageConfig | None = None) -> None:
         fs.ls(bucket, refresh=True)
     except Exception as e:  # sorted into a message by describe_bucket_failure
         raise StorageError(describe_bucket_failure(uri, e, storage)) from None
+
+
+def local_root_on_cluster(
+    storage: StorageConfig, nodes: list[dict[str, Any]]
+) -> LocalRootOnClusterError | None:
+    """The error of a job about to write under a local ``storage.root`` on a Ray cluster with more
+    than one alive node (``nodes`` as ``ray.nodes()`` lists them), unless the root is declared the
+    same shared filesystem on every node; None when the root reaches every node's writers.
+
+    Why refuse: a job's writers run on several nodes (the augmentation's sinks and oracle
+    ledgers, training's checkpoints), and each would write its part of the run under the same
+    path on its own disk: a run scattered across machines, that no reader sees whole."""
+    alive = sum(1 for n in nodes if n.get("Alive"))
+    if alive <= 1 or storage.shared or is_bucket_uri(storage.root):
+        return None
+    root = storage.root
+    return LocalRootOnClusterError(
+        f"storage.root={root!r} is not a bucket, and this Ray cluster has {alive} alive nodes: each node "
+        "would write its part of the run to its own disk. Use a bucket: storage.root=s3://<bucket>/runs "
+        f"(or gs://<bucket>/runs), or set storage.shared=true if {root} is the same shared filesystem "
+        "on every node"
+    )
+
+
+def check_root_on_cluster(storage: StorageConfig) -> None:
+    """Fail fast, before any work, if ``local_root_on_cluster`` refuses the Ray cluster this
+    process is connected to (none connected: nothing to check)."""
+    nodes = ray_runtime.cluster_nodes()
+    error = None if nodes is None else local_root_on_cluster(storage, nodes)
+    if error is not None:
+        raise error
 
 
 def library_versions() -> dict[str, str]:

@@ -18,8 +18,10 @@ block's leakage values, no texts). A block that comes twice (a retried task) is 
 the sink knows the blocks it has written by a digest of their records.
 
 With a local storage root the sinks run on the driver's node and write to the attempt's
-absolute path, as the driver did (the run's files stay on one disk). With a bucket root they
-can run anywhere.
+absolute path, as the driver did (the run's files stay on one disk). With a bucket root, or a
+local one declared the same shared filesystem on every node (``storage.shared``), they can run
+anywhere. (A local root not declared shared is refused on a cluster of several nodes before the
+job starts: ``storage.local_root_on_cluster``.)
 """
 
 from __future__ import annotations
@@ -129,11 +131,18 @@ class TableSink:
         return {"tables": tables, "repeats": self.repeats}
 
 
+def pinned_to_driver(attempt_uri: str, storage: StorageConfig) -> bool:
+    """Whether the sinks must run on the driver's node: a local root not declared the same shared
+    filesystem on every node (on one node it is the only disk; on several the job was refused)."""
+    return not is_bucket_uri(attempt_uri) and not storage.shared
+
+
 def start_sinks(count: int, attempt: Folder, storage_json: str, schemas: dict[str, pa.Schema],
                 rows_per_file: int) -> list:  # fmt: skip
     """``count`` sink actors (no CPU reserved: like the governors they must not take a slot the
     stream's stages need; their work is what the driver did before, parse and write). A local
-    attempt: on the driver's node, given the driver's absolute path (``file://`` too)."""
+    attempt: given the driver's absolute path (``file://`` too), and on the driver's node unless
+    the storage is declared shared by every node."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -141,6 +150,7 @@ def start_sinks(count: int, attempt: Folder, storage_json: str, schemas: dict[st
     uri = attempt.uri
     if not is_bucket_uri(uri):
         uri = attempt.path  # absolute: the driver's working folder resolved it
+    if pinned_to_driver(attempt.uri, StorageConfig.model_validate_json(storage_json)):
         node = ray.get_runtime_context().get_node_id()
         options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=False)
     actor = ray.remote(num_cpus=0, max_restarts=0)(TableSink).options(**options)
