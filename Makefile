@@ -10,7 +10,7 @@ TORCH  ?= torch==2.13.0
 TORCH_INDEX ?=
 PIP    := $(BIN)/python -m pip install -qq
 
-.PHONY: install test test-fast test-sweep test-cluster demo lint clean
+.PHONY: install test test-fast test-sweep test-long test-cluster demo lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,8 +44,11 @@ endif
 
 install: $(STAMP)
 
-test: $(STAMP)  ## every tier that runs without a GPU (what CI runs; the sweep inside the submit test)
-	$(BIN)/python -m pytest -m "not gpu and not sweep" --durations=25
+test: $(STAMP)  ## every tier that runs without a GPU but the long experiments (what CI runs; the sweep inside the submit test)
+	$(BIN)/python -m pytest -m "not gpu and not sweep and not long" --durations=25
+
+test-long: $(STAMP)  ## the self-check's four pipeline runs and the robust λ sweeps, through Ray (~16 min on 2 cores)
+	$(BIN)/python -m pytest -m long --durations=10
 
 test-sweep: $(STAMP)  ## the λ sweep end to end on a Ray cluster of its own (~2.5 min on 2 cores)
 	$(BIN)/python -m pytest -m sweep

@@ -4,6 +4,7 @@ config), the opt-in ``storage.shared``, and the one place every job meets it (``
 
 The same refusal from a real job on a real 2-node cluster: tests/test_multinode.py."""
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -75,9 +76,13 @@ def test_the_augmentations_sinks_stay_on_the_drivers_node_only_for_a_local_root_
     )
 
 
-def test_without_ray_connected_there_is_nothing_to_check():
-    assert ray_runtime.cluster_nodes() is None  # the fast tier never starts Ray
+def test_without_ray_connected_there_is_nothing_to_check(monkeypatch):
+    # a process that never imported Ray (an earlier test in the same session may have connected
+    # this one: `make test` runs every tier in one process)
+    monkeypatch.delitem(sys.modules, "ray", raising=False)
+    assert ray_runtime.cluster_nodes() is None
     check_root_on_cluster(StorageConfig(root="runs"))  # no error
+    assert "ray" not in sys.modules  # nor did the check import it
 
 
 def nodes_of_a_cluster(monkeypatch, *nodes):

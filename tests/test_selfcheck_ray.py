@@ -22,7 +22,7 @@ from crome_ray.storage import RunFolder
 
 REPO = Path(__file__).resolve().parents[1]
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.long]  # make test-long
 
 
 def rm(model: Path) -> dict:

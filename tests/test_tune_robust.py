@@ -33,7 +33,7 @@ from crome_ray.storage import RunFolder
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "data/samples/ultrafeedback"
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.long]  # make test-long
 
 
 def tune(tmp: Path, name: str, train: dict, sweep: dict) -> dict:
