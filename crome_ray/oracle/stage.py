@@ -145,8 +145,9 @@ class ActorLoop:
     process exits. Ray Data deletes its callable when the actor pool winds down, but something
     else may still hold it, and then ``__del__`` runs only as the interpreter tears its modules
     down: too late for a local vLLM engine, whose own ``__del__`` then fails
-    (``TypeError: 'NoneType' object is not callable``) and leaves its shared memory to the
-    resource tracker (``KeyError: '/psm_…'``). An ``atexit`` hook runs before that teardown."""
+    (``TypeError: 'NoneType' object is not callable``). An ``atexit`` hook runs before that
+    teardown. (The resource tracker's ``KeyError: '/psm_…'`` lines are another matter, not
+    fixed: docs/usage.md, the terminal and the log.)"""
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()

@@ -26,7 +26,8 @@ What this module adds to vLLM:
 - an answer cut off at ``max_tokens`` is returned as it is, so ``oracle.answers`` records
   it as ``invalid_output`` rather than failing the batch;
 - an engine that cannot start raises ``EngineStartError`` with vLLM's own reason: that
-  fails the stage (a config error would fail every row the same way).
+  fails the stage (a config error would fail every row the same way);
+- ``aclose`` shuts the engine down once: vLLM's own ``__del__`` is left nothing to do.
 
 Token counts are the engine's own (prompt and output token ids); cost is the GPU-hour
 price per token from ``oracle.engine`` (0 unless set).
@@ -257,3 +258,13 @@ class VllmBackend:
         if self._engine is not None:
             engine, self._engine = self._engine, None
             engine.shutdown()
+            # AsyncLLM.__del__ calls shutdown() again. Where the engine object outlives this
+            # (something still holds it: seen in a plain process that closed its engine and went
+            # on), that second call runs as the interpreter tears vLLM's modules down and fails:
+            # "Exception ignored in AsyncLLM.__del__ ... TypeError: 'NoneType' object is not
+            # callable". It was shut down here; the second call has nothing to do.
+            engine.shutdown = _shut_down_already
+
+
+def _shut_down_already(timeout: float | None = None) -> None:
+    del timeout
