@@ -1,7 +1,10 @@
 """The cluster path on a real Ray cluster of several nodes on this machine (tests/multinode.py): work
 steered to a worker node runs there, a node that dies is reported dead, and a job refuses a
 local storage root on more than one node unless it is declared shared, before any work; with a
-bucket root the augmentation runs across the nodes and accounts for every source row.
+bucket root the augmentation runs across the nodes and accounts for every source row, and the
+Gemini key its oracle actors used on the worker node is in no file of any node's log folder
+(the workers' output included) and no object of the run (seen failing with the key printed in
+the oracle actor).
 
 Run as: make test-cluster (or pytest -m ray tests/test_multinode.py)."""
 
@@ -173,7 +176,7 @@ def _is(table: pa.Table, *kinds: str):
     return pc.is_in(table.column("kind"), value_set=pa.array(kinds))
 
 
-def test_the_augmentation_into_a_bucket_runs_across_the_nodes_and_accounts_for_every_row(
+def test_the_augmentation_into_a_bucket_runs_across_the_nodes_accounts_for_every_row_and_writes_no_key(
     nodes, s3_server, tiny_bert
 ):
     import ray
@@ -215,3 +218,30 @@ def test_the_augmentation_into_a_bucket_runs_across_the_nodes_and_accounts_for_e
     assert result.counts["pairs"] == pairs.num_rows == result.manifest["tables"]["pairs"]["rows"]
     for kind, n in Counter(pairs.column("kind").to_pylist()).items():
         assert result.counts[f"pairs_{kind}"] == n
+    # the key reached the oracle actors on the worker node and nothing any node or the run wrote
+    assert sim.stats.answered > 0  # the calls were made, with the key
+    assert not files_holding(KEY, nodes.temp_dir)  # every node's logs, the workers' output included
+    written = storage_files(f"s3://{bucket}/crome", storage)
+    assert any(p.endswith(".parquet") for p in written) and any(p.endswith("manifest.json") for p in written)
+    assert not [p for p, body in written.items() if KEY.encode() in body]
+
+
+def files_holding(text: str, root: str) -> list[str]:
+    """Every file under ``root`` whose bytes contain ``text`` (sockets and the like skipped)."""
+    found = []
+    for path in Path(root).rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            try:
+                if text.encode() in path.read_bytes():
+                    found.append(str(path))
+            except OSError:
+                continue
+    return found
+
+
+def storage_files(uri: str, storage: StorageConfig) -> dict[str, bytes]:
+    """Every object under ``uri`` and its bytes."""
+    from crome_ray.storage import filesystem
+
+    fs, path = filesystem(uri, storage)
+    return {p: fs.cat_file(p) for p in fs.find(path)}
