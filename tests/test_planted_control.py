@@ -31,7 +31,7 @@ import pytest
 import torch
 
 from crome_ray.config import StorageConfig, load_config
-from crome_ray.cue import DEFAULT_CUE
+from crome_ray.cue import DEFAULT_CUE, plant_cue
 from crome_ray.data.config import IngestConfig, SourceConfig
 from crome_ray.data.ingest import run_ingest
 from crome_ray.data.plant import plant_attribute
@@ -41,7 +41,7 @@ from crome_ray.train.config import TrainConfig
 from crome_ray.train.dataset import encode_batch
 from crome_ray.train.loop import LocalRuntime, train_worker
 
-pytestmark = pytest.mark.slow  # two trainings of a tiny model, seconds each
+pytestmark = pytest.mark.slow  # ten trainings of a tiny model, about 25 s in all
 
 
 def pairs_of(uri: str, storage: StorageConfig) -> list[PreferencePair]:
@@ -79,7 +79,7 @@ def planted(tmp_path_factory, samples, tiny_bert) -> dict:
         "train": rows_of(encode_batch(batch_of(train), *args)),
         "eval": rows_of(encode_batch(batch_of(held_out), *args, cue=DEFAULT_CUE, position="start")),
         "planted": planting.planted,
-        "ties": len(planting.control_ties),
+        "ties": planting.control_ties,
         "model": str(tiny_bert),
     }
 
@@ -98,7 +98,14 @@ def shift_after_training(planted: dict, tie_weight: float, seed: int) -> dict:
 
 
 def test_the_control_data_is_the_planted_pairs_and_their_exact_ties(planted):
-    assert 60 <= planted["planted"] <= 100 and planted["ties"] == planted["planted"]
+    ties = planted["ties"]
+    assert 60 <= planted["planted"] <= 100 and len(ties) == planted["planted"]
+    # each tie: one answer with the attribute and the same answer without it, nothing else
+    assert all(t.label == "tie" for t in ties)
+    assert all({t.chosen, t.rejected} == {plant_cue(t.rejected, DEFAULT_CUE, "start"), t.rejected}
+               or {t.chosen, t.rejected} == {plant_cue(t.chosen, DEFAULT_CUE, "start"), t.chosen}
+               for t in ties)  # fmt: skip
+    assert all(t.chosen != t.rejected for t in ties)
     variants = [r.variant for r in planted["eval"]]
     assert variants.count(0) == variants.count(1) > 40  # each held-out pair, and again with the cue
 

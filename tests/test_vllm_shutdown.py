@@ -21,7 +21,9 @@ def test_after_aclose_vllms_own_del_at_interpreter_teardown_has_nothing_left_to_
     engine = async_llm.AsyncLLM.__new__(async_llm.AsyncLLM)  # vLLM's class, no engine process
     backend = VllmBackend(OracleConfig(backend="vllm", model="smollm2"))
     backend._engine = engine
+    calls = []
+    monkeypatch.setattr(async_llm, "shutdown_prometheus", lambda: calls.append("shutdown"))
     asyncio.run(backend.aclose())
-    assert backend._engine is None
+    assert backend._engine is None and calls == ["shutdown"]  # vLLM's own shutdown ran, once
     monkeypatch.setattr(async_llm, "shutdown_prometheus", None)  # what teardown leaves of the module
     engine.__del__()  # raised TypeError: 'NoneType' object is not callable before
