@@ -146,8 +146,8 @@ class ActorLoop:
     else may still hold it, and then ``__del__`` runs only as the interpreter tears its modules
     down: too late for a local vLLM engine, whose own ``__del__`` then fails
     (``TypeError: 'NoneType' object is not callable``). An ``atexit`` hook runs before that
-    teardown. (The resource tracker's ``KeyError: '/psm_…'`` lines are another matter, not
-    fixed: docs/usage.md, the terminal and the log.)"""
+    teardown. (Ray kills the actor's child processes before it runs ``__ray_shutdown__``, so the
+    engine's processes are gone by then: ``oracle.resource_tracker`` keeps their clean-up quiet.)"""
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()

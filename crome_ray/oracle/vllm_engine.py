@@ -27,7 +27,9 @@ What this module adds to vLLM:
   it as ``invalid_output`` rather than failing the batch;
 - an engine that cannot start raises ``EngineStartError`` with vLLM's own reason: that
   fails the stage (a config error would fail every row the same way);
-- ``aclose`` shuts the engine down once: vLLM's own ``__del__`` is left nothing to do.
+- ``aclose`` shuts the engine down once: vLLM's own ``__del__`` is left nothing to do;
+- the engine's clean-up after Ray killed its processes at the actor's exit starts no new
+  resource tracker (``oracle.resource_tracker``: no ``KeyError: '/psm_…'`` tracebacks).
 
 Token counts are the engine's own (prompt and output token ids); cost is the GPU-hour
 price per token from ``oracle.engine`` (0 unless set).
@@ -182,6 +184,11 @@ class VllmBackend:
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
+        from crome_ray.oracle.resource_tracker import drop_unregistrations_after_the_tracker_dies
+
+        # Ray kills the engine's processes (and the resource tracker) before the actor's own
+        # shutdown hook: the engine's clean-up then talks to a dead tracker (that module says why)
+        drop_unregistrations_after_the_tracker_dies()
         args, env = engine_settings(self.config, self.model_path())
         os.environ.update(env)  # read by the engine process this starts
         return AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
