@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from crome_ray import ray_runtime
-from crome_ray.augment.sink import pinned_to_driver
 from crome_ray.config import StorageConfig, load_config
 from crome_ray.data.config import IngestConfig
 from crome_ray.data.ingest import run_ingest
@@ -64,16 +63,6 @@ def test_shared_is_off_by_default_settable_from_the_command_line_and_absent_from
     assert StorageConfig().model_dump() == {"root": "runs", "endpoint_url": None, "region": None}
     off = load_config(IngestConfig, None, ["storage.root=/mnt/nfs/runs"])
     assert "shared" not in off.model_dump(mode="json")["storage"]
-
-
-def test_the_augmentations_sinks_stay_on_the_drivers_node_only_for_a_local_root_not_declared_shared():
-    assert pinned_to_driver("/data/runs/augment/a/attempts/1", StorageConfig(root="/data/runs"))
-    assert not pinned_to_driver(
-        "/mnt/nfs/runs/augment/a/attempts/1", StorageConfig(root="/mnt/nfs/runs", shared=True)
-    )
-    assert not pinned_to_driver(
-        "s3://bucket/runs/augment/a/attempts/1", StorageConfig(root="s3://bucket/runs")
-    )
 
 
 def test_without_ray_connected_there_is_nothing_to_check(monkeypatch):

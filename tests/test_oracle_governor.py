@@ -94,6 +94,57 @@ def test_a_worker_waiting_on_a_broken_governor_hears_why_instead_of_hanging(tmp_
     asyncio.run(scenario())
 
 
+def test_a_worker_that_stops_exchanging_loses_its_queue_and_its_undelivered_grants_cost_nothing(tmp_path):
+    """A worker's node dies with requests queued here. Grants made for it after its last exchange
+    never reached it: they are released at no cost once it has been silent for half a lease,
+    instead of holding the in-flight slots and being settled at their worst case when their
+    leases expire. If it exchanges again, its requests are decided as if it had never left."""
+
+    async def scenario():
+        cfg = config(**{"quota.max_in_flight": 2, "retry.timeout_s": 1})  # a lease lives 3.5 s
+        actor = GovernorActorImpl(cfg.model_dump_json(), None, str(tmp_path / "cache"), None)
+        assert actor.stale_s == pytest.approx(1.75)
+        mine = [(i, (f"k{i}", "dead", 10, 10, 1_000)) for i in range(4)]
+        first = await actor.exchange("dead", [], mine)
+        assert [(i, kind) for i, kind, _, _ in first] == [(0, GO), (1, GO)]  # two slots
+        ended = [("finish", grant, 10, 10, 10, None, True) for _, _, grant, _ in first]
+        assert await actor.exchange("dead", ended, []) == []  # the worker dies after this exchange
+        died = asyncio.get_running_loop().time()
+        for _ in range(24):  # k2 and k3 granted (the dispatcher wakes within a second)
+            await asyncio.sleep(0.05)
+            if actor.core.stats()["in_flight"] == 2:
+                break
+        assert actor.core.stats()["in_flight"] == 2  # the two grants nobody will collect
+        assert await actor.exchange("alive", [], [(0, ("a0", "alive", 10, 10, 1_000))]) == []
+        await asyncio.sleep(died + 1.8 - asyncio.get_running_loop().time())  # silent past half a lease
+        got = await actor.exchange("alive", [], [])
+        for _ in range(28):
+            if got:
+                break
+            await asyncio.sleep(0.05)
+            got = await actor.exchange("alive", [], [])
+        assert [(i, kind) for i, kind, _, _ in got] == [(0, GO)]
+        assert asyncio.get_running_loop().time() - died < 3.5  # before the phantom grants' leases end
+        stats = await actor.stats()
+        assert stats["released_grants"] == 2 and stats["expired_leases"] == 0
+        assert stats["workers_presumed_gone"] == 1
+        assert stats["spent_micros"] == 20 and stats["reserved_micros"] == 1_000  # k0 + k1; a0's
+        # the worker was only paused: its two requests are queued again and decided (each call
+        # settled as it comes, as a worker does)
+        await actor.exchange("alive", [("finish", got[0][2], 10, 10, 10, None, True)], [])
+        back, settle = [], []
+        for _ in range(60):
+            new = await actor.exchange("dead", settle, [])
+            settle = [("finish", grant, 10, 10, 10, None, True) for _, _, grant, _ in new]
+            back += new
+            if len(back) == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert sorted((i, kind) for i, kind, *_ in back) == [(2, GO), (3, GO)]
+
+    asyncio.run(scenario())
+
+
 @pytest.mark.parametrize("held_by", ["in_flight", "window"])
 def test_every_queued_caller_is_served_in_order(held_by):
     async def scenario():

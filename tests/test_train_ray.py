@@ -123,6 +123,9 @@ def train_worker_pids() -> list[int]:
     ]
 
 
+# In the long tier: tests/test_multinode.py kills a whole node of a 2-node run (its worker with it),
+# resumes from the bucket's checkpoint and checks the steps trained again come out the same, in CI
+@pytest.mark.long
 def test_a_worker_killed_mid_run_resumes_from_the_s3_checkpoint_and_finishes(s3, ray_cluster, tiny_llama):
     bucket = s3.new_bucket()
     cfg = train_config(

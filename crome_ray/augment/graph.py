@@ -174,8 +174,11 @@ def build_stream(
         log,
     )
     if plan and fb is not None and fb_res is not None:
+        # restarted (on a node with the resources) if its node dies, and the calls it had are
+        # sent again: the engine starts again on the first of them; the calls it had in flight
+        # are settled by their leases, at the local engine's price (0 unless set)
         server = ray.remote(OracleServer).options(
-            num_cpus=fb_res["num_cpus"], num_gpus=fb_res["num_gpus"], max_restarts=0
+            num_cpus=fb_res["num_cpus"], num_gpus=fb_res["num_gpus"], max_restarts=-1, max_task_retries=-1
         )
         for _ in range(fb_res["size"]):
             servers.append(server.remote(caller_args(fb, plan.fallback_key, governors["fallback"], cfg)))

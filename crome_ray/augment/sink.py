@@ -131,29 +131,22 @@ class TableSink:
         return {"tables": tables, "repeats": self.repeats}
 
 
-def pinned_to_driver(attempt_uri: str, storage: StorageConfig) -> bool:
-    """Whether the sinks must run on the driver's node: a local root not declared the same shared
-    filesystem on every node (on one node it is the only disk; on several the job was refused)."""
-    return not is_bucket_uri(attempt_uri) and not storage.shared
-
-
 def start_sinks(count: int, attempt: Folder, storage_json: str, schemas: dict[str, pa.Schema],
                 rows_per_file: int) -> list:  # fmt: skip
-    """``count`` sink actors (no CPU reserved: like the governors they must not take a slot the
-    stream's stages need; their work is what the driver did before, parse and write). A local
-    attempt: given the driver's absolute path (``file://`` too), and on the driver's node unless
-    the storage is declared shared by every node."""
+    """``count`` sink actors, on the driver's node (no CPU reserved: like the governors they must
+    not take a slot the stream's stages need; their work is what the driver did before, parse and
+    write). On the driver's node whatever the root: a sink holds the list of files it wrote, which
+    the run commits, so it must outlive any worker node (the run already dies with its driver),
+    and a local root not declared shared is only the driver's disk. A local attempt is given the
+    driver's absolute path (``file://`` too)."""
     import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    options: dict[str, Any] = {}
+    from crome_ray.oracle.governor import on_this_node
+
     uri = attempt.uri
     if not is_bucket_uri(uri):
         uri = attempt.path  # absolute: the driver's working folder resolved it
-    if pinned_to_driver(attempt.uri, StorageConfig.model_validate_json(storage_json)):
-        node = ray.get_runtime_context().get_node_id()
-        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=False)
-    actor = ray.remote(num_cpus=0, max_restarts=0)(TableSink).options(**options)
+    actor = ray.remote(num_cpus=0, max_restarts=0)(TableSink).options(scheduling_strategy=on_this_node())
     sinks = [actor.remote(uri, storage_json, schemas, rows_per_file, f"s{i}") for i in range(count)]
     ray.get([s.__ray_ready__.remote() for s in sinks])
     return sinks

@@ -38,16 +38,16 @@ class _Mailbox:
     """Where a queued decision goes: a list the worker's next ``exchange`` empties. It has the
     two methods of a future the queue uses, without an asyncio task per request."""
 
-    __slots__ = ("box", "request_id")
+    __slots__ = ("args", "box", "request_id")
 
-    def __init__(self, box: list, request_id: int):
-        self.box, self.request_id = box, request_id
+    def __init__(self, box: list, request_id: int, args: tuple):
+        self.box, self.request_id, self.args = box, request_id, args
 
     def done(self) -> bool:
         return False
 
     def set_result(self, decision: tuple[Decision, Any]) -> None:
-        self.box.append((self.request_id, *decision, time.monotonic()))
+        self.box.append((self.request_id, *decision, time.monotonic(), self.args))
 
     def set_exception(self, e: BaseException) -> None:  # sent on as a decision: no exception crosses Ray
         self.set_result((Decision.ERROR, f"the oracle governor failed: {e!r}"))
@@ -174,6 +174,22 @@ class LocalGovernor(_AsyncFacade):
 
 
 class GovernorActorImpl(_AsyncFacade):
+    """The governor as a Ray actor: workers exchange their settlements and requests with it, one
+    round trip per tick (``RemoteGovernor``).
+
+    A worker that stops exchanging is presumed gone (its process or its node died). A worker
+    with requests waiting here exchanges every tick, so silence for ``stale_s`` (half a lease)
+    means it will collect nothing more. Left alone, the queue would go on granting its waiting
+    requests, and each grant would hold a slot of the quota and reserve its worst case until the
+    lease expired. It would then be settled at that worst case, as if billed, though it was never
+    sent (seen on two nodes: 22 of 30 grants went to a dead worker's queue and used up the cap).
+    So its requests leave the queue, and its grants not yet delivered are released at no cost:
+    the worker never saw them, so it can have sent none. Only the grants it had collected, the
+    calls it may have had in flight, keep their leases. A worker presumed gone that exchanges
+    again (a long pause, not a death) gets its requests queued again, and they are decided as
+    if it had never left.
+    """
+
     def __init__(self, config_json: str, ledger_uri: str | None, cache_root: str, storage_json: str | None):
         from crome_ray.config import StorageConfig
         from crome_ray.oracle.cache import ResponseCache
@@ -185,6 +201,9 @@ class GovernorActorImpl(_AsyncFacade):
         self.core = GovernorCore(config, ledger, cache.scan())
         self._setup()
         self._mailboxes: dict[str, list] = {}
+        self._seen: dict[str, float] = {}  # worker -> its last exchange (monotonic)
+        self._dormant: dict[str, list] = {}  # a worker presumed gone -> its requests, (args, waiter)
+        self.stale_s = self.core.lease_s / 2
 
     async def ping(self) -> bool:
         return True
@@ -197,33 +216,88 @@ class GovernorActorImpl(_AsyncFacade):
         """One round trip for a worker's whole tick. Settle the calls that ended; queue the new
         requests (each is sent once and waits here, in the same FIFO as everyone's); return the
         decisions made for this worker's requests since its last exchange: (request id, kind, value)."""
+        now = time.monotonic()
+        self._seen[worker] = now
+        self._on_loop()
         for kind, *args in settlements:
             if kind == "finish":
                 self.core.finish(*args)
             else:
                 self.core.fail(*args)
+        self._sweep(now)
         if settlements:
             self._released()
-        self._on_loop()
         box = self._mailboxes.setdefault(worker, [])
-        for request_id, args in requests:
-            waiter = _Mailbox(box, request_id)
-            decision = self._now_or_queue(tuple(args), waiter)
+        back = self._dormant.pop(worker, [])  # it was presumed gone: its requests queue again
+        for args, waiter in [*back, *((tuple(a), _Mailbox(box, rid, tuple(a))) for rid, a in requests)]:
+            decision = self._now_or_queue(args, waiter)
             if decision is not None:
                 waiter.set_result(decision)
-        now = time.monotonic()
-        out = [(request_id, kind, value, now - decided) for request_id, kind, value, decided in box]
+        out = [(request_id, kind, value, now - decided) for request_id, kind, value, decided, _ in box]
         box.clear()
         return out
 
+    def _sweep(self, now: float) -> None:
+        """Every worker silent for ``stale_s`` with something waiting for it: presumed gone."""
+        for worker, seen in self._seen.items():
+            if now - seen > self.stale_s and worker not in self._dormant:
+                self._presume_gone(worker)
+
+    def _presume_gone(self, worker: str) -> None:
+        box = self._mailboxes.get(worker)
+        if box is None:
+            return
+
+        def its(waiter) -> bool:
+            return isinstance(waiter, _Mailbox) and waiter.box is box
+
+        mine = [(a, w) for a, w in [*self._queue, *self._parked] if its(w)]
+        if not mine and not any(kind is Decision.GO for _, kind, *_ in box):
+            return  # nothing waits for it: an idle worker, not a lost one
+        self._queue = collections.deque((a, w) for a, w in self._queue if not its(w))
+        self._parked = [(a, w) for a, w in self._parked if not its(w)]
+        kept = []
+        for request_id, kind, value, decided, args in box:
+            if kind is Decision.GO:  # never delivered, so never sent: released, asked again if it returns
+                self.core.release(value)
+                mine.append((args, _Mailbox(box, request_id, args)))
+            else:
+                kept.append((request_id, kind, value, decided, args))
+        box[:] = kept
+        self._dormant[worker] = mine
+        self.core.counts["workers_presumed_gone"] += 1
+        self._released()
+
+    async def stats(self) -> dict[str, Any]:
+        self._sweep(time.monotonic())
+        return await super().stats()
+
+    async def close(self) -> dict[str, Any]:
+        self._sweep(time.monotonic())
+        return await super().close()
+
 
 def governor_actor(name: str, namespace: str = "crome-ray"):
-    """The Ray actor class, created on demand (importing this module needs no Ray)."""
+    """The Ray actor class, created on demand (importing this module needs no Ray).
+
+    On the node of the process that creates it (the job's driver), never elsewhere: the run
+    already lives and dies with its driver, and a governor on a worker node that dies would
+    take the run's quota and dollar cap with it. A worker node's loss then costs only the calls
+    its oracle actors had in flight, whose leases expire and are settled at their worst case
+    (``governor_core``); the governor and its ledger go on."""
     import ray
 
     return ray.remote(num_cpus=0, max_concurrency=4096, max_restarts=0)(GovernorActorImpl).options(
-        name=name, namespace=namespace, get_if_exists=True
+        name=name, namespace=namespace, get_if_exists=True, scheduling_strategy=on_this_node()
     )
+
+
+def on_this_node():
+    """A scheduling strategy that keeps an actor on this process's node (hard)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
 
 
 class RemoteGovernor:

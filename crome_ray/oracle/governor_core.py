@@ -126,6 +126,8 @@ class GovernorCore:
             "throttled": 0,
             "budget_denied": 0,
             "expired_leases": 0,
+            "released_grants": 0,  # granted, never delivered to their worker (presumed gone)
+            "workers_presumed_gone": 0,
             "invalid_output": 0,
             "failed": 0,
             "input_tokens": 0,
@@ -225,12 +227,25 @@ class GovernorCore:
             self.counts["failed"] += 1
             self.owner_of.pop(lease.key, None)
 
+    def release(self, grant_id: int) -> None:
+        """A grant its worker never received: nothing was sent, nothing billed. Its reservation and
+        in-flight slot come back, and its key is free for another worker."""
+        lease = self.leases.pop(grant_id, None)
+        if lease is None:
+            return
+        self.budget.settle(lease.reservation, 0)
+        self.limiter.settle(lease.grant)
+        if self.owner_of.get(lease.key, (None,))[0] == lease.owner:
+            del self.owner_of[lease.key]
+        self.counts["released_grants"] += 1
+
     def stats(self) -> dict[str, Any]:
         """Counts and money; ``*_micros`` are exact, ``*_usd`` the same in dollars for display."""
         b = self.budget
         return {
             **self.counts,
             "spent_micros": b.spent,
+            "reserved_micros": b.reserved,
             "cap_micros": b.cap,
             "resumed_from_micros": self.resumed_from,
             "spent_usd": micros_to_usd(b.spent),

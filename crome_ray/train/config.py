@@ -41,6 +41,12 @@ class ScalingSettings(Frozen):
     workers: int = Field(2, gt=0, description="Training workers (one per GPU on a GPU cluster).")
     use_gpu: bool = False
     cpus_per_worker: float = Field(0.9, gt=0, description="CPUs per worker (fractional on a laptop).")
+    placement: Literal["pack", "spread"] = Field(
+        "pack",
+        description="pack: the workers on as few nodes as fit them (the fastest gradient exchange). "
+        "spread: on as many nodes as possible, so a node that dies takes fewer of them with it; a "
+        "restart after a node loss may then pack them onto the nodes left (Ray's SPREAD is soft).",
+    )
     strategy: Literal["ddp", "fsdp"] = Field(
         "ddp",
         description="ddp: a full copy of the model per worker. fsdp: weights, gradients and optimizer "

@@ -164,6 +164,7 @@ def run_train_job(
         scaling_config=ScalingConfig(
             num_workers=cfg.scaling.workers,
             use_gpu=cfg.scaling.use_gpu,
+            placement_strategy=cfg.scaling.placement.upper(),
             resources_per_worker={
                 "CPU": cfg.scaling.cpus_per_worker,
                 **({"GPU": 1} if cfg.scaling.use_gpu else {}),

@@ -7,9 +7,12 @@ the token rows come from, how metrics and checkpoints are reported, and whether 
 model is wrapped for data parallelism.
 
 A checkpoint holds the trainable weights (the LoRA adapter and the score head, or all
-weights when fully fine-tuning), the optimizer, the scheduler and the step. On a restart
-the loop loads the latest one and goes on from its step with a fresh pass over the
-data (the order of the pass is not restored; the number of steps is).
+weights when fully fine-tuning), the optimizer, the scheduler, the step and every worker's
+random state (dropout). On a restart the loop loads the latest one and goes on from its
+step where the data left off: the batches the steps before it trained on are drawn again, in
+the same order, and dropped. With the same number of workers the run then goes on as if it
+had not stopped (tests/test_train.py and, across nodes, tests/test_multinode.py compare it
+with a run that did not); with fewer, each worker's share of the data is another.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import contextlib
 import math
 import os
 import random
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -51,6 +55,8 @@ class Runtime(Protocol):
 
     def all_sum(self, values: list[float]) -> list[float]: ...
 
+    def all_gather(self, value: Any) -> list[Any]: ...  # every rank's value, in rank order
+
     def latest_checkpoint(self) -> str | None: ...  # a local folder, or None
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None: ...
@@ -58,7 +64,8 @@ class Runtime(Protocol):
 
 @dataclass
 class LocalRuntime:
-    """One process, no Ray: rows from memory, metrics into a list."""
+    """One process, no Ray: rows from memory, metrics into a list; with ``checkpoints`` (a
+    folder), each reported checkpoint is kept there and a later run starts from the latest."""
 
     rows: list[PairRow]
     eval: list[PairRow] | None = None
@@ -66,6 +73,7 @@ class LocalRuntime:
     world_size: int = 1
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     reports: list[dict[str, Any]] = field(default_factory=list)
+    checkpoints: str | None = None
 
     @property
     def has_eval(self) -> bool:
@@ -83,11 +91,19 @@ class LocalRuntime:
     def all_sum(self, values: list[float]) -> list[float]:
         return values
 
+    def all_gather(self, value: Any) -> list[Any]:
+        return [value]
+
     def latest_checkpoint(self) -> str | None:
-        return None
+        if self.checkpoints is None or not os.path.isdir(self.checkpoints):
+            return None
+        kept = sorted(os.listdir(self.checkpoints))
+        return os.path.join(self.checkpoints, kept[-1]) if kept else None
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
         self.reports.append(dict(metrics))
+        if checkpoint_dir is not None and self.checkpoints is not None:
+            shutil.copytree(checkpoint_dir, os.path.join(self.checkpoints, f"{int(metrics['step']):09d}"))
 
 
 def steps_for(cfg: TrainConfig, pairs: int, world_size: int) -> int:
@@ -258,6 +274,18 @@ def _chunks(rows: Iterator[PairRow], size: int) -> Iterator[list[PairRow]]:
         yield chunk
 
 
+def rng_state(device: torch.device) -> dict[str, Any]:
+    """This process's random state: torch's CPU generator, and the GPU's when training on one."""
+    cuda = torch.cuda.get_rng_state() if device.type == "cuda" else None
+    return {"cpu": torch.get_rng_state(), "cuda": cuda}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["cpu"])
+    if state.get("cuda") is not None:
+        torch.cuda.set_rng_state(state["cuda"])
+
+
 def _autocast(device: torch.device, dtype: torch.dtype | None):
     if dtype is None:
         return contextlib.nullcontext()
@@ -314,9 +342,17 @@ def train_worker(
             optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step = started_at = int(state["step"])
+        rng_states = state.get("rng") or []
+        if len(rng_states) == runtime.world_size:  # the same workers: each takes up its own stream
+            set_rng_state(rng_states[runtime.rank])
 
     model.train()
     batches = _batches(runtime, cfg, rng)
+    # a resumed run takes up the data where the checkpoint left it: the batches the steps before
+    # it trained on are drawn again and dropped (the same order, the same length grouping), so
+    # the run goes on as if it had not stopped (reading, not training: cheap next to a step)
+    for _ in range(started_at * cfg.grad_accum):
+        next(batches)
     window = _Window()
     last: dict[str, Any] = {"step": step, "started_at_step": started_at}
     is_ddp = hasattr(model, "no_sync")
@@ -355,6 +391,8 @@ def train_worker(
         if due_eval and runtime.has_eval:
             metrics.update(evaluate(model, runtime, cfg, pad_id, dtype))
         window = _Window()
+        # every worker's random stream (dropout) into the checkpoint: a collective, so every rank
+        rng_states = runtime.all_gather(rng_state(device)) if due_ckpt else None
         with tempfile.TemporaryDirectory(prefix="crome-ckpt-") as tmp:
             ckpt_dir = None
             if due_ckpt and sharded:  # gathered by every worker, written by rank 0
@@ -371,6 +409,7 @@ def train_worker(
                     "scheduler": scheduler.state_dict(),
                     "step": step,
                     "strategy": strategy,
+                    "rng": rng_states,
                 }
                 torch.save(state, os.path.join(tmp, STATE_FILE))
                 ckpt_dir = tmp

@@ -99,6 +99,13 @@ def train_fn(config: dict[str, Any]) -> None:
             torch.distributed.all_reduce(t)
             return t.tolist()
 
+        def all_gather(self, value):
+            if self.world_size == 1:
+                return [value]
+            out = [None] * self.world_size
+            torch.distributed.all_gather_object(out, value)
+            return out
+
         def latest_checkpoint(self):
             ckpt = ray.train.get_checkpoint()
             if ckpt is None:
