@@ -17,6 +17,7 @@ makes was paid for by the pipeline, so the cache serves them all."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -90,10 +91,24 @@ def submitted(s3_server, tmp_path_factory, tiny_llama):
         # default); a tiny model's trial could finish in that time, before ASHA's stop reached it
         "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25",
     }
-    start = [str(bin_dir / "ray"), "start", "--head", "--num-cpus=2", f"--port={free_port()}",
+    # two nodes, as a cloud cluster: a head that takes no CPU work (the job drivers run there,
+    # with the key in its environment, as the cluster configs put it there from the secret store)
+    # and a worker node with the CPUs and no key, where the oracle actors, the trainings and the
+    # sweep's trials run
+    port = free_port()
+    start = [str(bin_dir / "ray"), "start", "--head", "--num-cpus=0", f"--port={port}",
              f"--temp-dir={ray_tmp}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
              f"--dashboard-port={dash}", f"--dashboard-agent-listen-port={free_port()}",
              f"--ray-client-server-port={free_port()}", "--disable-usage-stats"]  # fmt: skip
+    # its own temp folder, as a node of its own has: where both shared one, the worker node's
+    # runtime-env agent deleted the job's unpacked working dir under the driver (seen:
+    # "[Errno 2] No such file or directory", the driver's working folder gone)
+    worker_tmp = tempfile.mkdtemp(prefix="crw", dir="/tmp")
+    worker = [str(bin_dir / "ray"), "start", f"--address=127.0.0.1:{port}", "--num-cpus=2",
+              f"--temp-dir={worker_tmp}", f"--node-manager-port={free_port()}",
+              f"--object-manager-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
+              "--disable-usage-stats"]  # fmt: skip
+    worker_env = {k: v for k, v in env.items() if k not in ("GEMINI_API_KEY", "RAY_ADDRESS")}
     submit = [str(bin_dir / "ray"), "job", "submit", "--working-dir", ".", "--runtime-env",
               "cluster/runtime_env.yaml", "--", "python"]  # fmt: skip
 
@@ -109,6 +124,7 @@ def submitted(s3_server, tmp_path_factory, tiny_llama):
         pipeline = ["jobs/pipeline.py", "--config", "jobs/configs/pipeline_demo.yaml", *overrides]
         try:
             subprocess.run(start, env=env, check=True, capture_output=True, text=True, timeout=120)
+            subprocess.run(worker, env=worker_env, check=True, capture_output=True, text=True, timeout=120)
             runs = [job(*pipeline) for _ in range(2)]
             paid = sim.stats.answered
             augment_cfg = filtered_augment_config(overrides, storage, f"{root}/pipeline/demo")
@@ -117,20 +133,24 @@ def submitted(s3_server, tmp_path_factory, tiny_llama):
             augment = job("jobs/augment.py", "--config", str(augment_yaml))
         finally:
             stop_cluster(ray_tmp)
+            stop_cluster(worker_tmp)
         billed = {
             "by_the_pipeline": paid,
             "in_all": sim.stats.answered,
             "twice": sim.stats.summary()["billed_twice"],
         }
     alone = RunFolder.at(root, "augment", augment_run_name(augment_cfg), storage)
-    return {
+    yield {
         "runs": runs,
         "augment": augment,
         "alone": alone,
         "root": root,
         "storage": storage,
         "billed": billed,
+        "node_folders": [ray_tmp, worker_tmp],
     }
+    for folder in (ray_tmp, worker_tmp):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_the_submitted_pipeline_commits_every_step_on_s3_each_reading_the_one_before(submitted):
@@ -241,10 +261,27 @@ def test_the_augmentation_submitted_alone_filters_with_the_baseline_and_pays_for
     assert manifest["details"]["oracle"]["hits"] > 0  # what it asked, the pipeline's cache answered
 
 
-def test_the_key_never_appears_in_the_jobs_output_or_the_manifests(submitted):
+def test_the_key_never_appears_in_the_jobs_output_the_manifests_any_nodes_logs_or_the_bucket(submitted):
+    """The key was in the head's environment only; the oracle actors on the worker node got it
+    from the job's driver (the calls were answered: the augmentation test above), and it is in no
+    file of either node's log folder (the workers' .out and .err included), no object the jobs
+    wrote and none of the jobs' output."""
+    from crome_ray.storage import filesystem
+
     for proc in [*submitted["runs"], submitted["augment"]]:
         assert KEY not in proc.stdout + proc.stderr
     storage = submitted["storage"]
     run = RunFolder.from_uri(f"{submitted['root']}/pipeline/demo", storage)
     for step in run.manifest()["details"]["steps"]:
         assert KEY not in json.dumps(RunFolder.from_uri(step["uri"], storage).manifest())
+    for folder in submitted["node_folders"]:  # the head's, the worker node's
+        # the shipped working dir aside: it is this repository, this file (and its KEY) included
+        files = [p for p in Path(folder).rglob("*")
+                 if p.is_file() and not p.is_symlink() and "working_dir_files" not in p.parts]  # fmt: skip
+        assert any(p.name == "raylet.out" for p in files)  # a node's logs, and its workers'
+        assert any(p.name.startswith("worker-") and p.suffix == ".err" for p in files)
+        assert not [p for p in files if KEY.encode() in p.read_bytes()]
+    fs, path = filesystem(submitted["root"], storage)
+    objects = fs.find(path)
+    assert any(o.endswith(".parquet") for o in objects)
+    assert not [o for o in objects if KEY.encode() in fs.cat_file(o)]

@@ -82,7 +82,9 @@ def test_two_worker_ddp_on_cpu_checkpoints_to_s3_and_exports_a_model_that_scores
     assert again.skipped  # committed with the same config: nothing is redone
 
 
-@pytest.mark.slow
+# In the long tier (a real 135M base, ~95 s): CI checks FSDP's sharding, weights, evaluation and
+# export against DDP in two gloo processes (tests/test_train_fsdp.py)
+@pytest.mark.long
 def test_two_worker_fsdp_on_cpu_trains_smollm2_shards_and_exports_a_plain_model(
     tmp_path, ray_cluster, smollm2_path
 ):

@@ -11,8 +11,9 @@ weights when fully fine-tuning), the optimizer, the scheduler, the step and ever
 random state (dropout). On a restart the loop loads the latest one and goes on from its
 step where the data left off: the batches the steps before it trained on are drawn again, in
 the same order, and dropped. With the same number of workers the run then goes on as if it
-had not stopped (tests/test_train.py and, across nodes, tests/test_multinode.py compare it
-with a run that did not); with fewer, each worker's share of the data is another.
+had not stopped (tests/test_train.py compares it with a run that did not stop; across nodes,
+tests/test_multinode.py compares the steps trained again with the first time they were trained);
+with fewer, each worker's share of the data is another.
 """
 
 from __future__ import annotations
