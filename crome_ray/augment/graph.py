@@ -73,6 +73,20 @@ def caller_args(o: OracleConfig, key: SecretStr, governor: str, cfg: AugmentConf
     }
 
 
+def engine_server(res: dict[str, Any], **options: Any):
+    """The actor class of a local engine many oracle actors share (``OracleServer``), with the
+    engine's resources: Ray places it on a node that has them (a GPU node for ``num_gpus``).
+    Not restarted: if its node dies the run stops with Ray's error, and a rerun resumes from the
+    cache. A restart with the calls sent again was tried on two nodes and the retried batch had
+    not finished after 400 s (2026-12-06): a hang is worse than a clear stop, so it waits until
+    that is understood (docs/cluster.md)."""
+    import ray
+
+    return ray.remote(OracleServer).options(
+        num_cpus=res["num_cpus"], num_gpus=res["num_gpus"], max_restarts=0, **options
+    )
+
+
 def block_rows(rows: int, batch_size: int, slots: int, most: int = MAX_BLOCK_ROWS) -> int:
     """Rows per block of the stream: a whole number of oracle batches, at least four blocks per
     slot (oracle actors x batches each works on at once) so that the work spreads, and no more
@@ -174,12 +188,7 @@ def build_stream(
         log,
     )
     if plan and fb is not None and fb_res is not None:
-        # restarted (on a node with the resources) if its node dies, and the calls it had are
-        # sent again: the engine starts again on the first of them; the calls it had in flight
-        # are settled by their leases, at the local engine's price (0 unless set)
-        server = ray.remote(OracleServer).options(
-            num_cpus=fb_res["num_cpus"], num_gpus=fb_res["num_gpus"], max_restarts=-1, max_task_retries=-1
-        )
+        server = engine_server(fb_res)
         for _ in range(fb_res["size"]):
             servers.append(server.remote(caller_args(fb, plan.fallback_key, governors["fallback"], cfg)))
     ds = ds.map_batches(
