@@ -90,6 +90,15 @@ def cluster_nodes() -> list[dict[str, Any]] | None:
     return ray.nodes()
 
 
+def on_this_node():
+    """A scheduling strategy that keeps an actor on this process's node (hard): where a run keeps
+    its state (the oracle governors, the augmentation's sinks), which dies with the driver anyway."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+
+
 def quiet_ray_data_logs() -> None:
     """In this process (driver or worker): no Ray Data line per dataset execution, nor its
     notice that progress bars are off (we print our own progress)."""

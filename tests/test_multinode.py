@@ -31,10 +31,11 @@ from pydantic import SecretStr
 from crome_ray.augment.config import AugmentConfig
 from crome_ray.augment.job import run_augment_job
 from crome_ray.config import StorageConfig, load_config
-from crome_ray.oracle.config import OracleConfig
+from crome_ray.oracle.config import OracleConfig, OracleJobConfig
 from crome_ray.oracle.simulator import RunningSimulator, SimConfig
 from crome_ray.records import AUGMENTED_PAIR_SCHEMA
 from crome_ray.storage import LocalRootOnClusterError, RunFolder
+from tests import test_oracle_ray as oracle_ray
 from tests.multinode import (
     WORKER_RESOURCE,
     MultiNodeCluster,
@@ -270,11 +271,7 @@ def governor_of(prefix: str):
 
 def billed_micros(stats: dict) -> int:
     """What the provider bills for every token the simulator counted (abandoned answers too)."""
-    from crome_ray.oracle.pricing import call_cost_micros
-    from crome_ray.oracle.protocol import Usage
-
-    price = load_config(AugmentConfig, None, [f"oracle.model={MODEL}"]).oracle.price()
-    return call_cost_micros(Usage(stats["input_tokens"], stats["output_tokens"]), price)
+    return oracle_ray.billed_micros(stats, load_config(OracleJobConfig, None, [f"oracle.model={MODEL}"]))
 
 
 # --- the governor across the loss of a node ------------------------------------------------------
@@ -341,6 +338,18 @@ def ask(caller, ids: range):
     return caller.__ray_call__.remote(lambda self, b: self(b).column("oracle_error").to_pylist(), batch)
 
 
+def ask_until_the_cap(caller, first: int, most: int) -> tuple[list, int]:
+    """Batches of 24 new requests until one is refused for the budget (at most ``most`` requests):
+    each request's error (None: answered), and the next request's number."""
+    import ray
+
+    outcomes, n = [], first
+    while "budget_exhausted" not in outcomes and n < first + most:
+        outcomes += ray.get(ask(caller, range(n, n + 24)))
+        n += 24
+    return outcomes, n
+
+
 def test_a_client_node_that_dies_with_calls_in_flight_leaves_the_cap_true_and_the_quota_to_the_survivors(
     nodes, s3_server
 ):
@@ -371,10 +380,7 @@ def test_a_client_node_that_dies_with_calls_in_flight_leaves_the_cap_true_and_th
         killed_at = time.monotonic()
         with pytest.raises(ray.exceptions.RayError):
             ray.get(dying_batch, timeout=60)
-        after, n = [], 0
-        while "budget_exhausted" not in after and n < 2_000:  # the survivor asks until the cap says no
-            after += ray.get(ask(survivor, range(n, n + 24)))
-            n += 24
+        after, n = ask_until_the_cap(survivor, 0, 2_000)
         time.sleep(max(0.0, killed_at + 5.5 - time.monotonic()))  # every dead lease has expired
         ray.get(ask(survivor, range(n, n + 1)))  # a request after that: the governor settles them
         stats = ray.get(governor.close.remote())
@@ -428,10 +434,7 @@ def test_the_governors_node_dying_forgets_no_spend_a_new_governor_resumes_from_t
         second = governor_actor("gov-found").remote(*args)
         resumed = ray.get(second.stats.remote())["resumed_from_micros"]
         client = caller_on(nodes.worker_ids[0], oracle, "gov-found", storage, root)
-        again, n = [], 400
-        while "budget_exhausted" not in again and n < 4_000:
-            again += ray.get(ask(client, range(n, n + 24)))
-            n += 24
+        again, _ = ask_until_the_cap(client, 400, 3_600)
         stats = ray.get(second.close.remote())
         billed = billed_micros(sim.stats.summary())
     print(

@@ -141,7 +141,7 @@ def start_sinks(count: int, attempt: Folder, storage_json: str, schemas: dict[st
     driver's absolute path (``file://`` too)."""
     import ray
 
-    from crome_ray.oracle.governor import on_this_node
+    from crome_ray.ray_runtime import on_this_node
 
     uri = attempt.uri
     if not is_bucket_uri(uri):

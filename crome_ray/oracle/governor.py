@@ -287,17 +287,11 @@ def governor_actor(name: str, namespace: str = "crome-ray"):
     (``governor_core``); the governor and its ledger go on."""
     import ray
 
+    from crome_ray.ray_runtime import on_this_node
+
     return ray.remote(num_cpus=0, max_concurrency=4096, max_restarts=0)(GovernorActorImpl).options(
         name=name, namespace=namespace, get_if_exists=True, scheduling_strategy=on_this_node()
     )
-
-
-def on_this_node():
-    """A scheduling strategy that keeps an actor on this process's node (hard)."""
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
 
 
 class RemoteGovernor:
