@@ -53,7 +53,7 @@ test-long: $(STAMP)  ## the self-check's four pipeline runs and the robust λ sw
 test-sweep: $(STAMP)  ## the λ sweep end to end on a Ray cluster of its own (~2.5 min on 2 cores)
 	$(BIN)/python -m pytest -m sweep
 
-test-cluster: $(STAMP)  ## the cluster path and its node failures on a real multi-node Ray cluster on this machine (~4 min on 2 idle cores)
+test-cluster: $(STAMP)  ## the cluster path and its node failures on a real multi-node Ray cluster on this machine (~6 min on 2 idle cores)
 	$(BIN)/python -m pytest -m ray tests/test_multinode.py
 
 test-fast: $(STAMP)  ## the fast tier only (no Ray cluster, no model downloads)

@@ -12,7 +12,10 @@ and what each node failure does to a run (docs/cluster.md's table of faults come
   and the steps trained again come out the same;
 - the augmentation into a bucket loses a worker node: every source row accounted for, only calls in
   flight paid twice, the spend under the cap, and the Gemini key in no file of any node's logs and
-  no object of the run.
+  no object of the run;
+- the node of a shared local engine (vLLM, SmolLM2) dies mid-batch: Ray restarts the engine on
+  the node left, the batch goes to it, and the governor frees the dead engine's calls after its
+  silence instead of after their 45-minute leases.
 
 Run as: make test-cluster (or pytest -m ray tests/test_multinode.py)."""
 
@@ -353,9 +356,10 @@ def ask_until_the_cap(caller, first: int, most: int) -> tuple[list, int]:
 def test_a_client_node_that_dies_with_calls_in_flight_leaves_the_cap_true_and_the_quota_to_the_survivors(
     nodes, s3_server
 ):
-    """The dead node's calls may have been billed: their leases expire and are settled at their
-    worst case (not released: releasing them could let the run spend past the cap if the provider
-    billed them). The survivor keeps getting grants until the cap, and none past it."""
+    """The dead node's calls may have been billed: they are settled at their worst case (not
+    released: releasing them could let the run spend past the cap if the provider billed them),
+    once the dead client has been silent for ``silence_seconds`` (2.5 s here) or at the latest
+    when their leases expire (5 s). The survivor keeps getting grants until the cap, and none past it."""
     import ray
 
     from crome_ray.oracle.governor import governor_actor
@@ -387,13 +391,15 @@ def test_a_client_node_that_dies_with_calls_in_flight_leaves_the_cap_true_and_th
         billed = billed_micros(sim.stats.summary())
     print(
         f"worst case per call {cap // 30} micro-dollars, cap {cap}; in flight at the kill "
-        f"{in_flight_at_kill}; expired leases {stats['expired_leases']}; survivor answered after the "
+        f"{in_flight_at_kill}; abandoned {stats['abandoned_leases']}, expired leases "
+        f"{stats['expired_leases']}; survivor answered after the "
         f"kill {after.count(None)}, refused {after.count('budget_exhausted')}; spent "
         f"{stats['spent_micros']}, billed {billed}; grants released {stats['released_grants']}"
     )
     # the dead node's calls, settled at their worst case: at most the quota's in-flight cap (the
     # reading just after the kill can miss an exchange the dying worker had sent just before it)
-    assert 1 <= stats["expired_leases"] <= oracle.quota.max_in_flight
+    settled_at_worst = stats["abandoned_leases"] + stats["expired_leases"]
+    assert 1 <= settled_at_worst <= oracle.quota.max_in_flight
     assert stats["in_flight"] == 0 and stats["reserved_micros"] == 0
     assert after.count(None) > 0 and "budget_exhausted" in after  # the survivor went on, up to the cap
     assert billed <= stats["spent_micros"] <= cap  # what the provider billed never crossed it
@@ -554,13 +560,14 @@ def test_training_on_two_nodes_loses_one_and_resumes_from_its_bucket_checkpoint_
 def test_a_node_killed_mid_augmentation_into_a_bucket_loses_no_row_pays_only_in_flight_twice_writes_no_key(
     nodes, s3_server, tiny_bert
 ):
-    """Last in the module: it kills a worker node (a second one is added first, so the work has
-    somewhere to go). The oracle actors, the IQN stage and the reads run on the worker nodes (the
+    """It kills a worker node (a second one is added first, so the work has somewhere to go).
+    The oracle actors, the IQN stage and the reads run on the worker nodes (the
     head takes no CPU work); the sinks write to the bucket from the driver's node. Ray Data
     restarts the oracle actors that were on the dead node and runs their batches again: what
     had been answered comes from the run's cache in the bucket, and only the calls in flight at
-    the kill are asked again, at most the quota's in-flight cap. Their leases are settled at the
-    worst case when they expire, so the spend still bounds the bill. The Gemini key the oracle
+    the kill are asked again, at most the quota's in-flight cap. They are settled at the worst
+    case when the dead actors are presumed gone (or their leases expire), so the spend still
+    bounds the bill. The Gemini key the oracle
     actors used is in no file of any node's log folder (the workers' output included) and in no
     object of the run (seen failing with the key printed in the oracle actor)."""
     import ray
@@ -642,7 +649,8 @@ def test_a_node_killed_mid_augmentation_into_a_bucket_loses_no_row_pays_only_in_
     print(
         f"node dead after {seconds:.1f} s; answered at the kill {answered_at_kill}, in flight "
         f"{in_flight_at_kill}; billed twice {stats['billed_twice']}; expired leases "
-        f"{oracle['expired_leases']}; spent {oracle['spent_micros']} of {oracle['cap_micros']} micro-dollars"
+        f"{oracle['expired_leases']}, abandoned {oracle['abandoned_leases']}; spent "
+        f"{oracle['spent_micros']} of {oracle['cap_micros']} micro-dollars"
     )
     # at most the calls in flight at the kill: the quota's in-flight cap bounds them (the reading
     # just after the kill can miss an exchange the dying worker had sent just before it)
@@ -656,3 +664,86 @@ def test_a_node_killed_mid_augmentation_into_a_bucket_loses_no_row_pays_only_in_
     written = storage_files(f"s3://{bucket}/crome", storage)
     assert any(p.endswith(".parquet") for p in written) and any(p.endswith("manifest.json") for p in written)
     assert not [p for p, body in written.items() if KEY.encode() in body]
+
+
+# --- a shared local engine's node dies -------------------------------------------------------------
+
+
+def test_a_shared_engines_node_dying_mid_batch_restarts_it_on_the_node_left_and_the_batch_is_answered(
+    nodes, tmp_path, smollm2_path
+):
+    """The augmentation's local fallback engine (``graph.engine_server``: one ``OracleServer``
+    actor that the oracle actors send their calls to) runs on a worker node; the node dies while
+    it generates a batch. Ray restarts the engine on the node left and sends it the batch again.
+    The new engine asks the governor for the same questions, which the dead engine still holds:
+    without more, it would wait for their leases to run out (45 minutes for a local engine's
+    30-minute attempts; seen hanging). The dead engine is silent, so after ``silence_seconds``
+    the governor settles its calls and frees their keys, and the batch is answered in full."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from crome_ray.augment.graph import engine_server
+    from crome_ray.oracle.governor import governor_actor
+    from crome_ray.oracle.governor_core import lease_seconds, silence_seconds
+    from crome_ray.oracle.protocol import GenerationParams, OracleError, OracleRequest, OracleResult
+
+    doomed = nodes.add_worker()
+    local = OracleConfig(
+        backend="vllm", model=str(smollm2_path), engine={"cpus_per_engine": 0.5, "max_model_len": 1024}
+    )
+    assert silence_seconds(local) == 30 and lease_seconds(local) > 2_700  # the defaults: 30 s, 45 min
+    governor = governor_actor("engine-node-loss").remote(
+        local.model_dump_json(), str(tmp_path / "ledger.json"), str(tmp_path / "cache"), None
+    )
+    ray.get(governor.ping.remote())
+    args = {
+        "config_json": local.model_dump_json(),
+        "cache_root": str(tmp_path / "cache"),
+        "storage_json": None,
+        "api_key": SecretStr(""),
+        "governor_name": "engine-node-loss",
+    }
+    on_doomed = NodeAffinitySchedulingStrategy(doomed.node_id, soft=True)  # soft: restarts go elsewhere
+    server = engine_server({"num_cpus": 0.5, "num_gpus": 0}, scheduling_strategy=on_doomed).remote(args)
+
+    def node_of_server() -> str:
+        return ray.get(
+            server.__ray_call__.remote(lambda _: ray.get_runtime_context().get_node_id()), timeout=300
+        )
+
+    hello = OracleRequest(prompt="Say hello.", params=GenerationParams(max_output_tokens=4))
+    assert isinstance(ray.get(server.call_many.remote([hello]), timeout=300)[0], OracleResult)  # engine up
+    assert node_of_server() == doomed.node_id
+    batch = [
+        OracleRequest(
+            prompt=f"Write a short poem about river number {i}.",
+            params=GenerationParams(max_output_tokens=200),
+        )
+        for i in range(6)
+    ]
+    answers = server.call_many.remote(batch)
+    while ray.get(governor.stats.remote())["in_flight"] < len(batch):  # every call granted, generating
+        time.sleep(0.05)
+    nodes.remove(doomed)
+    killed = time.monotonic()
+    assert not ray.wait([answers], timeout=0)[0], "the batch was done before the kill: nothing tested"
+    results = ray.get(answers, timeout=240)  # the leases would hold it for 45 minutes
+    waited = time.monotonic() - killed
+    stats = ray.get(governor.close.remote())
+    errors = [r for r in results if isinstance(r, OracleError)]
+    print(
+        f"batch answered {waited:.0f} s after the kill; presumed gone {stats['workers_presumed_gone']}, "
+        f"abandoned {stats['abandoned_leases']}, expired {stats['expired_leases']}, "
+        f"grants {stats['grants']}, "
+        f"engines started {len(stats['engines'])} ({[round(e['startup_s'], 1) for e in stats['engines']]} s)"
+    )
+    assert not errors, errors
+    assert len(results) == len(batch) and all(r.text.strip() for r in results)
+    assert [r.key for r in results] == [q.key("vllm", local.model) for q in batch]  # the batch's own answers
+    assert waited >= silence_seconds(local)  # its new engine waited out the dead one's silence...
+    assert stats["workers_presumed_gone"] == 1 and stats["abandoned_leases"] == len(batch)
+    assert stats["expired_leases"] == 0 and stats["in_flight"] == 0  # ...not its leases
+    assert stats["grants"] == 1 + 2 * len(batch)  # the hello, the batch, the batch again
+    assert len(stats["engines"]) == 2  # the first engine and the one restarted
+    assert node_of_server() == nodes.worker_ids[0] != doomed.node_id  # on the node left
+    ray.kill(server)

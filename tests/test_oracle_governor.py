@@ -9,10 +9,10 @@ import pytest
 
 from crome_ray.config import load_config
 from crome_ray.oracle.config import OracleConfig
-from crome_ray.oracle.governor import GovernorActorImpl, LocalGovernor
-from crome_ray.oracle.governor_core import Decision, GovernorCore
+from crome_ray.oracle.governor import GovernorActorImpl, LocalGovernor, RemoteGovernor
+from crome_ray.oracle.governor_core import Decision, GovernorCore, heartbeat_seconds, silence_seconds
 
-GO, WAIT, ERROR = Decision.GO, Decision.WAIT, Decision.ERROR
+GO, WAIT, BUSY, ERROR = Decision.GO, Decision.WAIT, Decision.BUSY, Decision.ERROR
 
 
 def config(**over) -> OracleConfig:
@@ -143,6 +143,90 @@ def test_a_worker_that_stops_exchanging_loses_its_queue_and_its_undelivered_gran
         assert sorted((i, kind) for i, kind, *_ in back) == [(2, GO), (3, GO)]
 
     asyncio.run(scenario())
+
+
+def test_a_silent_worker_holding_calls_has_them_settled_at_the_worst_case_and_their_questions_go_on(tmp_path):
+    """A worker's node dies while it holds calls it had collected (a local engine generating). A
+    second worker asking the same questions (the engine restarted elsewhere, its batch sent
+    again) is told they are busy, and would wait for the first worker's leases to run out: 45
+    minutes for a local engine's. Silent for ``stale_s`` while it holds calls, the first worker is
+    presumed gone: its calls are settled at their worst case at once (they may have been billed)
+    and their keys go to the second worker. If the first was only paused, its late answer is not
+    counted again."""
+
+    async def scenario():
+        cfg = config(**{"quota.max_in_flight": 4, "retry.timeout_s": 1})  # a lease lives 3.5 s
+        actor = GovernorActorImpl(cfg.model_dump_json(), None, str(tmp_path / "cache"), None)
+        first = await actor.exchange("dead", [], [(0, ("k0", "dead-0", 10, 10, 1_000))])
+        assert [(i, kind) for i, kind, _, _ in first] == [(0, GO)]  # collected: the call is sent
+        died = asyncio.get_running_loop().time()
+        twin = ("k0", "next-0", 10, 10, 1_000)  # the same question from another worker
+        got = await actor.exchange("next", [], [(0, twin)])
+        while not got and asyncio.get_running_loop().time() - died < 3.0:
+            await asyncio.sleep(0.05)
+            got = await actor.exchange("next", [], [])
+        assert [(i, kind) for i, kind, _, _ in got] == [(0, GO)]
+        waited = asyncio.get_running_loop().time() - died
+        assert actor.stale_s <= waited < 3.0  # after the silence, before the dead call's lease ends
+        stats = await actor.stats()
+        assert stats["workers_presumed_gone"] == 1 and stats["abandoned_leases"] == 1
+        assert stats["expired_leases"] == 0 and stats["in_flight"] == 1  # the twin's call only
+        assert stats["spent_micros"] == 1_000  # the dead worker's call, at its worst case
+        # the first worker was only paused: its late answer changes nothing
+        await actor.exchange("dead", [("finish", first[0][2], 10, 10, 10, None, True)], [])
+        await actor.exchange("next", [("finish", got[0][2], 10, 10, 10, None, True)], [])
+        stats = await actor.stats()
+        assert stats["spent_micros"] == 1_010 and stats["in_flight"] == 0
+
+    asyncio.run(scenario())
+
+
+def test_the_silence_that_means_gone_is_half_a_lease_and_at_most_30_seconds_six_heartbeats_long():
+    assert silence_seconds(config(**{"retry.timeout_s": 1})) == pytest.approx(1.75)
+    local = OracleConfig(backend="vllm")  # 30-minute attempts: a lease of 45 minutes
+    assert silence_seconds(local) == 30.0 and heartbeat_seconds(local) == 5.0
+
+
+class InProcessHandle:
+    """The governor actor's handle as a worker uses it (``handle.exchange.remote(...)`` awaited),
+    calling the actor's class in this process."""
+
+    def __init__(self, actor: GovernorActorImpl):
+        self.exchange = type("Method", (), {"remote": staticmethod(actor.exchange)})()
+
+
+@pytest.mark.parametrize("heartbeat", [True, False])
+def test_a_worker_holding_a_call_longer_than_the_silence_is_not_taken_for_gone_while_it_beats(
+    tmp_path, heartbeat
+):
+    """A local engine's call may last minutes, and the worker has nothing to send meanwhile. It
+    exchanges every heartbeat anyway, so the governor keeps its call; without heartbeats (the
+    second case) the same worker is presumed gone and its call settled at the worst case."""
+
+    async def scenario():
+        cfg = config(**{"retry.timeout_s": 1})  # gone after 1.75 s of silence
+        actor = GovernorActorImpl(cfg.model_dump_json(), None, str(tmp_path / "cache"), None)
+        beat = heartbeat_seconds(cfg) if heartbeat else 60.0
+        worker = RemoteGovernor(InProcessHandle(actor), window_slack_s=1.0, heartbeat_s=beat)
+        kind, grant = await worker.begin("k0", "w-0", 10, 10, 1_000)
+        assert kind is GO
+        other = RemoteGovernor(InProcessHandle(actor), window_slack_s=1.0)
+        for _ in range(3):  # another worker's exchanges, each a sweep for the silent
+            await asyncio.sleep(1.0)
+            assert (await other.begin(f"o{_}", f"x-{_}", 10, 10, 1_000))[0] is GO
+        stats = await actor.stats()
+        await worker.finish(grant, 10, 10, 10, None, True)
+        await worker.aclose()
+        final = await actor.stats()
+        return stats, final
+
+    stats, final = asyncio.run(scenario())
+    if heartbeat:
+        assert stats["workers_presumed_gone"] == 0 and stats["abandoned_leases"] == 0
+        assert final["spent_micros"] == 10  # its real cost (the other worker's calls are not settled)
+    else:
+        assert stats["workers_presumed_gone"] == 1 and stats["abandoned_leases"] == 1
+        assert final["spent_micros"] == 1_000  # settled at its worst case; its late answer ignored
 
 
 @pytest.mark.parametrize("held_by", ["in_flight", "window"])

@@ -76,14 +76,16 @@ def caller_args(o: OracleConfig, key: SecretStr, governor: str, cfg: AugmentConf
 def engine_server(res: dict[str, Any], **options: Any):
     """The actor class of a local engine many oracle actors share (``OracleServer``), with the
     engine's resources: Ray places it on a node that has them (a GPU node for ``num_gpus``).
-    Not restarted: if its node dies the run stops with Ray's error, and a rerun resumes from the
-    cache. A restart with the calls sent again was tried on two nodes and the retried batch had
-    not finished after 400 s (2026-12-06): a hang is worse than a clear stop, so it waits until
-    that is understood (docs/cluster.md)."""
+    Restarted if its node dies, wherever Ray finds the resources again (or, on a cluster that
+    grows, once the autoscaler adds them), and the batches it was serving are sent to the new
+    engine (``max_task_retries``): the answers it had cached are hits, the rest are asked again.
+    The dead engine's calls are the governor's to settle: it presumes the engine gone after
+    ``governor_core.silence_seconds`` (30 s for a local engine) and frees their keys, so the new
+    engine does not wait on its dead self's 45-minute leases (seen on two nodes before that)."""
     import ray
 
     return ray.remote(OracleServer).options(
-        num_cpus=res["num_cpus"], num_gpus=res["num_gpus"], max_restarts=0, **options
+        num_cpus=res["num_cpus"], num_gpus=res["num_gpus"], max_restarts=-1, max_task_retries=-1, **options
     )
 
 

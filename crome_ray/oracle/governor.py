@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import itertools
 import time
 import uuid
@@ -25,7 +26,7 @@ from typing import Any
 
 from crome_ray.oracle.cache import LedgerStore
 from crome_ray.oracle.config import OracleConfig
-from crome_ray.oracle.governor_core import Decision, GovernorCore
+from crome_ray.oracle.governor_core import Decision, GovernorCore, silence_seconds
 
 # The shortest sleep of a waiting queue. At the quota, the window frees one request per
 # 1/rate seconds; waking for each would be a wake-up per grant. Grants made up to 50 ms
@@ -178,16 +179,21 @@ class GovernorActorImpl(_AsyncFacade):
     round trip per tick (``RemoteGovernor``).
 
     A worker that stops exchanging is presumed gone (its process or its node died). A worker
-    with requests waiting here exchanges every tick, so silence for ``stale_s`` (half a lease)
-    means it will collect nothing more. Left alone, the queue would go on granting its waiting
+    with requests waiting here exchanges every tick, and one holding calls in flight at least
+    every heartbeat (``heartbeat_seconds``), so silence for ``stale_s``
+    (``governor_core.silence_seconds``: half a lease, at most 30 s) means it will collect nothing
+    more and finish nothing it holds. Left alone, the queue would go on granting its waiting
     requests, and each grant would hold a slot of the quota and reserve its worst case until the
     lease expired. It would then be settled at that worst case, as if billed, though it was never
     sent (seen on two nodes: 22 of 30 grants went to a dead worker's queue and used up the cap).
     So its requests leave the queue, and its grants not yet delivered are released at no cost:
-    the worker never saw them, so it can have sent none. Only the grants it had collected, the
-    calls it may have had in flight, keep their leases. A worker presumed gone that exchanges
-    again (a long pause, not a death) gets its requests queued again, and they are decided as
-    if it had never left.
+    the worker never saw them, so it can have sent none. The grants it had collected, the calls
+    it may have had in flight, are settled at their worst case at once (``GovernorCore.abandon``:
+    they may have been billed) and their keys freed: a restarted engine asking the same
+    questions again would otherwise wait for its dead self's leases, 45 minutes for a local
+    engine's (seen on two nodes). A worker presumed gone that exchanges again (a long pause, not
+    a death) gets its requests queued again, and they are decided as if it had never left; its
+    abandoned calls' answers are not counted again (their cost is already the worst case).
     """
 
     def __init__(self, config_json: str, ledger_uri: str | None, cache_root: str, storage_json: str | None):
@@ -203,7 +209,8 @@ class GovernorActorImpl(_AsyncFacade):
         self._mailboxes: dict[str, list] = {}
         self._seen: dict[str, float] = {}  # worker -> its last exchange (monotonic)
         self._dormant: dict[str, list] = {}  # a worker presumed gone -> its requests, (args, waiter)
-        self.stale_s = self.core.lease_s / 2
+        self._holding: dict[str, set[int]] = {}  # worker -> grants delivered to it, not yet settled
+        self.stale_s = silence_seconds(config)
 
     async def ping(self) -> bool:
         return True
@@ -219,7 +226,9 @@ class GovernorActorImpl(_AsyncFacade):
         now = time.monotonic()
         self._seen[worker] = now
         self._on_loop()
+        holding = self._holding.setdefault(worker, set())
         for kind, *args in settlements:
+            holding.discard(args[0])  # the grant's id
             if kind == "finish":
                 self.core.finish(*args)
             else:
@@ -234,6 +243,7 @@ class GovernorActorImpl(_AsyncFacade):
             if decision is not None:
                 waiter.set_result(decision)
         out = [(request_id, kind, value, now - decided) for request_id, kind, value, decided, _ in box]
+        holding.update(value for _, kind, value, _ in out if kind is Decision.GO)
         box.clear()
         return out
 
@@ -252,8 +262,11 @@ class GovernorActorImpl(_AsyncFacade):
             return isinstance(waiter, _Mailbox) and waiter.box is box
 
         mine = [(a, w) for a, w in [*self._queue, *self._parked] if its(w)]
-        if not mine and not any(kind is Decision.GO for _, kind, *_ in box):
-            return  # nothing waits for it: an idle worker, not a lost one
+        held = self._holding.pop(worker, set())
+        if not mine and not held and not any(kind is Decision.GO for _, kind, *_ in box):
+            return  # nothing waits for it and it holds nothing: an idle worker, not a lost one
+        for grant_id in sorted(held):  # collected, maybe sent: settled at the worst case now
+            self.core.abandon(grant_id)
         self._queue = collections.deque((a, w) for a, w in self._queue if not its(w))
         self._parked = [(a, w) for a, w in self._parked if not its(w)]
         kept = []
@@ -306,9 +319,18 @@ class RemoteGovernor:
     tick between grant and send.
     """
 
-    def __init__(self, handle: Any, window_slack_s: float = 1.0, tick_s: float = 0.2):
+    def __init__(
+        self, handle: Any, window_slack_s: float = 1.0, tick_s: float = 0.2, heartbeat_s: float = 5.0
+    ):
+        """``heartbeat_s``: while it holds calls and has nothing else to send, the worker still
+        exchanges this often, so the governor can tell a long call from a dead worker
+        (``governor_core.heartbeat_seconds``)."""
         # a grant must be used well inside the quota's window slack, or it is given back
         self.handle, self.tick_s = handle, min(tick_s, window_slack_s / 4)
+        self.heartbeat_s = max(heartbeat_s, self.tick_s)
+        self._held = 0  # grants handed to callers and not yet settled
+        self._closing = False
+        self._wake = asyncio.Event()
         self.max_grant_age = window_slack_s / 2
         self.stale_grants = 0
         self.worker = uuid.uuid4().hex[:12]
@@ -334,11 +356,13 @@ class RemoteGovernor:
     async def finish(self, *args) -> None:
         self._outbox.append(("finish", *args))
         self._queued += 1
+        self._held -= 1
         self._kick()
 
     async def fail(self, *args) -> None:
         self._outbox.append(("fail", *args))
         self._queued += 1
+        self._held -= 1
         self._kick()
 
     async def flush(self, timeout_s: float = 10.0) -> None:
@@ -358,10 +382,10 @@ class RemoteGovernor:
 
     async def aclose(self, timeout_s: float = 5.0) -> None:
         """Send what is still in the outbox (the last calls' settlements), then stop the pump."""
+        self._closing = True  # no more heartbeats: the pump ends once the outbox is sent
         if self._pump is None:
             return
-        if self._outbox or self._new:
-            self._kick()
+        self._kick()
         try:
             await asyncio.wait_for(asyncio.shield(self._pump), timeout_s)
         except Exception:  # best effort at teardown (a timeout too): a lost settlement expires as a lease
@@ -370,10 +394,18 @@ class RemoteGovernor:
     def _kick(self) -> None:
         if self._pump is None or self._pump.done():
             self._pump = asyncio.create_task(self._run())
+        else:
+            self._wake.set()  # a pump waiting out a heartbeat has something to send now
 
     async def _run(self) -> None:
-        while self._new or self._outbox or self._waiting:
-            delay = self._last + self.tick_s - time.monotonic()
+        while self._new or self._outbox or self._waiting or (self._held > 0 and not self._closing):
+            busy = bool(self._new or self._outbox or self._waiting)
+            delay = self._last + (self.tick_s if busy else self.heartbeat_s) - time.monotonic()
+            if delay > 0 and not busy:  # only calls in flight: a heartbeat, unless woken first
+                self._wake.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), delay)
+                continue
             if delay > 0:
                 await asyncio.sleep(delay)
             new, self._new = self._new, []
@@ -404,4 +436,5 @@ class RemoteGovernor:
                 if kind is Decision.ERROR:
                     future.set_exception(RuntimeError(value))
                 else:
+                    self._held += kind is Decision.GO  # settled by the caller's finish or fail
                     future.set_result((kind, value))

@@ -13,8 +13,11 @@ waiting callers (asyncio) and for the cluster (a Ray actor). It holds, for the w
 - leases on keys in flight: a second worker asking the same question waits for the
   first answer instead of paying for it again. A lease left by a killed worker
   expires, and its reservation is then settled at the worst case (it may have been
-  billed). Every lease lives the same ``lease_s`` on a clock that never goes back, so
-  leases expire in the order they were granted: they are kept in that order, and
+  billed); a worker known to be gone sooner (``abandon``: silent past ``silence_seconds``
+  though it holds calls) has its leases settled the same way at once, so that a second
+  worker asking the same questions does not wait for the lease to run out. Every lease
+  lives the same ``lease_s`` on a clock that never goes back, so leases expire in the
+  order they were granted: they are kept in that order, and
   expiring them looks only at the oldest (O(1) per call, not O(calls in flight);
   ``bench/governor_decisions.py`` measured 27 ms per call at 8,000 in flight before).
 
@@ -40,6 +43,27 @@ from crome_ray.oracle.limits import Grant, RateLimiter
 from crome_ray.oracle.pricing import micros_to_usd, usd_to_micros
 
 LEDGER_FORMAT = 2
+MAX_SILENCE_S = 30.0  # a worker holding calls that is silent this long is presumed gone
+
+
+def lease_seconds(config: OracleConfig) -> float:
+    """How long a call's lease lives: one attempt's longest life, with margin."""
+    return config.retry.timeout_s * 1.5 + 2.0
+
+
+def silence_seconds(config: OracleConfig) -> float:
+    """How long a worker with calls queued or in flight may go without an exchange before the
+    governor presumes it gone: half a lease, and never more than ``MAX_SILENCE_S``. Not the
+    lease itself: a local engine's attempt may last 30 minutes (``oracle.retry.timeout_s``), and
+    a second worker asking the same questions would wait that long for a worker that is dead
+    (seen on two nodes: a restarted engine's retried batch waited on its dead self's leases)."""
+    return min(lease_seconds(config) / 2, MAX_SILENCE_S)
+
+
+def heartbeat_seconds(config: OracleConfig) -> float:
+    """How often a worker holding calls and with nothing else to say exchanges anyway: six
+    heartbeats to a silence, so a loop slowed by a loaded machine is not taken for a dead one."""
+    return silence_seconds(config) / 6
 
 
 class Decision(enum.Enum):
@@ -118,7 +142,7 @@ class GovernorCore:
         # both in expiry order (oldest first): see the module docstring
         self.leases: OrderedDict[int, _Lease] = OrderedDict()
         self.owner_of: OrderedDict[str, tuple[str, float]] = OrderedDict()  # key -> (owner, lease expiry)
-        self.lease_s = config.retry.timeout_s * 1.5 + 2.0  # one attempt's longest life, with margin
+        self.lease_s = lease_seconds(config)
         self.engines: list[dict[str, Any]] = []  # local engines started for this run (model, start-up s)
         self.counts = {
             "hits": 0,
@@ -127,6 +151,7 @@ class GovernorCore:
             "budget_denied": 0,
             "expired_leases": 0,
             "released_grants": 0,  # granted, never delivered to their worker (presumed gone)
+            "abandoned_leases": 0,  # delivered to a worker presumed gone: settled at the worst case
             "workers_presumed_gone": 0,
             "invalid_output": 0,
             "failed": 0,
@@ -238,6 +263,19 @@ class GovernorCore:
         if self.owner_of.get(lease.key, (None,))[0] == lease.owner:
             del self.owner_of[lease.key]
         self.counts["released_grants"] += 1
+
+    def abandon(self, grant_id: int) -> None:
+        """A call whose worker is presumed gone: settled at once as an expired lease is (at the
+        worst case: it may have been sent and billed), and its key free for another worker. Its
+        answer, if the worker was only slow and sends it after all, is ignored (``finish``)."""
+        lease = self.leases.pop(grant_id, None)
+        if lease is None:
+            return
+        self.budget.settle(lease.reservation, lease.reservation.amount)
+        self.limiter.settle(lease.grant)
+        if self.owner_of.get(lease.key, (None,))[0] == lease.owner:
+            del self.owner_of[lease.key]
+        self.counts["abandoned_leases"] += 1
 
     def stats(self) -> dict[str, Any]:
         """Counts and money; ``*_micros`` are exact, ``*_usd`` the same in dollars for display."""

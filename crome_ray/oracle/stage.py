@@ -32,6 +32,7 @@ from crome_ray.oracle.cache import ResponseCache
 from crome_ray.oracle.client import OracleClient
 from crome_ray.oracle.config import OracleConfig
 from crome_ray.oracle.governor import RemoteGovernor
+from crome_ray.oracle.governor_core import heartbeat_seconds
 from crome_ray.oracle.protocol import GenerationParams, OracleError, OracleRequest, OracleResult
 
 RESULT_COLUMNS = {
@@ -116,7 +117,9 @@ class OracleCaller:
         storage = StorageConfig.model_validate_json(storage_json) if storage_json else None
         cache = ResponseCache(cache_root, config.backend, config.model, storage)
         handle = ray.get_actor(governor_name, namespace=namespace)
-        governor = RemoteGovernor(handle, window_slack_s=config.quota.window_slack_s)
+        governor = RemoteGovernor(
+            handle, window_slack_s=config.quota.window_slack_s, heartbeat_s=heartbeat_seconds(config)
+        )
         # the SDK's aiohttp session belongs to the loop it is used on: this one
         backend = make_backend(config, api_key.get_secret_value())
         if hasattr(backend, "on_engine_started"):  # a local engine: its start-up time, reported apart
