@@ -306,14 +306,25 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None):
 
 
 _GUARD = pytest.StashKey[tuple]()
-_EMPTY_CACHE = tempfile.mkdtemp(prefix="crome-empty-model-cache-")
+_EMPTY_CACHE: list[str] = []
+
+
+def _empty_cache() -> str:
+    """An empty model cache for the fast tier, made on first use and removed when pytest exits (not
+    made at import: every Ray worker that imports this module would leave one behind in /tmp)."""
+    if not _EMPTY_CACHE:
+        import atexit
+
+        _EMPTY_CACHE.append(tempfile.mkdtemp(prefix="crome-empty-model-cache-"))
+        atexit.register(shutil.rmtree, _EMPTY_CACHE[0], True)
+    return _EMPTY_CACHE[0]
 
 
 def _offline_guard() -> tuple[pytest.MonkeyPatch, bool]:
     import socket
 
     mp = pytest.MonkeyPatch()
-    mp.setenv("CROME_RAY_CACHE", _EMPTY_CACHE)
+    mp.setenv("CROME_RAY_CACHE", _empty_cache())
     mp.setenv("PIP_NO_INDEX", "1")  # a model wheel download fails at once
     mp.setenv("HF_HUB_OFFLINE", "1")
     real_connect = socket.socket.connect
