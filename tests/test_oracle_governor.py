@@ -229,6 +229,38 @@ def test_a_worker_holding_a_call_longer_than_the_silence_is_not_taken_for_gone_w
         assert final["spent_micros"] == 1_000  # settled at its worst case; its late answer ignored
 
 
+def test_a_worker_waiting_out_a_heartbeat_sends_a_new_request_at_once_and_its_pump_ends_with_its_calls(
+    tmp_path,
+):
+    """Between heartbeats the worker's pump sleeps; a new request wakes it (not the next beat, a
+    minute away here). Once every call it held is settled, the pump ends; closing a worker that
+    still holds a call does not wait for a heartbeat either."""
+
+    async def scenario():
+        cfg = config(**{"retry.timeout_s": 60})
+        actor = GovernorActorImpl(cfg.model_dump_json(), None, str(tmp_path / "cache"), None)
+        worker = RemoteGovernor(InProcessHandle(actor), window_slack_s=1.0, heartbeat_s=60.0)
+        first = await worker.begin("k0", "w-0", 10, 10, 1_000)
+        await asyncio.sleep(0.5)  # the pump is now waiting out its heartbeat
+        started = asyncio.get_running_loop().time()
+        second = await worker.begin("k1", "w-1", 10, 10, 1_000)
+        assert asyncio.get_running_loop().time() - started < 0.5
+        assert first[0] is GO and second[0] is GO
+        for _, grant in (first, second):
+            await worker.finish(grant, 10, 10, 10, None, True)
+        await worker.flush()
+        await asyncio.sleep(0.3)
+        assert worker._pump.done()  # nothing held: no more heartbeats
+        assert (await actor.stats())["spent_micros"] == 20
+        third = await worker.begin("k2", "w-2", 10, 10, 1_000)
+        assert third[0] is GO
+        started = asyncio.get_running_loop().time()
+        await worker.aclose()  # a call still held: closing does not wait for it
+        assert asyncio.get_running_loop().time() - started < 1.0 and worker._pump.done()
+
+    asyncio.run(scenario())
+
+
 @pytest.mark.parametrize("held_by", ["in_flight", "window"])
 def test_every_queued_caller_is_served_in_order(held_by):
     async def scenario():

@@ -328,7 +328,7 @@ class RemoteGovernor:
         # a grant must be used well inside the quota's window slack, or it is given back
         self.handle, self.tick_s = handle, min(tick_s, window_slack_s / 4)
         self.heartbeat_s = max(heartbeat_s, self.tick_s)
-        self._held = 0  # grants handed to callers and not yet settled
+        self._held: set[int] = set()  # grants handed to callers and not yet settled
         self._closing = False
         self._wake = asyncio.Event()
         self.max_grant_age = window_slack_s / 2
@@ -356,13 +356,13 @@ class RemoteGovernor:
     async def finish(self, *args) -> None:
         self._outbox.append(("finish", *args))
         self._queued += 1
-        self._held -= 1
+        self._held.discard(args[0])
         self._kick()
 
     async def fail(self, *args) -> None:
         self._outbox.append(("fail", *args))
         self._queued += 1
-        self._held -= 1
+        self._held.discard(args[0])
         self._kick()
 
     async def flush(self, timeout_s: float = 10.0) -> None:
@@ -398,7 +398,7 @@ class RemoteGovernor:
             self._wake.set()  # a pump waiting out a heartbeat has something to send now
 
     async def _run(self) -> None:
-        while self._new or self._outbox or self._waiting or (self._held > 0 and not self._closing):
+        while self._new or self._outbox or self._waiting or (self._held and not self._closing):
             busy = bool(self._new or self._outbox or self._waiting)
             delay = self._last + (self.tick_s if busy else self.heartbeat_s) - time.monotonic()
             if delay > 0 and not busy:  # only calls in flight: a heartbeat, unless woken first
@@ -436,5 +436,6 @@ class RemoteGovernor:
                 if kind is Decision.ERROR:
                     future.set_exception(RuntimeError(value))
                 else:
-                    self._held += kind is Decision.GO  # settled by the caller's finish or fail
+                    if kind is Decision.GO:  # until the caller's finish or fail
+                        self._held.add(value)
                     future.set_result((kind, value))

@@ -255,27 +255,25 @@ class GovernorCore:
     def release(self, grant_id: int) -> None:
         """A grant its worker never received: nothing was sent, nothing billed. Its reservation and
         in-flight slot come back, and its key is free for another worker."""
-        lease = self.leases.pop(grant_id, None)
-        if lease is None:
-            return
-        self.budget.settle(lease.reservation, 0)
-        self.limiter.settle(lease.grant)
-        if self.owner_of.get(lease.key, (None,))[0] == lease.owner:
-            del self.owner_of[lease.key]
-        self.counts["released_grants"] += 1
+        self._end(grant_id, billed=False, count="released_grants")
 
     def abandon(self, grant_id: int) -> None:
         """A call whose worker is presumed gone: settled at once as an expired lease is (at the
         worst case: it may have been sent and billed), and its key free for another worker. Its
         answer, if the worker was only slow and sends it after all, is ignored (``finish``)."""
+        self._end(grant_id, billed=True, count="abandoned_leases")
+
+    def _end(self, grant_id: int, billed: bool, count: str) -> None:
+        """A lease ended for its worker: settled at its worst case if it may have been billed, else
+        at nothing; its slot back, and its key free if that lease still holds it."""
         lease = self.leases.pop(grant_id, None)
         if lease is None:
             return
-        self.budget.settle(lease.reservation, lease.reservation.amount)
+        self.budget.settle(lease.reservation, lease.reservation.amount if billed else 0)
         self.limiter.settle(lease.grant)
         if self.owner_of.get(lease.key, (None,))[0] == lease.owner:
             del self.owner_of[lease.key]
-        self.counts["abandoned_leases"] += 1
+        self.counts[count] += 1
 
     def stats(self) -> dict[str, Any]:
         """Counts and money; ``*_micros`` are exact, ``*_usd`` the same in dollars for display."""
